@@ -1,0 +1,259 @@
+//! Messages over records: fragmentation of large messages.
+//!
+//! A message that fits in one record (payload <= `max_record`) is one record
+//! with flags 0. A larger one is written as consecutive records of the same
+//! id: the first has [`rflags::FIRST`] and starts with the total length (u64
+//! little-endian); every record but the last has [`rflags::MORE`]. The
+//! fragments of one message are contiguous in the ring (the producer holds
+//! the ring for the whole message), so the consumer reassembles at most one
+//! message at a time and holds at most the message itself: with the copy it
+//! decodes from, about twice the value.
+//!
+//! The writer is resumable: [`FragmentWriter::pump`] writes as many
+//! fragments as fit and reports whether it finished, so a full ring is
+//! waited on (bounded) by the caller, never overwritten.
+
+use rkyv::util::AlignedVec;
+
+use crate::layout::RingCtl;
+use crate::ring::{kind, rflags, DataArea, Producer, Record, RecordHeader, ReserveError};
+use crate::ProtocolError;
+
+/// Resumable writer of one message.
+#[derive(Debug, Clone)]
+pub struct FragmentWriter {
+    id: u64,
+    kind: u8,
+    sent: usize,
+    started: bool,
+}
+
+impl FragmentWriter {
+    pub fn new(id: u64, kind: u8) -> Self {
+        FragmentWriter {
+            id,
+            kind,
+            sent: 0,
+            started: false,
+        }
+    }
+
+    /// Bytes of `data` written so far.
+    pub fn sent(&self) -> usize {
+        self.sent
+    }
+
+    /// True once the writer has committed at least one record (from then
+    /// on the message must be finished: the consumer expects the rest).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Write as much of `data` (the same slice on every call) as fits.
+    /// Returns `Ok(true)` when the whole message is committed, `Ok(false)`
+    /// when the ring is full (publish, wait for space, call again). The
+    /// caller publishes.
+    pub fn pump<A: DataArea>(
+        &mut self,
+        prod: &mut Producer,
+        ctl: &RingCtl,
+        area: &A,
+        data: &[u8],
+    ) -> Result<bool, ProtocolError> {
+        let max = prod.max_record() as usize;
+        if !self.started && data.len() <= max {
+            return match prod.try_reserve(ctl, area, data.len() as u64) {
+                Ok(res) => {
+                    prod.write_payload(area, &res, data);
+                    prod.commit(area, res, self.header(data.len(), 0));
+                    self.started = true;
+                    self.sent = data.len();
+                    Ok(true)
+                }
+                Err(ReserveError::Full) => Ok(false),
+                Err(ReserveError::TooLarge) => unreachable!("checked against max_record"),
+                Err(ReserveError::Corrupt(e)) => Err(e),
+            };
+        }
+        if data.len() as u64 > crate::layout::MAX_MESSAGE_LIMIT {
+            return Err(ProtocolError::TooLarge {
+                len: data.len() as u64,
+                limit: crate::layout::MAX_MESSAGE_LIMIT,
+            });
+        }
+        loop {
+            let first = !self.started;
+            let room = if first { max - 8 } else { max };
+            let chunk = (data.len() - self.sent).min(room);
+            let more = self.sent + chunk < data.len();
+            let len = chunk + if first { 8 } else { 0 };
+            let res = match prod.try_reserve(ctl, area, len as u64) {
+                Ok(r) => r,
+                Err(ReserveError::Full) => return Ok(false),
+                Err(ReserveError::TooLarge) => unreachable!("chunk bounded by max_record"),
+                Err(ReserveError::Corrupt(e)) => return Err(e),
+            };
+            let mut flags = if more { rflags::MORE } else { 0 };
+            let body = &data[self.sent..self.sent + chunk];
+            if first {
+                flags |= rflags::FIRST;
+                let total = (data.len() as u64).to_le_bytes();
+                // SAFETY: the reservation is ours and holds 8 + chunk bytes.
+                unsafe {
+                    area.write(res.payload_off, &total);
+                    area.write(res.payload_off + 8, body);
+                }
+            } else {
+                prod.write_payload(area, &res, body);
+            }
+            prod.commit(area, res, self.header(len, flags));
+            self.started = true;
+            self.sent += chunk;
+            if !more {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn header(&self, len: usize, flags: u8) -> RecordHeader {
+        RecordHeader {
+            len: len as u32,
+            kind: self.kind,
+            flags,
+            id: self.id,
+        }
+    }
+}
+
+/// A complete message taken from the ring into private, aligned memory.
+#[derive(Debug)]
+pub struct Message {
+    pub id: u64,
+    pub kind: u8,
+    pub bytes: AlignedVec<16>,
+}
+
+/// A framing error, with the request id when one can be attributed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub id: Option<u64>,
+    pub error: ProtocolError,
+}
+
+#[derive(Debug)]
+struct Partial {
+    id: u64,
+    kind: u8,
+    total: u64,
+    buf: AlignedVec<16>,
+}
+
+/// Reassembles messages record by record, copying each payload out of the
+/// ring into private memory exactly once.
+#[derive(Debug)]
+pub struct Reassembler {
+    cur: Option<Partial>,
+    max_message: u64,
+}
+
+impl Reassembler {
+    pub fn new(max_message: u64) -> Self {
+        Reassembler {
+            cur: None,
+            max_message,
+        }
+    }
+
+    /// True while a fragmented message is half received.
+    pub fn in_progress(&self) -> bool {
+        self.cur.is_some()
+    }
+
+    /// Feed the record `rec` (peeked, not yet advanced past). Returns a
+    /// message when one is complete. On error the partial message is
+    /// dropped; the consumer should treat the segment as broken if
+    /// `id` is `None`.
+    pub fn push<A: DataArea>(&mut self, area: &A, rec: &Record) -> Result<Option<Message>, FrameError> {
+        let h = rec.hdr;
+        let len = u64::from(h.len);
+        let fail = |id: Option<u64>, msg: &'static str| FrameError {
+            id,
+            error: ProtocolError::RingCorrupt(msg),
+        };
+        if h.kind != kind::MSG && h.kind != kind::PUSH {
+            self.cur = None;
+            return Err(fail(Some(h.id), "unknown record kind"));
+        }
+        match self.cur.take() {
+            None if h.flags == 0 => {
+                let mut buf = AlignedVec::<16>::with_capacity(len as usize);
+                buf.resize(len as usize, 0);
+                // SAFETY: peek validated the record within the published range.
+                unsafe { area.read(rec.payload_off, &mut buf) };
+                Ok(Some(Message {
+                    id: h.id,
+                    kind: h.kind,
+                    bytes: buf,
+                }))
+            }
+            None if h.flags == rflags::FIRST | rflags::MORE => {
+                if len < 8 {
+                    return Err(fail(Some(h.id), "first fragment shorter than its length prefix"));
+                }
+                let mut tot = [0u8; 8];
+                // SAFETY: as above; len >= 8.
+                unsafe { area.read(rec.payload_off, &mut tot) };
+                let total = u64::from_le_bytes(tot);
+                if total > self.max_message {
+                    return Err(FrameError {
+                        id: Some(h.id),
+                        error: ProtocolError::TooLarge {
+                            len: total,
+                            limit: self.max_message,
+                        },
+                    });
+                }
+                let chunk = len - 8;
+                if chunk >= total {
+                    return Err(fail(Some(h.id), "fragmented message with a single fragment"));
+                }
+                let mut buf = AlignedVec::<16>::with_capacity(total as usize);
+                buf.resize(chunk as usize, 0);
+                // SAFETY: as above.
+                unsafe { area.read(rec.payload_off + 8, &mut buf) };
+                self.cur = Some(Partial {
+                    id: h.id,
+                    kind: h.kind,
+                    total,
+                    buf,
+                });
+                Ok(None)
+            }
+            None => Err(fail(Some(h.id), "continuation fragment without a first fragment")),
+            Some(mut p) => {
+                if h.id != p.id || h.kind != p.kind || h.flags & rflags::FIRST != 0 {
+                    return Err(fail(Some(p.id), "fragments of one message interleaved with another"));
+                }
+                let have = p.buf.len() as u64;
+                let more = h.flags & rflags::MORE != 0;
+                let end = have + len;
+                if end > p.total || (!more && end != p.total) || (more && end == p.total) {
+                    return Err(fail(Some(p.id), "fragment lengths disagree with the total"));
+                }
+                p.buf.resize(end as usize, 0);
+                // SAFETY: as above; the destination was just resized.
+                unsafe { area.read(rec.payload_off, &mut p.buf[have as usize..]) };
+                if more {
+                    self.cur = Some(p);
+                    Ok(None)
+                } else {
+                    Ok(Some(Message {
+                        id: p.id,
+                        kind: p.kind,
+                        bytes: p.buf,
+                    }))
+                }
+            }
+        }
+    }
+}

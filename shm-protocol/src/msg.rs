@@ -1,0 +1,419 @@
+//! The messages carried in ring records, archived with rkyv 0.8.
+//!
+//! * A submission record carries one [`Request`].
+//! * A completion record carries one [`Completion`]: a [`Value`] (the whole
+//!   RESP3 value model) or a typed [`ClientError`]; push records (pub/sub)
+//!   carry a `Completion::Push`.
+//!
+//! Keys, values and arguments are byte strings (`Vec<u8>`), never `String`.
+//!
+//! Writers may serialize a borrowed argument list ([`ArgsRef`]) straight into
+//! ring memory: it archives to exactly the same bytes as the owned
+//! [`Args`], so the reader always accesses `ArchivedRequest<Args>`.
+//!
+//! Readers validate with bytecheck ([`access_request`], [`access_completion`])
+//! before use. The core never runs these over bytes a client can still
+//! change: it copies the record into private, aligned memory first.
+
+use rkyv::rancor::Fallible;
+use rkyv::ser::{Allocator, Writer};
+use rkyv::util::AlignedVec;
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::{Archive, Deserialize, Place, Serialize};
+
+use crate::ProtocolError;
+
+/// One command's arguments, owned: `["SET", "k", "v"]`.
+pub type Args = Vec<Vec<u8>>;
+
+/// Where a request goes. `Auto` routes by key slot (keyless commands go to a
+/// random node, or to every node where the command's policy says so).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub enum Route {
+    #[default]
+    Auto,
+    AllNodes,
+    AllPrimaries,
+    Random,
+    /// The node serving `key`'s slot (its primary, or a replica).
+    SlotKey { key: Vec<u8>, replica: bool },
+    /// The node serving `slot` (0..16383).
+    SlotId { slot: u16, replica: bool },
+    /// One node by address.
+    Address { host: String, port: u16 },
+}
+
+/// Request flags (bit set in [`Request::flags`]).
+pub mod flags {
+    /// Batch: stop reporting at the first error (raise-on-error): the
+    /// completion is the first error instead of the array of results.
+    pub const RAISE_ON_ERROR: u32 = 1 << 0;
+}
+
+/// What a request asks for.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Op<A> {
+    /// One command, argv style.
+    Command { args: A },
+    /// A pipeline (`atomic = false`) or a MULTI/EXEC transaction
+    /// (`atomic = true`, all keys in one slot). `watch` keys are WATCHed on
+    /// the same connection before the transaction.
+    Batch {
+        atomic: bool,
+        watch: Vec<Vec<u8>>,
+        commands: Vec<A>,
+    },
+    /// Cancel the in-flight request with this id (best effort: the target
+    /// still gets exactly one completion).
+    Cancel { target: u64 },
+}
+
+/// One request, as written by the client into the submission ring.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Request<A = Args> {
+    /// Must equal the record header's id.
+    pub id: u64,
+    /// Per-request timeout in milliseconds; 0 = the client's default.
+    pub timeout_ms: u32,
+    /// See [`flags`].
+    pub flags: u32,
+    pub route: Route,
+    pub op: Op<A>,
+}
+
+/// A borrowed argument: archives exactly like `Vec<u8>`.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgRef<'a>(pub &'a [u8]);
+
+/// A borrowed argument list: archives exactly like [`Args`], so a client can
+/// serialize C `argv` straight into the ring without copying it first.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgsRef<'a>(pub &'a [ArgRef<'a>]);
+
+impl Archive for ArgRef<'_> {
+    type Archived = ArchivedVec<u8>;
+    type Resolver = VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(self.0.len(), resolver, out);
+    }
+}
+
+impl<S: Fallible + Allocator + Writer + ?Sized> Serialize<S> for ArgRef<'_> {
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        ArchivedVec::<u8>::serialize_from_slice(self.0, serializer)
+    }
+}
+
+impl Archive for ArgsRef<'_> {
+    type Archived = ArchivedVec<ArchivedVec<u8>>;
+    type Resolver = VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(self.0.len(), resolver, out);
+    }
+}
+
+impl<S: Fallible + Allocator + Writer + ?Sized> Serialize<S> for ArgsRef<'_> {
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        ArchivedVec::<ArchivedVec<u8>>::serialize_from_slice(self.0, serializer)
+    }
+}
+
+/// The kind of a [`ClientError`]; the C API mirrors these as status codes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+#[repr(u8)]
+pub enum ErrorKind {
+    /// The server answered with an error reply (WRONGTYPE, NOSCRIPT, ...).
+    Request = 1,
+    /// The request did not complete within its timeout.
+    Timeout = 2,
+    /// The connection to the server (or to the daemon) failed.
+    Connection = 3,
+    /// The client or the core is shutting down.
+    Closing = 4,
+    /// A transaction was aborted (EXECABORT, or WATCH made EXEC return nil
+    /// where the caller asked for an error).
+    ExecAbort = 5,
+    /// The request is malformed or refused before it was sent (bad record,
+    /// unsupported connection-state command, cross-slot transaction).
+    InvalidRequest = 6,
+    /// A per-client limit was hit (in-flight requests, bytes).
+    Overloaded = 7,
+}
+
+/// A typed error with the server's or the cause's message.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClientError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ClientError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ClientError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A map entry (RESP3 map and attribute).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    __S::Error: rkyv::rancor::Source,
+))]
+#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
+#[rkyv(bytecheck(bounds(
+    __C: rkyv::validation::ArchiveContext,
+    __C::Error: rkyv::rancor::Source,
+)))]
+pub struct Pair {
+    #[rkyv(omit_bounds)]
+    pub key: Value,
+    #[rkyv(omit_bounds)]
+    pub value: Value,
+}
+
+/// The RESP3 value model. RESP2 replies map onto the subset they can express
+/// (RESP2 has no map, set, double, boolean, big number or verbatim string:
+/// the server sends arrays, bulk strings and integers instead).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    __S::Error: rkyv::rancor::Source,
+))]
+#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
+#[rkyv(bytecheck(bounds(
+    __C: rkyv::validation::ArchiveContext,
+    __C::Error: rkyv::rancor::Source,
+)))]
+pub enum Value {
+    Nil,
+    Int(i64),
+    Bulk(Vec<u8>),
+    /// Simple string (`+OK`).
+    Simple(Vec<u8>),
+    /// An error reply nested in an aggregate (pipelines, EXEC results).
+    Error(Vec<u8>),
+    Array(#[rkyv(omit_bounds)] Vec<Value>),
+    Map(#[rkyv(omit_bounds)] Vec<Pair>),
+    Set(#[rkyv(omit_bounds)] Vec<Value>),
+    Double(f64),
+    Boolean(bool),
+    /// Decimal digits, with an optional leading '-'.
+    BigNumber(Vec<u8>),
+    Verbatim {
+        /// Three bytes, e.g. `txt` or `mkd`.
+        format: Vec<u8>,
+        text: Vec<u8>,
+    },
+    Push {
+        kind: Vec<u8>,
+        #[rkyv(omit_bounds)]
+        data: Vec<Value>,
+    },
+    Attribute {
+        #[rkyv(omit_bounds)]
+        data: Box<Value>,
+        #[rkyv(omit_bounds)]
+        attributes: Vec<Pair>,
+    },
+}
+
+/// What the core writes into the completion ring.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// The request's reply.
+    Ok(Value),
+    /// The request's typed error.
+    Err(ClientError),
+    /// An out-of-band push (pub/sub message); its record id is 0.
+    Push(Value),
+}
+
+type RkyvError = rkyv::rancor::Error;
+
+fn bad<E: std::fmt::Display>(e: E) -> ProtocolError {
+    ProtocolError::BadMessage(e.to_string())
+}
+
+/// Serialize a request into `out` (which must be 16-byte aligned, as the
+/// ring guarantees for record payloads). Returns the bytes written, or
+/// `None` when `out` is too small.
+pub fn encode_request_into<'o, A>(req: &Request<A>, out: &'o mut [u8]) -> Option<usize>
+where
+    A: Archive
+        + for<'a> Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::ser::writer::Buffer<'o>,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                RkyvError,
+            >,
+        >,
+{
+    let buf = rkyv::ser::writer::Buffer::from(out);
+    rkyv::api::high::to_bytes_in::<_, RkyvError>(req, buf)
+        .ok()
+        .map(|b| b.len())
+}
+
+/// Serialize a request into a fresh aligned buffer.
+pub fn encode_request<A>(req: &Request<A>) -> AlignedVec
+where
+    A: Archive + for<'a> Serialize<
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, RkyvError>,
+    >,
+{
+    rkyv::to_bytes::<RkyvError>(req).expect("serializing into a Vec cannot fail")
+}
+
+/// Serialize a completion into a fresh aligned buffer.
+pub fn encode_completion(c: &Completion) -> AlignedVec {
+    rkyv::to_bytes::<RkyvError>(c).expect("serializing into a Vec cannot fail")
+}
+
+/// Serialize a completion into `out` (16-byte aligned). `None` if too small.
+pub fn encode_completion_into(c: &Completion, out: &mut [u8]) -> Option<usize> {
+    let buf = rkyv::ser::writer::Buffer::from(out);
+    rkyv::api::high::to_bytes_in::<_, RkyvError>(c, buf)
+        .ok()
+        .map(|b| b.len())
+}
+
+/// Validate and access an archived request. `bytes` must be private (not
+/// shared memory a client can still write) and 16-byte aligned.
+pub fn access_request(bytes: &[u8]) -> Result<&ArchivedRequest<Args>, ProtocolError> {
+    rkyv::access::<ArchivedRequest<Args>, RkyvError>(bytes).map_err(bad)
+}
+
+/// Validate and access an archived completion (16-byte aligned bytes).
+pub fn access_completion(bytes: &[u8]) -> Result<&ArchivedCompletion, ProtocolError> {
+    rkyv::access::<ArchivedCompletion, RkyvError>(bytes).map_err(bad)
+}
+
+/// Validate and deserialize a request into owned memory.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, ProtocolError> {
+    let a = access_request(bytes)?;
+    rkyv::deserialize::<Request, RkyvError>(a).map_err(bad)
+}
+
+/// Validate and deserialize a completion into owned memory.
+pub fn decode_completion(bytes: &[u8]) -> Result<Completion, ProtocolError> {
+    let a = access_completion(bytes)?;
+    rkyv::deserialize::<Completion, RkyvError>(a).map_err(bad)
+}
+
+/// A conservative upper bound of the archived size of a command request
+/// with these argument lengths (used to reserve ring space before
+/// serializing in place).
+pub fn request_size_bound(arg_lens: impl Iterator<Item = usize>, route_extra: usize) -> usize {
+    let mut n = 128 + route_extra;
+    for len in arg_lens {
+        // ArchivedVec header (8) + bytes + up to 8 of alignment padding.
+        n += 16 + len;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_args_archive_like_owned() {
+        let owned: Args = vec![b"SET".to_vec(), b"key".to_vec(), vec![0u8, 1, 2, 255]];
+        let refs: Vec<ArgRef<'_>> = owned.iter().map(|a| ArgRef(a)).collect();
+        let r1 = Request {
+            id: 7,
+            timeout_ms: 100,
+            flags: 0,
+            route: Route::SlotKey {
+                key: b"k".to_vec(),
+                replica: true,
+            },
+            op: Op::Command { args: owned.clone() },
+        };
+        let r2 = Request {
+            id: 7,
+            timeout_ms: 100,
+            flags: 0,
+            route: r1.route.clone(),
+            op: Op::Command {
+                args: ArgsRef(&refs),
+            },
+        };
+        let b1 = encode_request(&r1);
+        let b2 = encode_request(&r2);
+        assert_eq!(b1.as_slice(), b2.as_slice());
+        assert_eq!(decode_request(&b2).unwrap(), r1);
+
+        let mut ring = AlignedVec::<16>::with_capacity(1024);
+        ring.resize(1024, 0);
+        let n = encode_request_into(&r2, &mut ring).unwrap();
+        assert_eq!(&ring[..n], b1.as_slice());
+        let bound = request_size_bound(owned.iter().map(|a| a.len()), 1);
+        assert!(n <= bound, "{n} > {bound}");
+        assert!(encode_request_into(&r2, &mut ring[..8]).is_none());
+    }
+
+    #[test]
+    fn completion_round_trip_all_types() {
+        let v = Value::Array(vec![
+            Value::Nil,
+            Value::Int(-5),
+            Value::Bulk(vec![0, 1, 2]),
+            Value::Simple(b"OK".to_vec()),
+            Value::Error(b"ERR x".to_vec()),
+            Value::Map(vec![Pair {
+                key: Value::Bulk(b"a".to_vec()),
+                value: Value::Double(1.5),
+            }]),
+            Value::Set(vec![Value::Boolean(true)]),
+            Value::BigNumber(b"-12345678901234567890".to_vec()),
+            Value::Verbatim {
+                format: b"txt".to_vec(),
+                text: b"hi".to_vec(),
+            },
+            Value::Push {
+                kind: b"message".to_vec(),
+                data: vec![Value::Bulk(b"ch".to_vec())],
+            },
+            Value::Attribute {
+                data: Box::new(Value::Int(1)),
+                attributes: vec![],
+            },
+        ]);
+        for c in [
+            Completion::Ok(v.clone()),
+            Completion::Push(v),
+            Completion::Err(ClientError::new(ErrorKind::Timeout, "t")),
+        ] {
+            let b = encode_completion(&c);
+            assert_eq!(decode_completion(&b).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut b = AlignedVec::<16>::new();
+        for i in 0..200u32 {
+            b.clear();
+            b.extend_from_slice(&i.to_le_bytes().repeat(i as usize % 17 + 1));
+            let _ = decode_request(&b);
+            let _ = decode_completion(&b);
+        }
+    }
+}
