@@ -1,0 +1,486 @@
+//! One attached segment: its serve loop and its completion writer.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rkyv::util::AlignedVec;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{watch, Notify};
+use tracing::{debug, warn};
+
+use vshm_protocol::frame::{FragmentWriter, Message, Reassembler};
+use vshm_protocol::layout::state;
+use vshm_protocol::msg::{self, ClientError, Completion, ErrorKind, Request};
+use vshm_protocol::ring::{kind, Consumer, Producer};
+use vshm_protocol::segment::Segment;
+use vshm_protocol::wake::{self, Side};
+use vshm_protocol::ProtocolError;
+
+use super::doorbell::{self, ArcFd, Doorbell};
+use super::{AttachOptions, Execute, DRAIN_BUDGET};
+
+/// Counters of one connection (read by stats).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub requests: AtomicU64,
+    pub completions: AtomicU64,
+    pub errors: AtomicU64,
+    pub invalid: AtomicU64,
+}
+
+struct Pending {
+    id: u64,
+    kind: u8,
+    bytes: AlignedVec,
+    writer: FragmentWriter,
+    /// Counts against the in-flight limit until written.
+    counted: bool,
+}
+
+struct CqWriter {
+    prod: Producer,
+    pending: VecDeque<Pending>,
+    space_wanted: bool,
+}
+
+/// One attached client segment.
+pub struct Connection {
+    id: u64,
+    seg: Arc<Segment>,
+    exec: Arc<dyn Execute>,
+    opts: AttachOptions,
+    doorbell: Doorbell,
+    cq: Mutex<CqWriter>,
+    inflight: AtomicUsize,
+    /// Signalled when a completion leaves the in-flight set.
+    progress: Notify,
+    /// No new requests are taken (shutdown or detach).
+    intake_stopped: AtomicBool,
+    /// The connection is gone: completions are dropped, tasks cancelled.
+    closed_tx: watch::Sender<bool>,
+    broken: Mutex<Option<String>>,
+    pub stats: ConnStats,
+    rt: tokio::runtime::Handle,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Connection {
+    pub(super) fn new(
+        id: u64,
+        seg: Arc<Segment>,
+        exec: Arc<dyn Execute>,
+        doorbell: Doorbell,
+        opts: AttachOptions,
+        rt: tokio::runtime::Handle,
+    ) -> std::io::Result<Arc<Connection>> {
+        let l = *seg.layout();
+        let (closed_tx, _) = watch::channel(false);
+        Ok(Arc::new(Connection {
+            id,
+            cq: Mutex::new(CqWriter {
+                prod: Producer::new(l.cq_capacity, l.max_record),
+                pending: VecDeque::new(),
+                space_wanted: false,
+            }),
+            seg,
+            exec,
+            opts,
+            doorbell,
+            inflight: AtomicUsize::new(0),
+            progress: Notify::new(),
+            intake_stopped: AtomicBool::new(false),
+            closed_tx,
+            broken: Mutex::new(None),
+            stats: ConnStats::default(),
+            rt,
+        }))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn label(&self) -> &str {
+        &self.opts.label
+    }
+
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// The eventfd the client rings.
+    pub fn doorbell_fd(&self) -> Arc<OwnedFd> {
+        self.doorbell.fd()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Why the segment was marked broken, if it was.
+    pub fn broken_reason(&self) -> Option<String> {
+        lock(&self.broken).clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed_tx.borrow()
+    }
+
+    /// Stop taking requests (the serve loop exits after its current turn).
+    pub fn stop_intake(&self) {
+        self.intake_stopped.store(true, Ordering::Release);
+        doorbell_kick(&self.doorbell_fd());
+    }
+
+    /// Wait until nothing is in flight or the deadline passes.
+    pub async fn drain_until(&self, deadline: tokio::time::Instant) {
+        while self.inflight() > 0 && !self.is_closed() {
+            let notified = self.progress.notified();
+            if self.inflight() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Close: every request still in flight gets a `Closing` completion
+    /// (best effort: written if the ring has room), the segment is marked
+    /// closed (waking the client), and outstanding tasks are cancelled.
+    pub fn close(&self) {
+        self.stop_intake();
+        if self.closed_tx.send_replace(true) {
+            return;
+        }
+        self.seg.set_state(state::CLOSED);
+    }
+
+    /// The client is gone (its socket closed): drop everything at once.
+    pub fn detach(&self) {
+        self.intake_stopped.store(true, Ordering::Release);
+        self.closed_tx.send_replace(true);
+        doorbell_kick(&self.doorbell_fd());
+        lock(&self.cq).pending.clear();
+        self.seg.set_state(state::CLOSED);
+    }
+
+    fn mark_broken(&self, why: String) {
+        warn!(conn = self.id, label = %self.opts.label, reason = %why, "client segment corrupt; disconnecting it");
+        *lock(&self.broken) = Some(why);
+        self.intake_stopped.store(true, Ordering::Release);
+        self.closed_tx.send_replace(true);
+        self.seg.set_state(state::BROKEN);
+    }
+
+    /// Queue a completion and write as much as fits.
+    pub fn complete(&self, id: u64, c: &Completion) {
+        self.complete_kind(id, kind::MSG, c, true)
+    }
+
+    /// Queue an out-of-band push record (pub/sub).
+    pub fn push(&self, c: &Completion) {
+        self.complete_kind(0, kind::PUSH, c, false)
+    }
+
+    fn complete_kind(&self, id: u64, k: u8, c: &Completion, counted: bool) {
+        if self.is_closed() && self.seg.state() != state::OPEN {
+            if counted {
+                self.finish_one();
+            }
+            return;
+        }
+        self.stats.completions.fetch_add(1, Ordering::Relaxed);
+        if matches!(c, Completion::Err(_)) {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let bytes = msg::encode_completion(c);
+        let mut w = lock(&self.cq);
+        w.pending.push_back(Pending {
+            id,
+            kind: k,
+            bytes,
+            writer: FragmentWriter::new(id, k),
+            counted,
+        });
+        self.flush_locked(&mut w);
+    }
+
+    fn finish_one(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.progress.notify_waiters();
+        // The serve loop may be waiting for room under the limit.
+        self.progress.notify_one();
+    }
+
+    /// Write queued completions into the ring. Called with the writer lock.
+    fn flush_locked(&self, w: &mut CqWriter) {
+        let (ctl, area) = self.seg.cq();
+        let before = w.prod.tail();
+        let mut done = 0usize;
+        loop {
+            let CqWriter { prod, pending, .. } = &mut *w;
+            let Some(p) = pending.front_mut() else { break };
+            match p.writer.pump(prod, ctl, &area, &p.bytes) {
+                Ok(true) => {
+                    let p = pending.pop_front().expect("front exists");
+                    if p.counted {
+                        done += 1;
+                    }
+                    debug_assert!(p.id == 0 || p.kind == kind::MSG);
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    drop(pending.drain(..));
+                    self.mark_broken(format!("completion ring: {e}"));
+                    return;
+                }
+            }
+        }
+        if w.prod.tail() != before && w.prod.publish(ctl) {
+            wake::wake(ctl, Side::Consumer);
+        }
+        if !w.pending.is_empty() && !w.space_wanted {
+            // Ask the client to ring the doorbell when it frees space; the
+            // serve loop retries the flush when the doorbell rings.
+            wake::prepare_sleep(ctl, Side::Producer);
+            w.space_wanted = true;
+        } else if w.pending.is_empty() && w.space_wanted {
+            wake::cancel_sleep(ctl, Side::Producer);
+            w.space_wanted = false;
+        }
+        for _ in 0..done {
+            self.finish_one();
+        }
+    }
+
+    fn flush(&self) {
+        let mut w = lock(&self.cq);
+        if !w.pending.is_empty() {
+            self.flush_locked(&mut w);
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        !lock(&self.cq).pending.is_empty()
+    }
+
+    /// Handle one message taken from the submission ring.
+    fn dispatch(self: &Arc<Self>, m: Message) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let req: Result<Request, String> = match msg::access_request(&m.bytes) {
+            Ok(a) if a.id.to_native() != m.id => Err(format!(
+                "request id {} does not match its record id {}",
+                a.id.to_native(),
+                m.id
+            )),
+            Ok(a) => rkyv::deserialize::<Request, rkyv::rancor::Error>(a).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        drop(m.bytes);
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                debug!(conn = self.id, id = m.id, error = %e, "invalid request");
+                let c = Completion::Err(ClientError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("malformed request: {e}"),
+                ));
+                self.complete(m.id, &c);
+                return;
+            }
+        };
+        let id = req.id;
+        let fut = self.exec.execute(req);
+        let me = self.clone();
+        let mut closed = self.closed_tx.subscribe();
+        self.rt.spawn(async move {
+            let guard = CompletionGuard { conn: &me, id, done: false };
+            tokio::select! {
+                c = fut => {
+                    let mut guard = guard;
+                    guard.done = true;
+                    me.complete(id, &c);
+                }
+                _ = closed.wait_for(|c| *c) => {
+                    // Dropped with the connection: the guard writes a
+                    // Closing completion if the segment is still readable.
+                    drop(guard);
+                }
+            }
+        });
+    }
+
+    /// The serve loop (one task per connection).
+    pub(super) async fn serve(self: Arc<Self>) {
+        let afd: AsyncFd<ArcFd> = match self.doorbell.register() {
+            Ok(a) => a,
+            Err(e) => {
+                self.mark_broken(format!("cannot register doorbell: {e}"));
+                return;
+            }
+        };
+        let (sq_ctl, sq_area) = self.seg.sq();
+        let l = *self.seg.layout();
+        let mut cons = Consumer::new(l.sq_capacity, l.max_record);
+        let mut reasm = Reassembler::new(l.max_message);
+        let mut closed = self.closed_tx.subscribe();
+        loop {
+            if self.intake_stopped.load(Ordering::Acquire) {
+                break;
+            }
+            if self.has_pending() {
+                self.flush();
+            }
+            // Take up to DRAIN_BUDGET requests while under the limit.
+            let mut n = 0;
+            let mut broken = None;
+            while n < DRAIN_BUDGET && self.inflight() < self.opts.max_inflight {
+                let rec = match cons.peek(sq_ctl, &sq_area) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        broken = Some(format!("submission ring: {e}"));
+                        break;
+                    }
+                };
+                match reasm.push(&sq_area, &rec) {
+                    Ok(Some(m)) => {
+                        cons.advance(&rec);
+                        n += 1;
+                        self.dispatch(m);
+                    }
+                    Ok(None) => cons.advance(&rec),
+                    Err(fe) => {
+                        cons.advance(&rec);
+                        match fe.id {
+                            // Fragmentation errors poison the stream: we
+                            // cannot know where the next message starts.
+                            _ if !matches!(fe.error, ProtocolError::TooLarge { .. }) => {
+                                broken = Some(format!("submission ring framing: {}", fe.error));
+                                break;
+                            }
+                            Some(id) => {
+                                self.inflight.fetch_add(1, Ordering::AcqRel);
+                                self.complete(
+                                    id,
+                                    &Completion::Err(ClientError::new(ErrorKind::InvalidRequest, fe.error.to_string())),
+                                );
+                                broken = Some(format!("oversized message: {}", fe.error));
+                                break;
+                            }
+                            None => {
+                                broken = Some(fe.error.to_string());
+                                break;
+                            }
+                        }
+                    }
+                }
+                // Let the client reuse the space of a long message early.
+                if reasm.in_progress() && cons.release(sq_ctl) {
+                    wake::wake(sq_ctl, Side::Producer);
+                }
+            }
+            if cons.release(sq_ctl) {
+                // A client thread waits for submission space.
+                wake::wake(sq_ctl, Side::Producer);
+            }
+            if let Some(why) = broken {
+                self.mark_broken(why);
+                break;
+            }
+            if n == DRAIN_BUDGET {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if n > 0 {
+                continue;
+            }
+            let at_limit = self.inflight() >= self.opts.max_inflight;
+            // Idle: spin briefly (yielding to other tasks) before sleeping.
+            if !at_limit {
+                let start = std::time::Instant::now();
+                let mut got = false;
+                while start.elapsed() < self.opts.spin {
+                    tokio::task::yield_now().await;
+                    if !matches!(cons.is_empty(sq_ctl), Ok(true)) {
+                        got = true;
+                        break;
+                    }
+                }
+                if got {
+                    continue;
+                }
+            }
+            // Announce need-wakeup, re-check, then sleep on the doorbell.
+            wake::prepare_sleep(sq_ctl, Side::Consumer);
+            if !at_limit && !matches!(cons.is_empty(sq_ctl), Ok(true)) {
+                wake::cancel_sleep(sq_ctl, Side::Consumer);
+                continue;
+            }
+            let progress = self.progress.notified();
+            tokio::select! {
+                r = afd.readable() => {
+                    if let Ok(mut g) = r {
+                        doorbell::drain(afd.get_ref().as_raw_fd());
+                        g.clear_ready();
+                    }
+                }
+                _ = progress, if at_limit => {}
+                _ = closed.wait_for(|c| *c) => {}
+                // Safety net: re-check the rings periodically even if a
+                // doorbell was lost (a dead or misbehaving client).
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            wake::cancel_sleep(sq_ctl, Side::Consumer);
+        }
+        // Keep flushing completions of requests still in flight until they
+        // are all written or the connection closes.
+        while self.inflight() > 0 && !self.is_closed() {
+            self.flush();
+            let progress = self.progress.notified();
+            tokio::select! {
+                r = afd.readable() => {
+                    if let Ok(mut g) = r {
+                        doorbell::drain(afd.get_ref().as_raw_fd());
+                        g.clear_ready();
+                    }
+                }
+                _ = progress => {}
+                _ = closed.wait_for(|c| *c) => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+}
+
+/// Guarantees one completion per request taken, even if the request's
+/// task is cancelled.
+struct CompletionGuard<'a> {
+    conn: &'a Arc<Connection>,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for CompletionGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.complete(
+                self.id,
+                &Completion::Err(ClientError::new(ErrorKind::Closing, "connection closed before the request completed")),
+            );
+        }
+    }
+}
+
+fn doorbell_kick(fd: &Arc<OwnedFd>) {
+    vshm_protocol::endpoint::ring_doorbell(fd.as_raw_fd());
+}

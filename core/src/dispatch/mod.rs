@@ -1,0 +1,133 @@
+//! The dispatcher: drains every attached segment's submission ring, hands
+//! each validated request to an executor, and writes exactly one completion
+//! per request into the segment's completion ring.
+//!
+//! One tokio task serves one attached segment ([`serve`]). It takes at most
+//! [`DRAIN_BUDGET`] requests per turn and then yields, so a client that
+//! floods its ring gets its turn like everyone else but cannot starve the
+//! others. When its ring is empty it spins briefly (yielding to tokio),
+//! then announces need-wakeup and sleeps on the client's eventfd doorbell.
+//!
+//! Validation: every record is copied into private, aligned memory
+//! (`frame::Reassembler`) before bytecheck validates it, so a client that
+//! rewrites its ring concurrently can at worst make its own request
+//! invalid. A malformed message whose id is known gets an `InvalidRequest`
+//! completion; a corrupt ring (impossible head/tail, bad framing without an
+//! id) marks the segment broken and the client is disconnected.
+//!
+//! Backpressure: a client has at most `max_inflight` requests between
+//! "taken from the submission ring" and "completion written into the
+//! completion ring". At the limit the dispatcher stops draining that
+//! client's ring; the client's submissions then wait for ring space (with
+//! their own timeout). Completions that do not fit in the completion ring
+//! wait in a per-client queue that the same limit bounds.
+
+mod conn;
+pub mod doorbell;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vshm_protocol::msg::{Completion, Request};
+use vshm_protocol::segment::Segment;
+
+pub use conn::{ConnStats, Connection};
+pub use doorbell::Doorbell;
+
+/// Requests taken from one client's ring per turn before yielding.
+pub const DRAIN_BUDGET: usize = 64;
+
+/// Something that runs a request and produces its completion.
+pub trait Execute: Send + Sync + 'static {
+    fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>>;
+}
+
+/// Per-attachment options.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    /// Requests taken but not yet completed (see the module docs).
+    pub max_inflight: usize,
+    /// Spin (yielding to tokio) this long before sleeping on the doorbell.
+    pub spin: Duration,
+    /// A label for logs and stats (client name, pid).
+    pub label: String,
+}
+
+impl Default for AttachOptions {
+    fn default() -> Self {
+        AttachOptions {
+            max_inflight: 1000,
+            spin: Duration::from_micros(20),
+            label: String::new(),
+        }
+    }
+}
+
+/// Serves attached segments on a tokio runtime.
+pub struct Dispatcher {
+    rt: tokio::runtime::Handle,
+    next_id: AtomicU64,
+    conns: Mutex<Vec<Arc<Connection>>>,
+}
+
+impl Dispatcher {
+    pub fn new(rt: tokio::runtime::Handle) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            rt,
+            next_id: AtomicU64::new(1),
+            conns: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Start serving a segment (created by the caller, empty rings).
+    /// Returns the connection; its doorbell is what the client rings.
+    pub fn attach(
+        self: &Arc<Self>,
+        seg: Arc<Segment>,
+        exec: Arc<dyn Execute>,
+        opts: AttachOptions,
+    ) -> std::io::Result<Arc<Connection>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let doorbell = Doorbell::new()?;
+        let _guard = self.rt.enter();
+        let conn = Connection::new(id, seg, exec, doorbell, opts, self.rt.clone())?;
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).push(conn.clone());
+        let c = conn.clone();
+        let me = Arc::downgrade(self);
+        self.rt.spawn(async move {
+            c.clone().serve().await;
+            if let Some(d) = me.upgrade() {
+                d.conns
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|x| !Arc::ptr_eq(x, &c));
+            }
+        });
+        Ok(conn)
+    }
+
+    /// Connections currently served.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stop taking new requests everywhere, wait up to `grace` for the
+    /// in-flight ones to complete, then close every segment (remaining
+    /// requests get a `Closing` completion first).
+    pub async fn shutdown(&self, grace: Duration) {
+        let conns = self.connections();
+        for c in &conns {
+            c.stop_intake();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        for c in &conns {
+            c.drain_until(deadline).await;
+        }
+        for c in &conns {
+            c.close();
+        }
+    }
+}

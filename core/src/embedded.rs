@@ -1,0 +1,170 @@
+//! The in-process mode: the same core on background threads inside the
+//! client process, serving that process's segments through the very same
+//! dispatcher code path the daemon uses.
+//!
+//! ```no_run
+//! # use vshm_core::{embedded::EmbeddedCore, Config};
+//! let core = EmbeddedCore::start(1).unwrap();
+//! let cfg = Config { addresses: vec!["127.0.0.1:6379".into()], ..Config::default() };
+//! let client = core.open(&cfg).unwrap();
+//! client.call(&[b"SET", b"k", b"v"]).unwrap();
+//! core.shutdown(std::time::Duration::from_secs(1));
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vshm_protocol::client::{Client, ClientOptions};
+use vshm_protocol::layout::{features, Layout};
+use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request};
+use vshm_protocol::segment::Segment;
+
+use crate::dispatch::{AttachOptions, Connection, Dispatcher, Execute};
+use crate::{Backend, Config, Engine};
+
+/// Default ring sizes of an in-process segment.
+pub const DEFAULT_SQ: u64 = 1 << 20;
+pub const DEFAULT_CQ: u64 = 1 << 20;
+
+/// Runs requests on a pooled backend.
+pub struct BackendExec(pub Arc<Backend>);
+
+impl Execute for BackendExec {
+    fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>> {
+        let b = self.0.clone();
+        Box::pin(async move { b.execute(&req).await })
+    }
+}
+
+/// The core running inside this process.
+pub struct EmbeddedCore {
+    rt: Option<tokio::runtime::Runtime>,
+    engine: Arc<Engine>,
+    dispatcher: Arc<Dispatcher>,
+}
+
+/// A client of the embedded core. Dropping it detaches its segment.
+pub struct EmbeddedClient {
+    client: Client,
+    conn: Arc<Connection>,
+}
+
+impl std::ops::Deref for EmbeddedClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl EmbeddedClient {
+    /// The core-side connection (stats, state).
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+}
+
+impl Drop for EmbeddedClient {
+    fn drop(&mut self) {
+        self.conn.detach();
+    }
+}
+
+impl EmbeddedCore {
+    /// Start the core with `threads` tokio worker threads.
+    pub fn start(threads: usize) -> std::io::Result<EmbeddedCore> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("vshm-core")
+            .enable_all()
+            .build()?;
+        let engine = Arc::new(Engine::new(rt.handle().clone()));
+        let dispatcher = Dispatcher::new(rt.handle().clone());
+        Ok(EmbeddedCore {
+            rt: Some(rt),
+            engine,
+            dispatcher,
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("runtime lives until shutdown")
+    }
+
+    /// Open a client for `config` (connections are pooled by the config's
+    /// pool key; see `docs/architecture.md`).
+    pub fn open(&self, config: &Config) -> Result<EmbeddedClient, ClientError> {
+        self.open_with(config, DEFAULT_SQ, DEFAULT_CQ)
+    }
+
+    /// Open with explicit ring capacities (powers of two).
+    pub fn open_with(&self, config: &Config, sq: u64, cq: u64) -> Result<EmbeddedClient, ClientError> {
+        let engine = self.engine.clone();
+        let cfg = config.clone();
+        let backend = self
+            .rt()
+            .block_on(async move { engine.connect(&cfg).await })?;
+        let exec: Arc<dyn Execute> = Arc::new(BackendExec(backend));
+        let opts = AttachOptions {
+            max_inflight: config.max_inflight.max(1) as usize,
+            label: config.client_name.clone().unwrap_or_else(|| "embedded".into()),
+            ..AttachOptions::default()
+        };
+        let copts = ClientOptions {
+            request_timeout: config.request_timeout(),
+            ..ClientOptions::default()
+        };
+        self.open_exec(exec, sq, cq, opts, copts)
+    }
+
+    /// Attach a fresh segment served by any executor (tests, benchmarks).
+    pub fn open_exec(
+        &self,
+        exec: Arc<dyn Execute>,
+        sq: u64,
+        cq: u64,
+        opts: AttachOptions,
+        copts: ClientOptions,
+    ) -> Result<EmbeddedClient, ClientError> {
+        let layout = Layout::new(sq, cq, features::SQ_DOORBELL)
+            .map_err(|e| ClientError::new(ErrorKind::InvalidRequest, e.to_string()))?;
+        let seg = Arc::new(
+            Segment::create_anonymous(layout).map_err(|e| ClientError::new(ErrorKind::Connection, e.to_string()))?,
+        );
+        let conn = self
+            .dispatcher
+            .attach(seg.clone(), exec, opts)
+            .map_err(|e| ClientError::new(ErrorKind::Connection, e.to_string()))?;
+        let client = Client::new(seg, Some(conn.doorbell_fd()), copts);
+        Ok(EmbeddedClient { client, conn })
+    }
+
+    /// Stop: in-flight requests get up to `grace` to complete, the rest a
+    /// `Closing` error; then the runtime stops.
+    pub fn shutdown(mut self, grace: Duration) {
+        self.shutdown_inner(grace);
+    }
+
+    fn shutdown_inner(&mut self, grace: Duration) {
+        if let Some(rt) = self.rt.take() {
+            let d = self.dispatcher.clone();
+            rt.block_on(async move { d.shutdown(grace).await });
+            rt.shutdown_timeout(grace);
+        }
+    }
+}
+
+impl Drop for EmbeddedCore {
+    fn drop(&mut self) {
+        self.shutdown_inner(Duration::from_millis(500));
+    }
+}
