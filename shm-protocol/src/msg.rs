@@ -67,6 +67,67 @@ pub enum Op<A> {
     /// Cancel the in-flight request with this id (best effort: the target
     /// still gets exactly one completion).
     Cancel { target: u64 },
+    /// Run a Lua script by its SHA1 (EVALSHA), loading it on NOSCRIPT.
+    /// `code` is the script body; the core computes and caches the hash.
+    Script {
+        code: Vec<u8>,
+        keys: Vec<Vec<u8>>,
+        args: Vec<Vec<u8>>,
+    },
+    /// Subscribe this client to channels (exact, pattern or sharded).
+    /// Messages arrive as push records on the completion ring.
+    Subscribe { kind: SubKind, channels: Vec<Vec<u8>> },
+    /// Unsubscribe (an empty list: from every channel of that kind).
+    Unsubscribe { kind: SubKind, channels: Vec<Vec<u8>> },
+    /// One step of a cluster-wide SCAN. `cursor` 0 starts a scan; the
+    /// reply is `[next_cursor, [keys...]]`, `next_cursor` 0 when done.
+    /// Cursors are handles to scan state kept by the core.
+    ClusterScan {
+        cursor: u64,
+        pattern: Option<Vec<u8>>,
+        count: u32,
+        type_filter: Option<Vec<u8>>,
+    },
+}
+
+/// The kind of a pub/sub subscription.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+#[repr(u8)]
+pub enum SubKind {
+    /// SUBSCRIBE / PUBLISH.
+    Exact = 0,
+    /// PSUBSCRIBE.
+    Pattern = 1,
+    /// SSUBSCRIBE / SPUBLISH (cluster: the channel's slot owner).
+    Sharded = 2,
+}
+
+impl<'a> Op<ArgsRef<'a>> {
+    /// A conservative upper bound of this op's archived size (excluding
+    /// the route), for reserving ring space before serializing in place.
+    pub fn size_bound(&self) -> usize {
+        let lens = |v: &Vec<Vec<u8>>| v.iter().map(|x| x.len() + 16).sum::<usize>();
+        match self {
+            Op::Command { args } => request_size_bound(args.0.iter().map(|a| a.0.len()), 0),
+            Op::Batch { watch, commands, .. } => {
+                let mut n = request_size_bound(watch.iter().map(|w| w.len()), 0);
+                for c in commands {
+                    n += request_size_bound(c.0.iter().map(|a| a.0.len()), 0);
+                }
+                n
+            }
+            Op::Cancel { .. } => 128,
+            Op::Script { code, keys, args } => 160 + code.len() + lens(keys) + lens(args),
+            Op::Subscribe { channels, .. } | Op::Unsubscribe { channels, .. } => 128 + lens(channels),
+            Op::ClusterScan {
+                pattern, type_filter, ..
+            } => {
+                160 + pattern.as_ref().map_or(0, |p| p.len())
+                    + type_filter.as_ref().map_or(0, |t| t.len())
+            }
+        }
+    }
 }
 
 /// One request, as written by the client into the submission ring.

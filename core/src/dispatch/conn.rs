@@ -29,6 +29,8 @@ pub struct ConnStats {
     pub completions: AtomicU64,
     pub errors: AtomicU64,
     pub invalid: AtomicU64,
+    /// Taken from the ring → completion queued, per executed request.
+    pub latency: super::latency::LatencyHistogram,
 }
 
 struct Pending {
@@ -299,6 +301,7 @@ impl Connection {
             }
         };
         let id = req.id;
+        let started = std::time::Instant::now();
         let fut = self.exec.execute(req);
         let me = self.clone();
         let mut closed = self.closed_tx.subscribe();
@@ -308,6 +311,7 @@ impl Connection {
                 c = fut => {
                     let mut guard = guard;
                     guard.done = true;
+                    me.stats.latency.record(started.elapsed());
                     me.complete(id, &c);
                 }
                 _ = closed.wait_for(|c| *c) => {

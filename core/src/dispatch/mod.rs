@@ -24,6 +24,7 @@
 
 mod conn;
 pub mod doorbell;
+pub mod latency;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +37,7 @@ use vshm_protocol::segment::Segment;
 
 pub use conn::{ConnStats, Connection};
 pub use doorbell::Doorbell;
+pub use latency::LatencyHistogram;
 
 /// Requests taken from one client's ring per turn before yielding.
 pub const DRAIN_BUDGET: usize = 64;

@@ -1,0 +1,470 @@
+//! Connection settings of one backend (one Valkey/Redis deployment as seen
+//! with one set of credentials).
+//!
+//! The daemon reads a [`Config`] from TOML; every field has a default, so an
+//! empty table is a valid config (a standalone server on `127.0.0.1:6379`).
+//! Durations are integers in milliseconds (`*_ms`) to keep TOML simple.
+//!
+//! ```toml
+//! addresses = ["10.0.0.1:6379", "10.0.0.2:6379"]
+//! mode = "cluster"
+//! tls = true
+//! ca_file = "/etc/vshm/ca.pem"
+//! username = "app"
+//! password = "secret"
+//! client_name = "billing"
+//! protocol = "resp3"
+//! request_timeout_ms = 250
+//! read_from = "prefer_replica"
+//!
+//! [reconnect]
+//! number_of_retries = 5
+//! factor_ms = 100
+//! exponent_base = 2
+//! jitter_percent = 20
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vshm_protocol::msg::{ClientError, ErrorKind};
+
+/// Standalone server or cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One server (its replicas are not used).
+    #[default]
+    Standalone,
+    /// A cluster: `addresses` are seed nodes; the topology is discovered.
+    Cluster,
+}
+
+/// The RESP version spoken with the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Resp2,
+    /// Default: replies keep their RESP3 types (map, set, double, ...).
+    #[default]
+    Resp3,
+}
+
+impl Protocol {
+    pub(crate) fn to_redis(self) -> redis::ProtocolVersion {
+        match self {
+            Protocol::Resp2 => redis::ProtocolVersion::RESP2,
+            Protocol::Resp3 => redis::ProtocolVersion::RESP3,
+        }
+    }
+}
+
+/// Which node of a shard serves read-only commands (cluster mode only;
+/// a standalone backend always uses its one server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// Default: every command goes to the slot's primary.
+    #[default]
+    Primary,
+    /// Reads go to a random replica of the shard (the primary if it has
+    /// none). redis-rs `RandomReplicaStrategy`.
+    PreferReplica,
+    /// Reads rotate over the shard's replicas. redis-rs
+    /// `RoundRobinReplicaStrategy`.
+    RoundRobinReplicas,
+}
+
+/// Reconnect backoff, GLIDE style: attempt `n` waits up to
+/// `factor_ms * exponent_base^n` milliseconds, `jitter_percent` of it random.
+/// After `number_of_retries` attempts the wait stays at its maximum and
+/// attempts go on until the server is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backoff {
+    /// Attempts with a growing wait. Default 5 (GLIDE's).
+    pub number_of_retries: u32,
+    /// Base wait in milliseconds. Default 100 (GLIDE's).
+    pub factor_ms: u32,
+    /// Growth per attempt. Default 2 (GLIDE's).
+    pub exponent_base: u32,
+    /// Random share of each wait, 0..=100. Default 20 (GLIDE's).
+    pub jitter_percent: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            number_of_retries: 5,
+            factor_ms: 100,
+            exponent_base: 2,
+            jitter_percent: 20,
+        }
+    }
+}
+
+/// Cap on one backoff wait, whatever the parameters say.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Backoff {
+    /// The wait before reconnect attempt `attempt` (0-based), without
+    /// jitter: `factor_ms * exponent_base^min(attempt, number_of_retries)`,
+    /// capped at 60 s.
+    pub fn base_delay(&self, attempt: u32) -> Duration {
+        let n = attempt.min(self.number_of_retries);
+        let mult = u64::from(self.exponent_base.max(1)).saturating_pow(n);
+        let ms = u64::from(self.factor_ms).saturating_mul(mult);
+        Duration::from_millis(ms).min(MAX_BACKOFF)
+    }
+
+    /// The wait before attempt `attempt` with jitter: the base delay minus a
+    /// random share of up to `jitter_percent` of it.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.base_delay(attempt);
+        let pct = u64::from(self.jitter_percent.min(100));
+        let base_ms = base.as_millis() as u64;
+        let span = base_ms * pct / 100;
+        if span == 0 {
+            return base;
+        }
+        let cut = rand::random_range(0..=span);
+        Duration::from_millis(base_ms - cut)
+    }
+}
+
+/// The settings of one backend. Two clients whose configs agree on the
+/// [`PoolKey`](crate::engine::PoolKey) fields share one backend (one set of
+/// connections); the first client's timeouts and backoff then apply to it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `"host:port"` entries (IPv6 as `"[::1]:6379"`). Standalone: the one
+    /// server (only the first entry is used). Cluster: seed nodes.
+    /// Default `["127.0.0.1:6379"]`.
+    pub addresses: Vec<String>,
+    /// Default standalone.
+    pub mode: Mode,
+    /// Connect with TLS. Default off.
+    pub tls: bool,
+    /// PEM file of the CA to trust (instead of the system roots). Requires
+    /// `tls = true`. Default none.
+    pub ca_file: Option<PathBuf>,
+    /// ACL user name. Default none (the `default` user).
+    pub username: Option<String>,
+    /// Password. Default none.
+    pub password: Option<String>,
+    /// Sent with `CLIENT SETNAME` on every connection the backend opens.
+    /// Default none.
+    pub client_name: Option<String>,
+    /// Logical database (standalone; cluster only if the server supports
+    /// databases in cluster mode). Default 0.
+    pub database: u32,
+    /// Default RESP3.
+    pub protocol: Protocol,
+    /// Timeout of a request that does not set its own (`timeout_ms = 0`).
+    /// Default 250 ms (GLIDE's). Must be > 0.
+    pub request_timeout_ms: u32,
+    /// Bound on establishing one connection (TCP + TLS + HELLO/AUTH).
+    /// Default 2000 ms (GLIDE's).
+    pub connection_timeout_ms: u32,
+    /// Reconnect backoff. Default GLIDE's (5 retries, 100 ms, base 2, 20 %).
+    pub reconnect: Backoff,
+    /// Default primary.
+    pub read_from: ReadFrom,
+    /// Most requests one client may have in flight (enforced by the
+    /// dispatcher). Default 1000 (GLIDE's).
+    pub max_inflight: u32,
+    /// Cluster: how often the topology is checked (`CLUSTER SLOTS`); a
+    /// changed topology rebuilds the cluster connection. 0 disables the
+    /// periodic check (MOVED/ASK and connection errors still refresh it).
+    /// Default 60000 ms (GLIDE's).
+    pub topology_refresh_interval_ms: u32,
+    /// Most dedicated connections for blocking commands (BLPOP, XREAD
+    /// BLOCK, ...) open at once; more blocking requests wait for one to
+    /// free up within their timeout. Default 64.
+    pub max_blocking_connections: u32,
+    /// Bound on a blocking command that blocks "forever" (`BLPOP k 0`,
+    /// `XREAD BLOCK 0`) when its request sets no `timeout_ms`. Default
+    /// 3600000 ms (1 h). Closing the client ends the wait sooner.
+    pub block_forever_limit_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addresses: vec!["127.0.0.1:6379".to_string()],
+            mode: Mode::Standalone,
+            tls: false,
+            ca_file: None,
+            username: None,
+            password: None,
+            client_name: None,
+            database: 0,
+            protocol: Protocol::Resp3,
+            request_timeout_ms: 250,
+            connection_timeout_ms: 2000,
+            reconnect: Backoff::default(),
+            read_from: ReadFrom::Primary,
+            max_inflight: 1000,
+            topology_refresh_interval_ms: 60_000,
+            max_blocking_connections: 64,
+            block_forever_limit_ms: 3_600_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addresses", &self.addresses)
+            .field("mode", &self.mode)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("client_name", &self.client_name)
+            .field("database", &self.database)
+            .field("protocol", &self.protocol)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("connection_timeout_ms", &self.connection_timeout_ms)
+            .field("reconnect", &self.reconnect)
+            .field("read_from", &self.read_from)
+            .field("max_inflight", &self.max_inflight)
+            .field(
+                "topology_refresh_interval_ms",
+                &self.topology_refresh_interval_ms,
+            )
+            .field("max_blocking_connections", &self.max_blocking_connections)
+            .field("block_forever_limit_ms", &self.block_forever_limit_ms)
+            .finish()
+    }
+}
+
+/// A parsed `"host:port"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parse `"host:port"` or `"[v6]:port"`.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, ClientError> {
+    let bad = || {
+        ClientError::new(
+            ErrorKind::InvalidRequest,
+            format!("bad address {s:?}: expected \"host:port\""),
+        )
+    };
+    let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']').ok_or_else(bad)?,
+        None if host.contains(':') => return Err(bad()),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(bad());
+    }
+    Ok(Endpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn invalid(msg: impl Into<String>) -> ClientError {
+    ClientError::new(ErrorKind::InvalidRequest, msg)
+}
+
+impl Config {
+    /// Check the settings; errors are `InvalidRequest` with the reason.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        self.endpoints()?;
+        if self.ca_file.is_some() && !self.tls {
+            return Err(invalid("ca_file requires tls = true"));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(invalid("request_timeout_ms must be > 0"));
+        }
+        if self.connection_timeout_ms == 0 {
+            return Err(invalid("connection_timeout_ms must be > 0"));
+        }
+        if self.reconnect.jitter_percent > 100 {
+            return Err(invalid("reconnect.jitter_percent must be 0..=100"));
+        }
+        if self.max_blocking_connections == 0 {
+            return Err(invalid("max_blocking_connections must be > 0"));
+        }
+        if self.block_forever_limit_ms == 0 {
+            return Err(invalid("block_forever_limit_ms must be > 0"));
+        }
+        if let Some(name) = &self.client_name {
+            if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(invalid(
+                    "client_name must be non-empty without spaces or control characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed addresses (at least one).
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, ClientError> {
+        if self.addresses.is_empty() {
+            return Err(invalid("addresses is empty"));
+        }
+        self.addresses.iter().map(|a| parse_endpoint(a)).collect()
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.request_timeout_ms))
+    }
+
+    /// `connection_timeout_ms` as a duration.
+    pub fn connection_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.connection_timeout_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_toml_is_the_default() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn parses_example_toml() {
+        let text = r#"
+            addresses = ["10.0.0.1:6379", "[::1]:7000"]
+            mode = "cluster"
+            tls = true
+            ca_file = "/etc/vshm/ca.pem"
+            username = "app"
+            password = "secret"
+            client_name = "billing"
+            database = 0
+            protocol = "resp2"
+            request_timeout_ms = 500
+            connection_timeout_ms = 1000
+            read_from = "round_robin_replicas"
+            max_inflight = 64
+            topology_refresh_interval_ms = 0
+
+            [reconnect]
+            number_of_retries = 3
+            factor_ms = 50
+        "#;
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.mode, Mode::Cluster);
+        assert_eq!(c.protocol, Protocol::Resp2);
+        assert_eq!(c.read_from, ReadFrom::RoundRobinReplicas);
+        assert_eq!(c.request_timeout(), Duration::from_millis(500));
+        assert_eq!(c.reconnect.number_of_retries, 3);
+        assert_eq!(c.reconnect.factor_ms, 50);
+        // Unset fields of a nested table keep their defaults.
+        assert_eq!(c.reconnect.exponent_base, 2);
+        assert_eq!(c.reconnect.jitter_percent, 20);
+        assert_eq!(
+            c.endpoints().unwrap(),
+            vec![
+                Endpoint {
+                    host: "10.0.0.1".into(),
+                    port: 6379
+                },
+                Endpoint {
+                    host: "::1".into(),
+                    port: 7000
+                },
+            ]
+        );
+        assert_eq!(c.endpoints().unwrap()[1].to_string(), "[::1]:7000");
+        // Round trip.
+        let back: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        // The password never shows in Debug output.
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("adresses = []").is_err());
+        assert!(toml::from_str::<Config>("mode = \"sentinel\"").is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let bad = |c: Config| c.validate().unwrap_err().kind;
+        for a in [
+            "",
+            "host",
+            "host:",
+            ":6379",
+            "h:0",
+            "h:70000",
+            "::1:6379",
+            "[::1:6379",
+        ] {
+            let c = Config {
+                addresses: vec![a.into()],
+                ..Config::default()
+            };
+            assert_eq!(bad(c), ErrorKind::InvalidRequest, "{a:?}");
+        }
+        let c = Config {
+            addresses: vec![],
+            ..Config::default()
+        };
+        assert_eq!(bad(c), ErrorKind::InvalidRequest);
+        let c = Config {
+            ca_file: Some("/x".into()),
+            ..Config::default()
+        };
+        assert_eq!(bad(c), ErrorKind::InvalidRequest);
+        let c = Config {
+            client_name: Some("a b".into()),
+            ..Config::default()
+        };
+        assert_eq!(bad(c), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn backoff_grows_then_stays() {
+        let b = Backoff::default();
+        assert_eq!(b.base_delay(0), Duration::from_millis(100));
+        assert_eq!(b.base_delay(1), Duration::from_millis(200));
+        assert_eq!(b.base_delay(5), Duration::from_millis(3200));
+        assert_eq!(b.base_delay(50), Duration::from_millis(3200));
+        for n in 0..10 {
+            let d = b.delay(n);
+            assert!(d <= b.base_delay(n));
+            assert!(d >= b.base_delay(n) * 80 / 100);
+        }
+        let huge = Backoff {
+            number_of_retries: 1000,
+            factor_ms: u32::MAX,
+            exponent_base: u32::MAX,
+            jitter_percent: 100,
+        };
+        assert_eq!(huge.base_delay(999), MAX_BACKOFF);
+    }
+}

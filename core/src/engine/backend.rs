@@ -1,0 +1,434 @@
+//! One backend: the shared connection(s) to a deployment, the dedicated
+//! connections for blocking commands, and request execution.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route as RRoute, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
+use redis::{AsyncConnectionConfig, RedisError, RedisResult};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info};
+use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Op, Request, Route};
+
+use super::blocking::Pool;
+use super::cluster::{self, Cluster};
+use super::standalone::{self, Standalone};
+use super::PoolKey;
+use crate::commands::{self, BlockTimeout};
+use crate::config::{Config, Mode};
+use crate::value::{map_error, reply_to_completion};
+
+/// Added to a blocking command's own timeout: the reply needs a moment to
+/// arrive after the server gives up (GLIDE uses the same 0.5 s).
+pub const BLOCKING_MARGIN: Duration = Duration::from_millis(500);
+
+/// Number of hash slots in a cluster.
+const SLOTS: u16 = 16384;
+
+enum Kind {
+    Standalone {
+        shared: Standalone,
+        dedicated: Pool<MultiplexedConnection>,
+        conn_config: AsyncConnectionConfig,
+    },
+    Cluster {
+        shared: Arc<Cluster>,
+        dedicated: Pool<ClusterConnection>,
+    },
+}
+
+/// The connections to one deployment for one [`PoolKey`], shared by every
+/// client whose config has that key. Obtained from
+/// [`Engine::connect`](super::Engine::connect).
+pub struct Backend {
+    key: PoolKey,
+    config: Config,
+    kind: Kind,
+    refresh: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("key", &self.key).finish()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(t) = self.refresh.take() {
+            t.abort();
+        }
+        debug!(key = ?self.key, "backend closed");
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ClientError {
+    ClientError::new(ErrorKind::InvalidRequest, msg)
+}
+
+fn timed_out(name: &str, after: Duration) -> ClientError {
+    ClientError::new(
+        ErrorKind::Timeout,
+        format!("{name} timed out after {} ms", after.as_millis()),
+    )
+}
+
+fn build_cmd(args: &[Vec<u8>]) -> redis::Cmd {
+    let mut cmd = redis::Cmd::new();
+    for a in args {
+        cmd.arg(a.as_slice());
+    }
+    cmd
+}
+
+/// Whether a connection that produced `r` can serve another request.
+fn reusable(r: &RedisResult<redis::Value>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(e) => !e.is_io_error() && !e.is_unrecoverable_error(),
+    }
+}
+
+fn connect_error(e: RedisError) -> ClientError {
+    let mut err = map_error(&e);
+    if err.kind == ErrorKind::Request {
+        err.kind = ErrorKind::Connection;
+    }
+    err
+}
+
+impl Backend {
+    pub(crate) async fn connect(
+        key: PoolKey,
+        config: Config,
+        handle: Handle,
+    ) -> Result<Arc<Backend>, ClientError> {
+        let max_blocking = config.max_blocking_connections as usize;
+        let (kind, refresh) = match config.mode {
+            Mode::Standalone => {
+                let shared = Standalone::connect(&config, &key.endpoints[0], handle).await?;
+                (
+                    Kind::Standalone {
+                        shared,
+                        dedicated: Pool::new(max_blocking),
+                        conn_config: standalone::connection_config(&config),
+                    },
+                    None,
+                )
+            }
+            Mode::Cluster => {
+                let shared = Cluster::connect(&config, &key.endpoints).await?;
+                let refresh = (config.topology_refresh_interval_ms > 0).then(|| {
+                    let every =
+                        Duration::from_millis(u64::from(config.topology_refresh_interval_ms));
+                    handle.spawn(cluster::refresh_task(Arc::downgrade(&shared), every))
+                });
+                (
+                    Kind::Cluster {
+                        shared,
+                        dedicated: Pool::new(max_blocking),
+                    },
+                    refresh,
+                )
+            }
+        };
+        info!(
+            mode = ?config.mode,
+            addresses = ?key.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            database = config.database,
+            protocol = ?config.protocol,
+            "connected"
+        );
+        Ok(Arc::new(Backend {
+            key,
+            config,
+            kind,
+            refresh,
+        }))
+    }
+
+    /// The key this backend is shared under.
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+
+    /// The config the backend was created with (the first client's).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Standalone or cluster.
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// The nodes requests can be routed to with `Route::Address`
+    /// (`"host:port"`): the server (standalone) or the nodes serving slots
+    /// as `CLUSTER SLOTS` names them (cluster).
+    pub fn nodes(&self) -> Vec<String> {
+        match &self.kind {
+            Kind::Standalone { shared, .. } => vec![shared.endpoint().to_string()],
+            Kind::Cluster { shared, .. } => shared.known_nodes().into_iter().collect(),
+        }
+    }
+
+    /// Run one request; always exactly one completion.
+    ///
+    /// Only `Op::Command` is executed; batches are refused for now
+    /// (`InvalidRequest`), and `Op::Cancel` belongs to the dispatcher.
+    /// The request's `timeout_ms` (0 = the config's `request_timeout_ms`)
+    /// bounds the whole request, waiting for a reconnect included; a
+    /// blocking command is bounded by its own timeout plus
+    /// [`BLOCKING_MARGIN`] instead (see [`commands::block_timeout`]).
+    ///
+    /// The future may be dropped at any point (client gone): nothing is
+    /// left behind but, for a blocking command, a closed dedicated
+    /// connection.
+    pub async fn execute(&self, req: &Request) -> Completion {
+        match self.run(req).await {
+            Ok(c) => c,
+            Err(e) => Completion::Err(e),
+        }
+    }
+
+    async fn run(&self, req: &Request) -> Result<Completion, ClientError> {
+        let args = match &req.op {
+            Op::Command { args } => args,
+            Op::Batch { .. } => return Err(invalid("batches are not supported yet")),
+            Op::Cancel { .. } => {
+                return Err(invalid(
+                    "Cancel is handled by the dispatcher, not the engine",
+                ))
+            }
+            Op::Script { .. } | Op::Subscribe { .. } | Op::Unsubscribe { .. } | Op::ClusterScan { .. } => {
+                return Err(invalid("not supported yet"))
+            }
+        };
+        if args.is_empty() {
+            return Err(invalid("empty command"));
+        }
+        let name = commands::command_name(args);
+        if let Some(why) = commands::refusal(&name) {
+            return Err(invalid(why));
+        }
+        let start = Instant::now();
+        let block = commands::block_timeout(&name, args);
+        let bound = match block {
+            Some(bt) => self.blocking_bound(bt, req.timeout_ms),
+            None => self.request_timeout(req.timeout_ms),
+        };
+        let deadline = start + bound;
+        let cmd = build_cmd(args);
+        let out = match block {
+            Some(_) => self.run_blocking(req, &name, cmd, deadline, bound).await,
+            None => self.run_shared(req, &name, cmd, deadline, bound).await,
+        };
+        let took = start.elapsed();
+        if took >= bound / 2 && block.is_none() {
+            debug!(command = %name, took_ms = took.as_millis() as u64, bound_ms = bound.as_millis() as u64, "slow request");
+        }
+        out
+    }
+
+    fn request_timeout(&self, timeout_ms: u32) -> Duration {
+        if timeout_ms == 0 {
+            self.config.request_timeout()
+        } else {
+            Duration::from_millis(u64::from(timeout_ms))
+        }
+    }
+
+    /// The bound of a blocking command: its own timeout plus the margin
+    /// (or the request's `timeout_ms` if longer); when it blocks forever,
+    /// the request's `timeout_ms`, else `block_forever_limit_ms`.
+    fn blocking_bound(&self, bt: BlockTimeout, timeout_ms: u32) -> Duration {
+        let explicit = (timeout_ms != 0).then(|| Duration::from_millis(u64::from(timeout_ms)));
+        match bt {
+            BlockTimeout::After(d) => (d + BLOCKING_MARGIN).max(explicit.unwrap_or_default()),
+            BlockTimeout::Forever => explicit
+                .unwrap_or_else(|| Duration::from_millis(self.config.block_forever_limit_ms)),
+            BlockTimeout::Invalid => explicit.unwrap_or_else(|| self.config.request_timeout()),
+        }
+    }
+
+    async fn run_shared(
+        &self,
+        req: &Request,
+        name: &str,
+        cmd: redis::Cmd,
+        deadline: Instant,
+        bound: Duration,
+    ) -> Result<Completion, ClientError> {
+        match &self.kind {
+            Kind::Standalone { shared, .. } => {
+                check_standalone_route(shared, &req.route)?;
+                let (mut conn, generation) = shared.get(deadline).await?;
+                match tokio::time::timeout_at(deadline, conn.send_packed_command(&cmd)).await {
+                    Err(_) => Err(timed_out(name, bound)),
+                    Ok(r) => {
+                        if let Err(e) = &r {
+                            shared.report(generation, e);
+                        }
+                        Ok(reply_to_completion(r))
+                    }
+                }
+            }
+            Kind::Cluster { shared, .. } => {
+                let routing = cluster_routing(shared, &req.route, name, deadline).await?;
+                let mut conn = shared.conn();
+                let fut = run_cluster(&mut conn, cmd, routing);
+                match tokio::time::timeout_at(deadline, fut).await {
+                    Err(_) => Err(timed_out(name, bound)),
+                    Ok(r) => Ok(reply_to_completion(r)),
+                }
+            }
+        }
+    }
+
+    async fn run_blocking(
+        &self,
+        req: &Request,
+        name: &str,
+        cmd: redis::Cmd,
+        deadline: Instant,
+        bound: Duration,
+    ) -> Result<Completion, ClientError> {
+        match &self.kind {
+            Kind::Standalone {
+                shared,
+                dedicated,
+                conn_config,
+            } => {
+                check_standalone_route(shared, &req.route)?;
+                let mut lease = dedicated
+                    .lease(deadline, || async {
+                        standalone::open(
+                            shared.client(),
+                            conn_config,
+                            self.config.client_name.as_deref(),
+                            self.config.connection_timeout(),
+                        )
+                        .await
+                        .map_err(connect_error)
+                    })
+                    .await?;
+                match tokio::time::timeout_at(deadline, lease.conn.send_packed_command(&cmd)).await
+                {
+                    // Dropping the lease closes the connection, which ends
+                    // the block server-side.
+                    Err(_) => Err(timed_out(name, bound)),
+                    Ok(r) => {
+                        if reusable(&r) {
+                            lease.done();
+                        }
+                        Ok(reply_to_completion(r))
+                    }
+                }
+            }
+            Kind::Cluster { shared, dedicated } => {
+                let routing = cluster_routing(shared, &req.route, name, deadline).await?;
+                let mut lease = dedicated
+                    .lease(deadline, || {
+                        cluster::open(
+                            shared.client(),
+                            shared.client_name(),
+                            shared.connection_timeout(),
+                            shared.seeds(),
+                        )
+                    })
+                    .await?;
+                let fut = run_cluster(&mut lease.conn, cmd, routing);
+                match tokio::time::timeout_at(deadline, fut).await {
+                    Err(_) => Err(timed_out(name, bound)),
+                    Ok(r) => {
+                        if reusable(&r) {
+                            lease.done();
+                        }
+                        Ok(reply_to_completion(r))
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_cluster(
+    conn: &mut ClusterConnection,
+    cmd: redis::Cmd,
+    routing: Option<RoutingInfo>,
+) -> RedisResult<redis::Value> {
+    match routing {
+        None => Cluster::auto(conn, &cmd).await,
+        Some(r) => conn.route_command(cmd, r).await,
+    }
+}
+
+/// A standalone backend runs every route on its one server, except an
+/// `Address` naming another server.
+fn check_standalone_route(shared: &Standalone, route: &Route) -> Result<(), ClientError> {
+    if let Route::Address { host, port } = route {
+        let ep = shared.endpoint();
+        if !(ep.host.eq_ignore_ascii_case(host) && ep.port == *port) {
+            return Err(invalid(format!(
+                "{host}:{port} is not the server of this standalone backend ({ep})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Map a request route onto redis-rs routing; `None` = let redis-rs route
+/// by the command's keys (`Route::Auto`).
+async fn cluster_routing(
+    cluster: &Cluster,
+    route: &Route,
+    name: &str,
+    deadline: Instant,
+) -> Result<Option<RoutingInfo>, ClientError> {
+    // An explicit replica route only makes sense for reads; writes go to
+    // the primary (a replica would answer MOVED anyway).
+    let slot_addr = |replica: bool| {
+        if replica && commands::is_read_only(name) {
+            SlotAddr::ReplicaRequired
+        } else {
+            SlotAddr::Master
+        }
+    };
+    Ok(Some(match route {
+        Route::Auto => return Ok(None),
+        Route::AllNodes => RoutingInfo::MultiNode((
+            MultipleNodeRoutingInfo::AllNodes,
+            commands::response_policy(name),
+        )),
+        Route::AllPrimaries => RoutingInfo::MultiNode((
+            MultipleNodeRoutingInfo::AllMasters,
+            commands::response_policy(name),
+        )),
+        Route::Random => RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        Route::SlotKey { key, replica } => RoutingInfo::SingleNode(
+            SingleNodeRoutingInfo::SpecificNode(RRoute::with_key(key, slot_addr(*replica))),
+        ),
+        Route::SlotId { slot, replica } => {
+            if *slot >= SLOTS {
+                return Err(invalid(format!("slot {slot} is out of range 0..16383")));
+            }
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(RRoute::new(
+                *slot,
+                slot_addr(*replica),
+            )))
+        }
+        Route::Address { host, port } => {
+            cluster.check_address(host, *port, deadline).await?;
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port: *port,
+            })
+        }
+    }))
+}

@@ -1,0 +1,465 @@
+//! The shared connection of a cluster backend: a redis-rs
+//! `cluster_async::ClusterConnection` (one multiplexed connection per node,
+//! slot map, MOVED/ASK handling, retries), plus what redis-rs 1.8 lacks:
+//! a periodic topology check, a client name on every node, and a list of
+//! known node addresses so an `Address` route to an unknown node is refused
+//! instead of making redis-rs reconnect the whole cluster.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_read_routing::{RandomReplicaStrategy, RoundRobinReplicaStrategy};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+};
+use redis::Value;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use vshm_protocol::msg::{ClientError, ErrorKind};
+
+use crate::config::{Config, Endpoint, ReadFrom};
+use crate::value::map_error;
+
+/// One shard as `CLUSTER SLOTS` reports it: slot range, primary first.
+type SlotRange = (i64, i64, Vec<(String, u16)>);
+
+/// Minimum time between two on-demand topology fetches (for Address
+/// routes naming a node not seen yet).
+const ON_DEMAND_REFRESH_GAP: Duration = Duration::from_secs(1);
+
+struct Known {
+    /// The topology the shared connection was built with (first fetch or
+    /// last rebuild).
+    baseline: Option<Vec<SlotRange>>,
+    nodes: HashSet<(String, u16)>,
+    fetched: Option<Instant>,
+}
+
+pub(crate) struct Cluster {
+    client: ClusterClient,
+    conn: RwLock<ClusterConnection>,
+    known: RwLock<Known>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    client_name: Option<String>,
+    connection_timeout: Duration,
+    seeds: usize,
+}
+
+/// Build the redis-rs cluster client of a config.
+pub(crate) fn client_for(c: &Config, seeds: &[Endpoint]) -> Result<ClusterClient, ClientError> {
+    let infos: Vec<redis::ConnectionInfo> = seeds
+        .iter()
+        .map(|ep| {
+            let addr = if c.tls {
+                redis::ConnectionAddr::TcpTls {
+                    host: ep.host.clone(),
+                    port: ep.port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                redis::ConnectionAddr::Tcp(ep.host.clone(), ep.port)
+            };
+            redis::IntoConnectionInfo::into_connection_info(addr).map_err(|e| map_error(&e))
+        })
+        .collect::<Result<_, _>>()?;
+    let b = &c.reconnect;
+    let max_wait = b.base_delay(b.number_of_retries).as_millis() as u64;
+    let mut builder = ClusterClientBuilder::new(infos)
+        .use_protocol(c.protocol.to_redis())
+        .connection_timeout(c.connection_timeout())
+        // No per-node response timeout: the engine bounds each request, and
+        // a slow reply must not count as a broken connection.
+        .overall_response_timeout(None)
+        .retries(b.number_of_retries)
+        .retry_wait_formula(u64::from(b.factor_ms), u64::from(b.exponent_base.max(1)))
+        .min_retry_wait(0)
+        .max_retry_wait(max_wait.max(1));
+    if let Some(u) = &c.username {
+        builder = builder.username(u);
+    }
+    if let Some(p) = &c.password {
+        builder = builder.password(p);
+    }
+    if c.database != 0 {
+        builder = builder.database_id(i64::from(c.database));
+    }
+    if c.tls {
+        builder = builder.tls(redis::TlsMode::Secure);
+    }
+    if let Some(path) = &c.ca_file {
+        let root = std::fs::read(path).map_err(|e| {
+            ClientError::new(
+                ErrorKind::InvalidRequest,
+                format!("cannot read ca_file {}: {e}", path.display()),
+            )
+        })?;
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root),
+        });
+    }
+    builder = match c.read_from {
+        ReadFrom::Primary => builder,
+        ReadFrom::PreferReplica => builder.read_routing_strategy(RandomReplicaStrategy),
+        ReadFrom::RoundRobinReplicas => {
+            builder.read_routing_strategy(RoundRobinReplicaStrategy::default())
+        }
+    };
+    builder.build().map_err(|e| map_error(&e))
+}
+
+/// Open a cluster connection (bounded), and name its node connections.
+pub(crate) async fn open(
+    client: &ClusterClient,
+    client_name: Option<&str>,
+    connection_timeout: Duration,
+    seeds: usize,
+) -> Result<ClusterConnection, ClientError> {
+    // redis-rs tries the seeds and then every node; bound the whole.
+    let bound = connection_timeout * (seeds as u32 + 2);
+    let mut conn = match tokio::time::timeout(bound, client.get_async_connection()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            let mut err = map_error(&e);
+            if err.kind == ErrorKind::Request {
+                err.kind = ErrorKind::Connection;
+            }
+            err.message = format!("cannot connect to the cluster: {}", err.message);
+            return Err(err);
+        }
+        Err(_) => {
+            return Err(ClientError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "connecting to the cluster took over {} ms",
+                    bound.as_millis()
+                ),
+            ))
+        }
+    };
+    if let Some(name) = client_name {
+        set_name(&mut conn, name, connection_timeout).await;
+    }
+    Ok(conn)
+}
+
+/// `CLIENT SETNAME` on every node (best effort: a node that fails keeps
+/// its old name until the next topology check).
+async fn set_name(conn: &mut ClusterConnection, name: &str, bound: Duration) {
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("SETNAME").arg(name);
+    let routing = RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllNodes,
+        Some(ResponsePolicy::AllSucceeded),
+    ));
+    match tokio::time::timeout(bound, conn.route_command(cmd, routing)).await {
+        Ok(Ok(v)) if v.clone().extract_error().is_ok() => {}
+        Ok(Ok(v)) => warn!(reply = ?v, "CLIENT SETNAME failed on a node"),
+        Ok(Err(e)) => warn!(error = %e, "CLIENT SETNAME failed on a node"),
+        Err(_) => warn!("CLIENT SETNAME timed out"),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// Parse a `CLUSTER SLOTS` reply into sorted shards (nodes without a
+/// usable address are left out, as redis-rs does).
+fn parse_slots(v: &Value) -> Option<Vec<SlotRange>> {
+    let Value::Array(ranges) = v else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let Value::Array(items) = r else {
+            return None;
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end))) = (items.first(), items.get(1)) else {
+            return None;
+        };
+        let mut nodes = Vec::new();
+        for n in &items[2..] {
+            let Value::Array(node) = n else { continue };
+            let (Some(host), Some(Value::Int(port))) = (node.first().and_then(text), node.get(1))
+            else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(*port) else {
+                continue;
+            };
+            if host.is_empty() || host == "?" || port == 0 {
+                continue;
+            }
+            nodes.push((host, port));
+        }
+        if nodes.len() > 1 {
+            nodes[1..].sort();
+        }
+        out.push((*start, *end, nodes));
+    }
+    out.sort();
+    Some(out)
+}
+
+impl Cluster {
+    pub(crate) async fn connect(
+        c: &Config,
+        seeds: &[Endpoint],
+    ) -> Result<Arc<Cluster>, ClientError> {
+        let client = client_for(c, seeds)?;
+        let conn = open(
+            &client,
+            c.client_name.as_deref(),
+            c.connection_timeout(),
+            seeds.len(),
+        )
+        .await?;
+        let cluster = Arc::new(Cluster {
+            client,
+            conn: RwLock::new(conn),
+            known: RwLock::new(Known {
+                baseline: None,
+                nodes: HashSet::new(),
+                fetched: None,
+            }),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            client_name: c.client_name.clone(),
+            connection_timeout: c.connection_timeout(),
+            seeds: seeds.len(),
+        });
+        if let Err(e) = cluster.check_topology(false).await {
+            warn!(error = %e, "cannot read the cluster topology");
+        }
+        Ok(cluster)
+    }
+
+    /// A handle on the shared cluster connection (cheap clone).
+    pub(crate) fn conn(&self) -> ClusterConnection {
+        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The client (to open dedicated connections for blocking commands).
+    pub(crate) fn client(&self) -> &ClusterClient {
+        &self.client
+    }
+
+    pub(crate) fn client_name(&self) -> Option<&str> {
+        self.client_name.as_deref()
+    }
+
+    pub(crate) fn connection_timeout(&self) -> Duration {
+        self.connection_timeout
+    }
+
+    pub(crate) fn seeds(&self) -> usize {
+        self.seeds
+    }
+
+    /// The addresses of the nodes serving slots, as `CLUSTER SLOTS` names
+    /// them.
+    pub(crate) fn known_nodes(&self) -> BTreeSet<String> {
+        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+        k.nodes
+            .iter()
+            .map(|(h, p)| Endpoint {
+                host: h.clone(),
+                port: *p,
+            })
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    fn is_known(&self, host: &str, port: u16) -> bool {
+        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+        k.nodes.contains(&(host.to_string(), port))
+    }
+
+    /// Ok if `host:port` is a node of the cluster (refetching the topology
+    /// at most once a second when it is not known yet).
+    pub(crate) async fn check_address(
+        &self,
+        host: &str,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<(), ClientError> {
+        if self.is_known(host, port) {
+            return Ok(());
+        }
+        let stale = {
+            let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+            k.fetched
+                .is_none_or(|t| t.elapsed() >= ON_DEMAND_REFRESH_GAP)
+        };
+        if stale {
+            match tokio::time::timeout_at(deadline, self.check_topology(false)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "topology fetch for an Address route failed"),
+                Err(_) => {
+                    return Err(ClientError::new(
+                        ErrorKind::Timeout,
+                        "timed out checking the cluster topology for an Address route",
+                    ))
+                }
+            }
+            if self.is_known(host, port) {
+                return Ok(());
+            }
+        }
+        let ep = Endpoint {
+            host: host.to_string(),
+            port,
+        };
+        Err(ClientError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "{ep} is not a node of this cluster (known: {})",
+                self.known_nodes()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))
+    }
+
+    /// Fetch `CLUSTER SLOTS` and remember the nodes. When `rebuild` (the
+    /// periodic check) and the topology differs from the one the shared
+    /// connection was built with, replace the connection (redis-rs 1.8 has
+    /// no way to ask its connection to refresh); otherwise the periodic
+    /// check re-applies the client name on every node.
+    pub(crate) async fn check_topology(&self, rebuild: bool) -> Result<(), ClientError> {
+        let _guard = self.refresh_lock.lock().await;
+        let mut conn = self.conn();
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let reply = tokio::time::timeout(
+            self.connection_timeout,
+            conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
+        )
+        .await
+        .map_err(|_| ClientError::new(ErrorKind::Timeout, "CLUSTER SLOTS timed out"))?
+        .map_err(|e| map_error(&e))?;
+        let topology = parse_slots(&reply).ok_or_else(|| {
+            ClientError::new(ErrorKind::Connection, "unexpected CLUSTER SLOTS reply")
+        })?;
+        let changed = {
+            let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
+            k.nodes = topology
+                .iter()
+                .flat_map(|(_, _, n)| n.iter().cloned())
+                .collect();
+            k.fetched = Some(Instant::now());
+            match &k.baseline {
+                None => {
+                    k.baseline = Some(topology.clone());
+                    false
+                }
+                Some(b) => *b != topology,
+            }
+        };
+        if changed && rebuild {
+            info!("cluster topology changed; rebuilding the cluster connection");
+            let fresh = open(
+                &self.client,
+                self.client_name.as_deref(),
+                self.connection_timeout,
+                self.seeds,
+            )
+            .await?;
+            *self.conn.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            // Only now: if rebuilding failed, the next check tries again.
+            self.known
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .baseline = Some(topology);
+        } else if let (true, Some(name)) = (rebuild, &self.client_name) {
+            // Node connections redis-rs re-opened since the last check lost
+            // their name.
+            set_name(&mut conn, name, self.connection_timeout).await;
+        }
+        Ok(())
+    }
+
+    /// Run a command with redis-rs's own routing (`Route::Auto`).
+    pub(crate) async fn auto(
+        conn: &mut ClusterConnection,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<Value> {
+        conn.req_packed_command(cmd).await
+    }
+}
+
+/// The periodic topology check: holds only a weak reference, so it ends
+/// when the backend goes.
+pub(crate) async fn refresh_task(weak: Weak<Cluster>, every: Duration) {
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(cluster) = weak.upgrade() else {
+            return;
+        };
+        if let Err(e) = cluster.check_topology(true).await {
+            warn!(error = %e, "periodic cluster topology check failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(h: &str, p: i64) -> Value {
+        Value::Array(vec![
+            Value::BulkString(h.as_bytes().to_vec()),
+            Value::Int(p),
+            Value::BulkString(b"id".to_vec()),
+        ])
+    }
+
+    #[test]
+    fn parses_cluster_slots() {
+        let v = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                node("b", 2),
+                node("z", 9),
+                node("c", 3),
+            ]),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("a", 1),
+                node("?", 0),
+            ]),
+        ]);
+        let t = parse_slots(&v).unwrap();
+        assert_eq!(
+            t,
+            vec![
+                (0, 5460, vec![("a".to_string(), 1)]),
+                (
+                    5461,
+                    16383,
+                    vec![
+                        ("b".to_string(), 2),
+                        ("c".to_string(), 3),
+                        ("z".to_string(), 9)
+                    ]
+                ),
+            ]
+        );
+        assert!(parse_slots(&Value::Int(1)).is_none());
+    }
+}

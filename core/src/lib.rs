@@ -1,0 +1,19 @@
+//! vshm-core: the engine.
+//!
+//! * [`config`]: the connection settings of a backend (read from TOML).
+//! * [`engine`]: the backend pool and request execution
+//!   ([`Engine::connect`], [`Backend::execute`]).
+//! * [`commands`]: pure command classification (blocking, refused,
+//!   read-only, response policies).
+//! * [`value`]: conversion of redis crate values and errors to the wire
+//!   messages.
+
+pub mod commands;
+pub mod dispatch;
+pub mod embedded;
+pub mod config;
+pub mod engine;
+pub mod value;
+
+pub use config::Config;
+pub use engine::{Backend, Engine, PoolKey};
