@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# THE test command of vshm: runs every test stage and prints a summary line per stage.
+#
+#   scripts/test.sh            # all stages
+#   scripts/test.sh rust loom  # only the named stages
+#
+# Stages (one function each, below): deps, rust, loom, and the places marked
+# "LATER" for the C tests, fuzz short runs, sanitizers and the benchmark --quick.
+# Every stage runs even if an earlier one failed (except deps); the exit status is
+# non-zero if any stage failed. Logs go to target/test-logs/<stage>.log.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+LOGS="$ROOT/target/test-logs"
+mkdir -p "$LOGS"
+
+# One profile for everything (release: the benchmarks and the C tests need it anyway, and
+# sharing it means the workspace is built once).
+CARGO_PROFILE_FLAGS=(--release)
+
+# ---------------------------------------------------------------------------------------------
+# stages: each returns 0 on success; output is tee'd to target/test-logs/<stage>.log
+
+stage_deps() {
+    # redis-server/redis-cli, hiredis, pkg-config, valgrind (Debian packages), if missing.
+    bash scripts/install-redis.sh
+}
+
+stage_rust() {
+    # Unit, integration and doc tests of every crate, against real redis-server processes
+    # (the vshm-tests helpers start them).
+    cargo test --workspace "${CARGO_PROFILE_FLAGS[@]}"
+}
+
+stage_loom() {
+    # loom model checks; own target dir so that the --cfg does not invalidate the main build.
+    RUSTFLAGS="${RUSTFLAGS:-} --cfg vshm_loom" \
+        cargo test "${CARGO_PROFILE_FLAGS[@]}" -p vshm-loom-tests --target-dir target/loom
+}
+
+# LATER: C client tests (client-c/tests, built against libvshm + hiredis).
+# stage_c() {
+#     ...
+# }
+
+# LATER: short fuzz runs (cargo fuzz / fixed-time runs of each target).
+# stage_fuzz() {
+#     ...
+# }
+
+# LATER: sanitizers (ASan/TSan builds of the protocol and core tests, valgrind on the C tests).
+# stage_sanitizers() {
+#     ...
+# }
+
+# LATER: benchmark smoke run (vshm-bench --quick; no speed assertions).
+# stage_bench() {
+#     ...
+# }
+
+# Order in which stages run. Add new stages here.
+ALL_STAGES=(deps rust loom)
+
+# ---------------------------------------------------------------------------------------------
+
+if [ $# -gt 0 ]; then STAGES=("$@"); else STAGES=("${ALL_STAGES[@]}"); fi
+
+summary=()
+failed=0
+total_passed=0
+total_failed=0
+
+for stage in "${STAGES[@]}"; do
+    if ! declare -F "stage_$stage" >/dev/null; then
+        echo "test.sh: unknown stage '$stage' (stages: ${ALL_STAGES[*]})" >&2
+        exit 2
+    fi
+    log="$LOGS/$stage.log"
+    echo "=== test.sh: stage $stage ==="
+    start=$SECONDS
+    "stage_$stage" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    secs=$((SECONDS - start))
+    # cargo test's "test result: ok. N passed; M failed; ..." lines
+    read -r p f < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log" |
+        awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+    if [ "$rc" -eq 0 ]; then
+        status=PASS
+    else
+        status="FAIL (exit $rc)"
+        failed=1
+    fi
+    counts=""
+    if [ "$p" -gt 0 ] || [ "$f" -gt 0 ]; then counts=", $p tests passed, $f failed"; fi
+    summary+=("$(printf 'test.sh: %-11s %s in %ss%s' "$stage" "$status" "$secs" "$counts")")
+    if [ "$stage" = deps ] && [ "$rc" -ne 0 ]; then
+        echo "test.sh: cannot install the test dependencies; stopping" >&2
+        break
+    fi
+done
+
+echo
+echo "=== test.sh summary (logs in target/test-logs/) ==="
+printf '%s\n' "${summary[@]}"
+echo "tests: $total_passed passed, $total_failed failed"
+exit "$failed"
