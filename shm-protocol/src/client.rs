@@ -1,5 +1,5 @@
 //! The client end of a segment: thread-safe submission and completion
-//! matching, with bounded waits everywhere.
+//! matching, with bounded waits everywhere, and zero-copy replies.
 //!
 //! **Several threads, one segment.** The submission ring has one producer
 //! at the ring level; the client's threads take a short lock around it
@@ -11,23 +11,53 @@
 //! **Completions arrive in any order.** One waiting thread at a time is
 //! the *leader*: it drains the completion ring (spinning, then parking on
 //! the futex) and files completions for other threads in a map, waking
-//! them through a condition variable. When the leader's own completion
-//! arrives it hands leadership to the next waiter. Every wait has a
-//! deadline; a completion whose waiter gave up is discarded on arrival.
+//! exactly the threads whose completions it filed (thread parking); it then
+//! either returns with its own completion (handing the role to a waiter)
+//! or leads again. Every wait has a deadline; a completion
+//! whose waiter gave up is discarded on arrival.
+//!
+//! **Zero-copy replies.** A completion that fits in one ring record is
+//! handed out *in place*: a [`Reply`] points at the archived
+//! [`ArchivedCompletion`] inside the completion ring (validated once with
+//! bytecheck when it is taken from the ring). Its ring bytes stay pinned
+//! until the `Reply` is dropped. Replies may be dropped in any order: the
+//! client keeps the set of pinned records and returns ring space to the
+//! core up to the oldest record still pinned ([`Consumer::release_to`]).
+//! Holding a reply therefore also holds every record received after it;
+//! when the pinned span fills the ring, the core keeps further completions
+//! for this client queued on its side (bounded by the in-flight limit)
+//! until space is released. [`Reply::detach`] copies a reply to the heap
+//! and releases its ring space at once. Completions larger than one record
+//! arrive fragmented and are reassembled into heap memory.
+//!
+//! **Queued requests.** Requests submitted with [`Client::submit_queued`]
+//! (ids with [`QUEUED`] set) are not waited for by id: their completions
+//! go to a FIFO that [`Client::poll_queued`] and [`Client::wait_queued`]
+//! empty. This is what callback-style asynchronous APIs build on.
 
-use std::collections::{HashMap, HashSet};
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crate::endpoint::{Dir, EndpointError, PeerWake, Receiver, Sender, WaitStrategy};
+use rkyv::util::AlignedVec;
+
+use crate::endpoint::{self, Dir, EndpointError, PeerWake, Sender, WaitStrategy};
+use crate::frame::Reassembler;
 use crate::layout::state;
 use crate::msg::{
-    self, ArgRef, ArgsRef, ClientError, Completion, ErrorKind, Op, Request, Route, Value,
+    self, ArchivedCompletion, ArgRef, ArgsRef, ClientError, Completion, ErrorKind, Op, Request,
+    Route, Value,
 };
-use crate::ring::kind;
+use crate::ring::{kind, Consumer, REC_ALIGN};
 use crate::segment::Segment;
+use crate::wake::{self, Side};
+
+/// Bit set in the ids of requests submitted with [`Client::submit_queued`].
+pub const QUEUED: u64 = 1 << 63;
 
 /// Client-side options.
 #[derive(Debug, Clone)]
@@ -50,20 +80,48 @@ impl Default for ClientOptions {
     }
 }
 
-struct CqShared {
-    recv: Option<Receiver>,
-    ready: HashMap<u64, Completion>,
+/// The consumer side of the completion ring (under one short lock).
+struct Ring {
+    cons: Consumer,
+    reasm: Reassembler,
+    /// Start positions of records handed out in place and not yet released.
+    pins: BTreeSet<u64>,
+}
+
+/// Completions taken from the ring, waiting to be picked up.
+struct Waits {
+    /// A thread is draining the ring (and may be parked on its futex).
+    leader: bool,
+    ready: HashMap<u64, Reply>,
     abandoned: HashSet<u64>,
-    pushes: std::collections::VecDeque<Value>,
+    queued: VecDeque<Reply>,
+    pushes: VecDeque<Value>,
     dead: Option<ClientError>,
+    /// Threads parked waiting for an id (see `CqSide::wait_for`).
+    waiting: HashMap<u64, Thread>,
+    /// Threads parked waiting for queued completions.
+    queued_waiting: Vec<Thread>,
+}
+
+/// The completion side, shared with the replies that pin its ring.
+struct CqSide {
+    seg: Arc<Segment>,
+    peer: PeerWake,
+    strategy: WaitStrategy,
+    ring: Mutex<Ring>,
+    waits: Mutex<Waits>,
+    /// Set once `Waits::dead` is (a lock-free check for callers).
+    is_dead: AtomicBool,
+    /// Fork generation this side was created in: a forked child never
+    /// touches the parent's ring through a reply it inherited.
+    fork_gen: u64,
 }
 
 /// A client attached to one segment.
 pub struct Client {
     seg: Arc<Segment>,
     sq: Mutex<Sender>,
-    cq: Mutex<CqShared>,
-    cv: Condvar,
+    cq: Arc<CqSide>,
     next_id: AtomicU64,
     opts: ClientOptions,
 }
@@ -74,10 +132,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn conn_err(e: &EndpointError) -> ClientError {
     match e {
-        EndpointError::Closed => ClientError::new(ErrorKind::Closing, "the core closed this client's segment"),
-        EndpointError::Timeout => ClientError::new(ErrorKind::Timeout, "timed out waiting for the core"),
-        EndpointError::Protocol(f) => ClientError::new(ErrorKind::Connection, format!("protocol error: {}", f.error)),
+        EndpointError::Closed => {
+            ClientError::new(ErrorKind::Closing, "the core closed this client's segment")
+        }
+        EndpointError::PeerLost => {
+            ClientError::new(ErrorKind::Connection, "connection to the vshm daemon lost")
+        }
+        EndpointError::Timeout => {
+            ClientError::new(ErrorKind::Timeout, "timed out waiting for the core")
+        }
+        EndpointError::Protocol(f) => ClientError::new(
+            ErrorKind::Connection,
+            format!("protocol error: {}", f.error),
+        ),
     }
+}
+
+/// What a wait is waiting for.
+#[derive(Clone, Copy)]
+enum Want {
+    Id(u64),
+    Queued,
+}
+
+/// One message taken from the ring.
+struct Delivered {
+    kind: u8,
+    reply: Reply,
 }
 
 impl Client {
@@ -90,19 +171,33 @@ impl Client {
         };
         let mut sender = Sender::new(seg.clone(), Dir::Sq, peer.clone());
         sender.strategy = opts.strategy;
-        let mut recv = Receiver::new(seg.clone(), Dir::Cq, peer);
-        recv.strategy = opts.strategy;
+        let l = *seg.layout();
+        let cq = Arc::new(CqSide {
+            seg: seg.clone(),
+            peer,
+            strategy: opts.strategy,
+            ring: Mutex::new(Ring {
+                cons: Consumer::new(l.cq_capacity, l.max_record),
+                reasm: Reassembler::new(l.max_message),
+                pins: BTreeSet::new(),
+            }),
+            waits: Mutex::new(Waits {
+                leader: false,
+                ready: HashMap::new(),
+                abandoned: HashSet::new(),
+                queued: VecDeque::new(),
+                pushes: VecDeque::new(),
+                dead: None,
+                waiting: HashMap::new(),
+                queued_waiting: Vec::new(),
+            }),
+            is_dead: AtomicBool::new(false),
+            fork_gen: crate::daemon::fork_generation(),
+        });
         Client {
             seg,
             sq: Mutex::new(sender),
-            cq: Mutex::new(CqShared {
-                recv: Some(recv),
-                ready: HashMap::new(),
-                abandoned: HashSet::new(),
-                pushes: Default::default(),
-                dead: None,
-            }),
-            cv: Condvar::new(),
+            cq,
             next_id: AtomicU64::new(1),
             opts,
         }
@@ -120,6 +215,11 @@ impl Client {
         timeout.unwrap_or(self.opts.request_timeout)
     }
 
+    /// The local bound of a wait for a request submitted with `timeout`.
+    pub fn wait_bound(&self, timeout: Option<Duration>) -> Duration {
+        self.timeout_of(timeout) + self.opts.transport_margin
+    }
+
     /// Submit a request without waiting for its completion. Returns its id.
     pub fn submit_op(
         &self,
@@ -128,10 +228,41 @@ impl Client {
         timeout: Option<Duration>,
         flags: u32,
     ) -> Result<u64, ClientError> {
-        if self.seg.state() != state::OPEN {
-            return Err(ClientError::new(ErrorKind::Closing, "segment is closed"));
+        self.submit_inner(op, route, timeout, flags, 0, &mut |_| {})
+    }
+
+    /// Submit a request whose completion goes to the queued FIFO (see the
+    /// module docs) rather than to a waiter by id. The id has [`QUEUED`]
+    /// set. `before` is called with the id before the request is written
+    /// (so that the caller can file it before its completion can arrive);
+    /// if this returns an error, the request was not sent.
+    pub fn submit_queued(
+        &self,
+        op: &Op<ArgsRef<'_>>,
+        route: &Route,
+        timeout: Option<Duration>,
+        flags: u32,
+        before: &mut dyn FnMut(u64),
+    ) -> Result<u64, ClientError> {
+        self.submit_inner(op, route, timeout, flags, QUEUED, before)
+    }
+
+    fn submit_inner(
+        &self,
+        op: &Op<ArgsRef<'_>>,
+        route: &Route,
+        timeout: Option<Duration>,
+        flags: u32,
+        id_bits: u64,
+        before: &mut dyn FnMut(u64),
+    ) -> Result<u64, ClientError> {
+        match self.seg.state() {
+            state::OPEN => {}
+            state::PEER_LOST => return Err(conn_err(&EndpointError::PeerLost)),
+            _ => return Err(ClientError::new(ErrorKind::Closing, "segment is closed")),
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = (self.next_id.fetch_add(1, Ordering::Relaxed) & !QUEUED) | id_bits;
+        before(id);
         let t = self.timeout_of(timeout);
         let req = Request {
             id,
@@ -156,9 +287,21 @@ impl Client {
     }
 
     /// Submit one command (argv).
-    pub fn submit(&self, args: &[&[u8]], route: &Route, timeout: Option<Duration>) -> Result<u64, ClientError> {
+    pub fn submit(
+        &self,
+        args: &[&[u8]],
+        route: &Route,
+        timeout: Option<Duration>,
+    ) -> Result<u64, ClientError> {
         let refs: Vec<ArgRef<'_>> = args.iter().map(|a| ArgRef(a)).collect();
-        self.submit_op(&Op::Command { args: ArgsRef(&refs) }, route, timeout, 0)
+        self.submit_op(
+            &Op::Command {
+                args: ArgsRef(&refs),
+            },
+            route,
+            timeout,
+            0,
+        )
     }
 
     /// Run one command and wait for its reply.
@@ -167,87 +310,572 @@ impl Client {
     }
 
     /// Run one command with a route and timeout.
-    pub fn call_routed(&self, args: &[&[u8]], route: &Route, timeout: Option<Duration>) -> Result<Value, ClientError> {
+    pub fn call_routed(
+        &self,
+        args: &[&[u8]],
+        route: &Route,
+        timeout: Option<Duration>,
+    ) -> Result<Value, ClientError> {
         let id = self.submit(args, route, timeout)?;
         into_result(self.wait(id, timeout)?)
     }
 
     /// Wait for the completion of `id` (submitted with `timeout`).
     pub fn wait(&self, id: u64, timeout: Option<Duration>) -> Result<Completion, ClientError> {
-        let deadline = Instant::now() + self.timeout_of(timeout) + self.opts.transport_margin;
+        let deadline = Instant::now() + self.wait_bound(timeout);
         self.wait_until(id, deadline)
     }
 
     /// Wait for `id` until `deadline`. On timeout the id is abandoned: its
     /// completion, if it still comes, is discarded.
     pub fn wait_until(&self, id: u64, deadline: Instant) -> Result<Completion, ClientError> {
-        let mut g = lock(&self.cq);
-        loop {
-            if let Some(c) = g.ready.remove(&id) {
-                return Ok(c);
+        let r = self.wait_reply_until(id, deadline, true)?;
+        Ok(r.to_completion())
+    }
+
+    /// Wait for `id` until `deadline` and return its completion in place
+    /// (zero copy; see [`Reply`]). On timeout the id is abandoned when
+    /// `abandon` is true (its completion is discarded when it comes);
+    /// otherwise it can be waited for again.
+    pub fn wait_reply_until(
+        &self,
+        id: u64,
+        deadline: Instant,
+        abandon: bool,
+    ) -> Result<Reply, ClientError> {
+        let mut out = None;
+        self.cq
+            .wait_for(Want::Id(id), deadline, abandon, &mut |w| {
+                if let Some(r) = w.ready.remove(&id) {
+                    out = Some(r);
+                    true
+                } else {
+                    false
+                }
+            })?;
+        out.ok_or_else(|| {
+            ClientError::new(ErrorKind::Timeout, "no completion from the core in time")
+        })
+    }
+
+    /// Take the completions of queued requests that have arrived, without
+    /// blocking. Returns an error (and takes nothing) only when the client
+    /// is dead and nothing is left: queued requests will then never
+    /// complete.
+    pub fn poll_queued(&self, out: &mut Vec<Reply>) -> Result<(), ClientError> {
+        self.cq.poll();
+        let mut w = lock(&self.cq.waits);
+        out.extend(w.queued.drain(..));
+        match &w.dead {
+            Some(e) if out.is_empty() => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Wait until at least one queued completion arrives (or `deadline`),
+    /// then take all that have arrived. Ok with nothing taken on timeout.
+    pub fn wait_queued(&self, deadline: Instant, out: &mut Vec<Reply>) -> Result<(), ClientError> {
+        let r = self.cq.wait_for(Want::Queued, deadline, false, &mut |w| {
+            if w.queued.is_empty() {
+                return false;
             }
-            if let Some(e) = &g.dead {
-                return Err(e.clone());
+            out.extend(w.queued.drain(..));
+            true
+        });
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == ErrorKind::Timeout => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Take a received push message (pub/sub), if any (drains the
+    /// completion ring first, without blocking).
+    pub fn try_push(&self) -> Option<Value> {
+        self.cq.poll();
+        lock(&self.cq.waits).pushes.pop_front()
+    }
+
+    /// Wait up to `timeout` for a push message (pub/sub) and take it.
+    /// `Ok(None)` when none arrived in time; an error only when the client
+    /// is dead.
+    pub fn wait_push(&self, timeout: Duration) -> Result<Option<Value>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut out = None;
+        let r = self.cq.wait_for(Want::Queued, deadline, false, &mut |w| {
+            out = w.pushes.pop_front();
+            out.is_some()
+        });
+        match r {
+            Ok(()) => Ok(out),
+            Err(e) if e.kind == ErrorKind::Timeout => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ring bytes currently pinned by replies handed out in place (from the
+    /// oldest pinned record to the read position). Diagnostics and tests.
+    pub fn pinned_bytes(&self) -> u64 {
+        let r = lock(&self.cq.ring);
+        match r.pins.first() {
+            Some(&p) => r.cons.head().wrapping_sub(p),
+            None => 0,
+        }
+    }
+
+    /// The error that ended this client, if one did (its segment was
+    /// closed or broken, or the daemon connection was lost).
+    pub fn dead(&self) -> Option<ClientError> {
+        lock(&self.cq.waits).dead.clone()
+    }
+
+    /// True once the client has ended (see [`Client::dead`]); lock-free.
+    pub fn is_dead(&self) -> bool {
+        // Acquire: pairs with the Release store made with `dead` set.
+        self.cq.is_dead.load(Ordering::Acquire)
+    }
+}
+
+impl CqSide {
+    /// Wake the core if it waits for completion ring space.
+    fn wake_producer(&self) {
+        let (ctl, _) = self.seg.cq();
+        match &self.peer {
+            PeerWake::Futex => wake::wake(ctl, Side::Producer),
+            PeerWake::Doorbell(fd) => endpoint::ring_doorbell(fd.as_raw_fd()),
+        }
+    }
+
+    /// Return ring space up to the oldest pinned record (or everything
+    /// consumed when nothing is pinned).
+    fn release_locked(&self, ring: &mut Ring) {
+        let to = ring
+            .pins
+            .first()
+            .copied()
+            .unwrap_or_else(|| ring.cons.head());
+        let (ctl, _) = self.seg.cq();
+        if ring.cons.release_to(ctl, to) {
+            self.wake_producer();
+        }
+    }
+
+    fn set_dead(&self, w: &mut Waits, e: &EndpointError) {
+        w.dead.get_or_insert_with(|| conn_err(e));
+        // Release: pairs with the Acquire load in `Client::is_dead`.
+        self.is_dead.store(true, Ordering::Release);
+    }
+
+    fn unpin(&self, start: u64) {
+        let mut ring = lock(&self.ring);
+        if ring.pins.remove(&start) {
+            self.release_locked(&mut ring);
+        }
+    }
+
+    /// Take every complete message from the ring.
+    fn drain_locked(
+        self: &Arc<Self>,
+        ring: &mut Ring,
+        out: &mut Vec<Delivered>,
+    ) -> Result<(), EndpointError> {
+        let (ctl, area) = self.seg.cq();
+        let r = (|| {
+            while let Some(rec) = ring.cons.peek(ctl, &area)? {
+                let h = rec.hdr;
+                if h.flags == 0 && h.kind == kind::MSG && !ring.reasm.in_progress() {
+                    // SAFETY: peek validated that the payload lies inside
+                    // the data area and in the published, unreleased range;
+                    // the core does not write it until we release it, which
+                    // happens only after every Reply pointing into it is
+                    // gone (it is pinned below).
+                    let bytes = unsafe { area.slice(rec.payload_off, u64::from(h.len)) };
+                    ring.cons.advance(&rec);
+                    let aligned = (bytes.as_ptr() as usize).is_multiple_of(REC_ALIGN as usize);
+                    let reply = if aligned && msg::access_completion(bytes).is_ok() {
+                        ring.pins.insert(rec.pos());
+                        Reply {
+                            id: h.id,
+                            store: Store::Ring {
+                                cq: self.clone(),
+                                start: rec.pos(),
+                                ptr: NonNull::from(bytes).cast(),
+                                len: bytes.len(),
+                            },
+                        }
+                    } else {
+                        Reply::from_bytes_or_error(h.id, bytes)
+                    };
+                    out.push(Delivered {
+                        kind: h.kind,
+                        reply,
+                    });
+                    continue;
+                }
+                let m = ring
+                    .reasm
+                    .push(&area, &rec)
+                    .map_err(EndpointError::Protocol);
+                ring.cons.advance(&rec);
+                if let Some(m) = m? {
+                    let reply = if msg::access_completion(&m.bytes).is_ok() {
+                        Reply {
+                            id: m.id,
+                            store: Store::Heap(m.bytes),
+                        }
+                    } else {
+                        Reply::from_bytes_or_error(m.id, &[])
+                    };
+                    out.push(Delivered {
+                        kind: m.kind,
+                        reply,
+                    });
+                }
+                // Let the core reuse the space of fragments early.
+                if ring.reasm.in_progress() {
+                    self.release_locked(ring);
+                }
+            }
+            Ok(())
+        })();
+        self.release_locked(ring);
+        r
+    }
+
+    /// Drain without blocking and file what was taken.
+    fn poll(self: &Arc<Self>) {
+        let mut got = Vec::new();
+        let r = {
+            let mut ring = lock(&self.ring);
+            self.drain_locked(&mut ring, &mut got)
+        };
+        if got.is_empty() && r.is_ok() {
+            return;
+        }
+        let mut drops = Vec::new();
+        let mut wake = Vec::new();
+        {
+            let mut w = lock(&self.waits);
+            if let Err(e) = r {
+                self.set_dead(&mut w, &e);
+                wake_all(&w, &mut wake);
+            }
+            Self::file(&mut w, got, &mut drops, &mut wake);
+        }
+        for t in wake {
+            t.unpark();
+        }
+        drop(drops);
+    }
+
+    /// File taken messages: pushes, queued completions, completions of
+    /// waited-for (or abandoned) ids. Threads waiting for what was filed
+    /// are added to `wake`.
+    fn file(w: &mut Waits, got: Vec<Delivered>, drops: &mut Vec<Reply>, wake: &mut Vec<Thread>) {
+        let mut queued = false;
+        for d in got {
+            if d.kind == kind::PUSH {
+                if let Ok(Completion::Push(v)) =
+                    rkyv::deserialize::<Completion, rkyv::rancor::Error>(d.reply.completion())
+                {
+                    w.pushes.push_back(v);
+                }
+                drops.push(d.reply);
+                continue;
+            }
+            let id = d.reply.id;
+            if id & QUEUED != 0 {
+                w.queued.push_back(d.reply);
+                queued = true;
+            } else if w.abandoned.remove(&id) {
+                drops.push(d.reply);
+            } else if let Some(old) = w.ready.insert(id, d.reply) {
+                // A duplicate id (a misbehaving peer): keep the first.
+                let new = w.ready.insert(id, old);
+                drops.extend(new);
+            } else if let Some(t) = w.waiting.get(&id) {
+                wake.push(t.clone());
+            }
+        }
+        if queued {
+            wake.extend(w.queued_waiting.iter().cloned());
+        }
+    }
+
+    /// The leader's wait: until at least one message is taken or the
+    /// deadline passes.
+    fn lead(self: &Arc<Self>, deadline: Instant) -> Result<Vec<Delivered>, EndpointError> {
+        let mut out = Vec::new();
+        {
+            let mut ring = lock(&self.ring);
+            self.drain_locked(&mut ring, &mut out)?;
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        let (ctl, _) = self.seg.cq();
+        let r = endpoint::wait_until(
+            &self.seg,
+            ctl,
+            Side::Consumer,
+            self.strategy,
+            deadline,
+            || {
+                let mut ring = lock(&self.ring);
+                self.drain_locked(&mut ring, &mut out)?;
+                Ok(!out.is_empty())
+            },
+        );
+        match r {
+            Ok(()) => Ok(out),
+            // Whatever was taken before the error is still delivered; the
+            // error shows at the next wait.
+            Err(_) if !out.is_empty() => Ok(out),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Wait until `take` finds what it wants (it runs under the waits
+    /// lock), leading the ring when no other thread does.
+    ///
+    /// Waiters that do not lead park (std thread parking) with their
+    /// thread registered under what they wait for; the leader unparks
+    /// exactly the threads whose completions it filed, and a leader that
+    /// stops leading without leading again unparks one waiter to take
+    /// over. Parks are bounded by the deadline (and by 100 ms, so that a
+    /// state change is never missed for long).
+    fn wait_for(
+        self: &Arc<Self>,
+        want: Want,
+        deadline: Instant,
+        abandon: bool,
+        take: &mut dyn FnMut(&mut Waits) -> bool,
+    ) -> Result<(), ClientError> {
+        let me = std::thread::current();
+        let mut w = lock(&self.waits);
+        // True after this thread led and gave the role up: if it leaves,
+        // it must hand the role over.
+        let mut handoff = false;
+        let result = loop {
+            if take(&mut w) {
+                break Ok(());
+            }
+            if let Some(e) = &w.dead {
+                break Err(e.clone());
             }
             let now = Instant::now();
             if now >= deadline {
-                g.abandoned.insert(id);
-                return Err(ClientError::new(ErrorKind::Timeout, "no completion from the core in time"));
+                if let (Want::Id(id), true) = (want, abandon) {
+                    w.abandoned.insert(id);
+                }
+                break Err(ClientError::new(
+                    ErrorKind::Timeout,
+                    "no completion from the core in time",
+                ));
             }
-            if let Some(mut recv) = g.recv.take() {
-                drop(g);
-                let r = self.lead(&mut recv, id, deadline);
-                g = lock(&self.cq);
-                g.recv = Some(recv);
-                self.cv.notify_all();
+            if !w.leader {
+                w.leader = true;
+                drop(w);
+                let r = self.lead(deadline);
+                let mut drops = Vec::new();
+                let mut wake = Vec::new();
+                w = lock(&self.waits);
+                w.leader = false;
+                handoff = true;
                 match r {
-                    Ok(Some(c)) => return Ok(c),
-                    Ok(None) => continue,
+                    Ok(got) => Self::file(&mut w, got, &mut drops, &mut wake),
+                    Err(EndpointError::Timeout) => {}
                     Err(e) => {
-                        if !matches!(e, EndpointError::Timeout) {
-                            g.dead = Some(conn_err(&e));
-                        }
-                        continue;
+                        self.set_dead(&mut w, &e);
+                        wake_all(&w, &mut wake);
                     }
                 }
-            }
-            g = self
-                .cv
-                .wait_timeout(g, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    /// As leader: receive until `id` completes or the deadline passes.
-    fn lead(&self, recv: &mut Receiver, id: u64, deadline: Instant) -> Result<Option<Completion>, EndpointError> {
-        loop {
-            let m = recv.recv(deadline)?;
-            let c = match msg::decode_completion(&m.bytes) {
-                Ok(c) => c,
-                Err(e) => Completion::Err(ClientError::new(ErrorKind::Connection, format!("undecodable completion: {e}"))),
-            };
-            if m.kind == kind::PUSH {
-                if let Completion::Push(v) = c {
-                    lock(&self.cq).pushes.push_back(v);
-                    self.cv.notify_all();
+                if !wake.is_empty() || !drops.is_empty() {
+                    drop(w);
+                    for t in wake {
+                        t.unpark();
+                    }
+                    drop(drops);
+                    w = lock(&self.waits);
                 }
                 continue;
             }
-            if m.id == id {
-                return Ok(Some(c));
+            handoff = false;
+            match want {
+                Want::Id(id) => {
+                    w.waiting.insert(id, me.clone());
+                }
+                Want::Queued => w.queued_waiting.push(me.clone()),
             }
-            let mut g = lock(&self.cq);
-            if !g.abandoned.remove(&m.id) {
-                g.ready.insert(m.id, c);
-                self.cv.notify_all();
+            drop(w);
+            std::thread::park_timeout((deadline - now).min(Duration::from_millis(100)));
+            w = lock(&self.waits);
+            match want {
+                Want::Id(id) => {
+                    w.waiting.remove(&id);
+                }
+                Want::Queued => {
+                    if let Some(i) = w.queued_waiting.iter().position(|t| t.id() == me.id()) {
+                        w.queued_waiting.swap_remove(i);
+                    }
+                }
             }
+        };
+        if handoff && !w.leader {
+            let next = w
+                .waiting
+                .values()
+                .next()
+                .or_else(|| w.queued_waiting.first())
+                .cloned();
+            drop(w);
+            if let Some(t) = next {
+                t.unpark();
+            }
+        }
+        result
+    }
+}
+
+fn wake_all(w: &Waits, wake: &mut Vec<Thread>) {
+    wake.extend(w.waiting.values().cloned());
+    wake.extend(w.queued_waiting.iter().cloned());
+}
+
+/// Where a reply's bytes live.
+enum Store {
+    /// In the completion ring, pinned until the reply is dropped.
+    Ring {
+        cq: Arc<CqSide>,
+        start: u64,
+        ptr: NonNull<u8>,
+        len: usize,
+    },
+    /// In private memory (reassembled, detached, or made locally).
+    Heap(AlignedVec<16>),
+}
+
+/// One completion: an archived [`Completion`], validated, either in place
+/// in the completion ring (zero copy) or in heap memory.
+pub struct Reply {
+    id: u64,
+    store: Store,
+}
+
+// SAFETY: the ring pointer refers to memory kept mapped by the Arc<CqSide>
+// (which owns an Arc<Segment>) and not written by the core while pinned;
+// the bytes are only read through shared references. CqSide is Sync.
+unsafe impl Send for Reply {}
+// SAFETY: as above: every access through &Reply is a read.
+unsafe impl Sync for Reply {}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("id", &self.id)
+            .field("in_ring", &self.in_ring())
+            .field("len", &self.bytes().len())
+            .finish()
+    }
+}
+
+impl Reply {
+    /// A heap reply holding `c` (errors made on the client side).
+    pub fn from_completion(id: u64, c: &Completion) -> Reply {
+        let v = msg::encode_completion(c);
+        let mut bytes = AlignedVec::<16>::with_capacity(v.len());
+        bytes.extend_from_slice(&v);
+        Reply {
+            id,
+            store: Store::Heap(bytes),
         }
     }
 
-    /// Take a received push message (pub/sub), if any.
-    pub fn try_push(&self) -> Option<Value> {
-        lock(&self.cq).pushes.pop_front()
+    fn from_bytes_or_error(id: u64, bytes: &[u8]) -> Reply {
+        let mut v = AlignedVec::<16>::with_capacity(bytes.len());
+        v.extend_from_slice(bytes);
+        if msg::access_completion(&v).is_ok() {
+            return Reply {
+                id,
+                store: Store::Heap(v),
+            };
+        }
+        Reply::from_completion(
+            id,
+            &Completion::Err(ClientError::new(
+                ErrorKind::Connection,
+                "undecodable completion from the core",
+            )),
+        )
+    }
+
+    /// The request id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// True while the reply is read in place from the completion ring.
+    pub fn in_ring(&self) -> bool {
+        matches!(self.store, Store::Ring { .. })
+    }
+
+    /// The archived completion's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.store {
+            // SAFETY: ptr/len describe a pinned, published ring record kept
+            // mapped by `cq` (see `Store::Ring`).
+            Store::Ring { ptr, len, .. } => unsafe {
+                std::slice::from_raw_parts(ptr.as_ptr(), *len)
+            },
+            Store::Heap(v) => v,
+        }
+    }
+
+    /// The archived completion.
+    pub fn completion(&self) -> &ArchivedCompletion {
+        // SAFETY: every Reply's bytes were validated with
+        // `msg::access_completion` when the Reply was made (or were
+        // produced by our own serializer), are 16-byte aligned, and do not
+        // change while the Reply lives (pinned ring bytes, or private heap
+        // memory).
+        unsafe { rkyv::access_unchecked::<ArchivedCompletion>(self.bytes()) }
+    }
+
+    /// Deserialize into an owned completion.
+    pub fn to_completion(&self) -> Completion {
+        rkyv::deserialize::<Completion, rkyv::rancor::Error>(self.completion()).unwrap_or_else(
+            |e| {
+                Completion::Err(ClientError::new(
+                    ErrorKind::Connection,
+                    format!("undecodable completion: {e}"),
+                ))
+            },
+        )
+    }
+
+    /// Copy the reply into private memory and release its ring space now.
+    /// References obtained from the reply before are invalidated (the
+    /// borrow checker enforces it).
+    pub fn detach(&mut self) {
+        if let Store::Ring { .. } = self.store {
+            let mut v = AlignedVec::<16>::with_capacity(self.bytes().len());
+            v.extend_from_slice(self.bytes());
+            let old = std::mem::replace(&mut self.store, Store::Heap(v));
+            drop(old);
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Store::Ring { cq, start, .. } = self {
+            // A forked child must not touch the parent's ring (the memfd is
+            // shared, and the parent's locks may be held by threads that do
+            // not exist here).
+            if cq.fork_gen == crate::daemon::fork_generation() {
+                cq.unpin(*start);
+            }
+        }
     }
 }
 
@@ -265,15 +893,291 @@ fn op_size_bound(op: &Op<ArgsRef<'_>>, route: &Route) -> usize {
         Route::Address { host, .. } => host.len() + 16,
         _ => 0,
     };
-    match op {
-        Op::Command { args } => msg::request_size_bound(args.0.iter().map(|a| a.0.len()), route_extra),
-        Op::Batch { watch, commands, .. } => {
-            let mut n = msg::request_size_bound(watch.iter().map(|w| w.len()), route_extra);
-            for c in commands {
-                n += msg::request_size_bound(c.0.iter().map(|a| a.0.len()), 0);
-            }
-            n
+    op.size_bound() + route_extra + 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+    use crate::ring::{Producer, RecordHeader};
+
+    /// A fake core: writes completions straight into the completion ring.
+    struct FakeCore {
+        seg: Arc<Segment>,
+        prod: Producer,
+    }
+
+    impl FakeCore {
+        fn new(cq: u64) -> (FakeCore, Client) {
+            let layout = Layout::new(4096, cq, 0).unwrap();
+            let seg = Arc::new(Segment::create_anonymous(layout).unwrap());
+            let l = *seg.layout();
+            let client = Client::new(
+                seg.clone(),
+                None,
+                ClientOptions {
+                    strategy: WaitStrategy::PARK,
+                    ..ClientOptions::default()
+                },
+            );
+            (
+                FakeCore {
+                    seg,
+                    prod: Producer::new(l.cq_capacity, l.max_record),
+                },
+                client,
+            )
         }
-        Op::Cancel { .. } => 128 + route_extra,
+
+        /// Write one completion; false when the ring is full.
+        fn complete(&mut self, id: u64, c: &Completion) -> bool {
+            let (ctl, area) = self.seg.cq();
+            let bytes = msg::encode_completion(c);
+            let mut w = crate::frame::FragmentWriter::new(id, kind::MSG);
+            let done = w.pump(&mut self.prod, ctl, &area, &bytes).unwrap();
+            if self.prod.publish(ctl) {
+                wake::wake(ctl, Side::Consumer);
+            }
+            assert!(done || !w.started());
+            done
+        }
+
+        fn raw(&mut self, id: u64, payload: &[u8]) {
+            let (ctl, area) = self.seg.cq();
+            let res = self
+                .prod
+                .try_reserve(ctl, &area, payload.len() as u64)
+                .unwrap();
+            self.prod.write_payload(&area, &res, payload);
+            self.prod.commit(
+                &area,
+                res,
+                RecordHeader {
+                    len: payload.len() as u32,
+                    kind: kind::MSG,
+                    flags: 0,
+                    id,
+                },
+            );
+            self.prod.publish(ctl);
+        }
+    }
+
+    fn bulk(n: usize, fill: u8) -> Completion {
+        Completion::Ok(Value::Bulk(vec![fill; n]))
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn replies_are_in_place_and_released_out_of_order() {
+        let (mut core, client) = FakeCore::new(1 << 14);
+        assert!(core.complete(1, &bulk(100, 1)));
+        assert!(core.complete(2, &bulk(100, 2)));
+        assert!(core.complete(3, &bulk(100, 3)));
+        let r2 = client.wait_reply_until(2, soon(), true).unwrap();
+        let r1 = client.wait_reply_until(1, soon(), true).unwrap();
+        let r3 = client.wait_reply_until(3, soon(), true).unwrap();
+        assert!(r1.in_ring() && r2.in_ring() && r3.in_ring());
+        assert_eq!(r2.to_completion(), bulk(100, 2));
+        let (ctl, _) = core.seg.cq();
+        let released = || ctl.cons.head.load(Ordering::Acquire);
+        assert_eq!(released(), 0);
+        drop(r2);
+        assert_eq!(released(), 0, "r1 still pins the ring start");
+        let pinned = client.pinned_bytes();
+        assert!(pinned > 0);
+        drop(r1);
+        let after_r1 = released();
+        assert!(after_r1 > 0, "r1 and r2 released");
+        drop(r3);
+        assert!(released() > after_r1);
+        assert_eq!(client.pinned_bytes(), 0);
+        assert_eq!(released(), core.prod.tail());
+    }
+
+    #[test]
+    fn pinned_replies_hold_the_ring_until_freed_or_detached() {
+        let (mut core, client) = FakeCore::new(1 << 12);
+        let mut n = 0u64;
+        while core.complete(n + 1, &bulk(200, n as u8)) {
+            n += 1;
+        }
+        assert!(n >= 4);
+        let mut held: Vec<Reply> = (1..=n)
+            .map(|id| client.wait_reply_until(id, soon(), true).unwrap())
+            .collect();
+        assert!(
+            !core.complete(n + 1, &bulk(200, 0)),
+            "ring is full while every reply is held"
+        );
+        // Freeing a later reply does not free space: the first still pins.
+        held.pop();
+        assert!(!core.complete(n + 1, &bulk(200, 0)));
+        // Detaching the first releases its space (and the popped one's
+        // is still behind the others).
+        held[0].detach();
+        assert!(!held[0].in_ring());
+        assert_eq!(held[0].to_completion(), bulk(200, 0));
+        assert!(core.complete(n + 1, &bulk(200, 9)));
+        let r = client.wait_reply_until(n + 1, soon(), true).unwrap();
+        assert_eq!(r.to_completion(), bulk(200, 9));
+    }
+
+    #[test]
+    fn fragmented_completions_are_reassembled_on_the_heap() {
+        let (mut core, client) = FakeCore::new(1 << 12);
+        let big = bulk(10_000, 7);
+        let t = std::thread::spawn({
+            let c = big.clone();
+            move || {
+                let (ctl, area) = core.seg.cq();
+                let bytes = msg::encode_completion(&c);
+                let mut w = crate::frame::FragmentWriter::new(5, kind::MSG);
+                while !w.pump(&mut core.prod, ctl, &area, &bytes).unwrap() {
+                    core.prod.publish(ctl);
+                    wake::wake(ctl, Side::Consumer);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                core.prod.publish(ctl);
+                wake::wake(ctl, Side::Consumer);
+            }
+        });
+        // The writer needs the reader to release fragments as it goes.
+        let r = client.wait_reply_until(5, soon(), true).unwrap();
+        assert!(!r.in_ring());
+        assert_eq!(r.to_completion(), big);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn garbage_completion_is_an_error_not_a_crash() {
+        let (mut core, client) = FakeCore::new(1 << 12);
+        core.raw(9, &[0xAB; 40]);
+        let c = client.wait_until(9, soon()).unwrap();
+        match c {
+            Completion::Err(e) => assert_eq!(e.kind, ErrorKind::Connection),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn queued_and_waited_ids_go_their_own_ways() {
+        let (mut core, client) = FakeCore::new(1 << 14);
+        core.complete(QUEUED | 1, &bulk(3, 1));
+        core.complete(2, &bulk(3, 2));
+        core.complete(QUEUED | 3, &bulk(3, 3));
+        let mut out = Vec::new();
+        client.poll_queued(&mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|r| r.id()).collect::<Vec<_>>(),
+            vec![QUEUED | 1, QUEUED | 3]
+        );
+        let r = client.wait_reply_until(2, soon(), true).unwrap();
+        assert_eq!(r.to_completion(), bulk(3, 2));
+        drop(r);
+        out.clear();
+        client
+            .wait_queued(Instant::now() + Duration::from_millis(20), &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+        // Timeouts without abandoning keep the id waitable.
+        let e = client
+            .wait_reply_until(4, Instant::now() + Duration::from_millis(10), false)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        core.complete(4, &bulk(1, 4));
+        assert_eq!(
+            client
+                .wait_reply_until(4, soon(), true)
+                .unwrap()
+                .to_completion(),
+            bulk(1, 4)
+        );
+        // Abandoned ids are discarded on arrival.
+        let e = client
+            .wait_reply_until(5, Instant::now() + Duration::from_millis(10), true)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        core.complete(5, &bulk(1, 5));
+        core.complete(6, &bulk(1, 6));
+        assert_eq!(
+            client
+                .wait_reply_until(6, soon(), true)
+                .unwrap()
+                .to_completion(),
+            bulk(1, 6)
+        );
+        assert_eq!(client.pinned_bytes(), 0);
+    }
+
+    #[test]
+    fn many_waiters_each_get_their_own_completion() {
+        let (mut core, client) = FakeCore::new(1 << 16);
+        let client = Arc::new(client);
+        let threads = 6u64;
+        let per = 200u64;
+        let waiters: Vec<_> = (0..threads)
+            .map(|t| {
+                let c = client.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        let id = t * per + i + 1;
+                        let r = c.wait_reply_until(id, soon(), true).unwrap();
+                        assert_eq!(r.to_completion(), bulk(8, (id % 251) as u8), "id {id}");
+                    }
+                })
+            })
+            .collect();
+        // Complete in an order that interleaves the threads, sometimes in
+        // bursts, sometimes one by one with pauses (waiters park).
+        let mut n = 0;
+        for i in 0..per {
+            for t in (0..threads).rev() {
+                let id = t * per + i + 1;
+                while !core.complete(id, &bulk(8, (id % 251) as u8)) {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                n += 1;
+                if n % 37 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(client.pinned_bytes(), 0);
+    }
+
+    #[test]
+    fn closed_segment_ends_waits() {
+        let (core, client) = FakeCore::new(1 << 12);
+        let seg = core.seg.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            seg.set_state(state::CLOSED);
+        });
+        let e = client.wait_reply_until(1, soon(), true).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Closing);
+        let mut out = Vec::new();
+        assert_eq!(
+            client.poll_queued(&mut out).unwrap_err().kind,
+            ErrorKind::Closing
+        );
+        t.join().unwrap();
+        assert!(client.dead().is_some());
+    }
+
+    #[test]
+    fn replies_outlive_the_client() {
+        let (mut core, client) = FakeCore::new(1 << 12);
+        core.complete(1, &bulk(10, 1));
+        let r = client.wait_reply_until(1, soon(), true).unwrap();
+        drop(client);
+        assert_eq!(r.to_completion(), bulk(10, 1));
     }
 }

@@ -101,6 +101,8 @@ pub enum EndpointError {
     Timeout,
     /// The segment was closed (or marked broken) by the peer.
     Closed,
+    /// The peer is gone (the daemon died): see `layout::state::PEER_LOST`.
+    PeerLost,
     /// The ring or a message is corrupt.
     Protocol(FrameError),
 }
@@ -116,6 +118,7 @@ impl std::fmt::Display for EndpointError {
         match self {
             EndpointError::Timeout => write!(f, "timed out"),
             EndpointError::Closed => write!(f, "segment closed"),
+            EndpointError::PeerLost => write!(f, "connection to the core lost"),
             EndpointError::Protocol(e) => write!(f, "protocol error: {}", e.error),
         }
     }
@@ -143,13 +146,15 @@ pub fn wait_until(
         n = n.wrapping_add(1);
         // Check the clock only every 64 polls: reading it costs more than a
         // poll.
-        if n % 64 != 0 {
+        if !n.is_multiple_of(64) {
             spin_hint();
             continue;
         }
         let now = Instant::now();
-        if seg.state() != state::OPEN {
-            return Err(EndpointError::Closed);
+        match seg.state() {
+            state::OPEN => {}
+            state::PEER_LOST => return Err(EndpointError::PeerLost),
+            _ => return Err(EndpointError::Closed),
         }
         if now >= deadline {
             return Err(EndpointError::Timeout);
@@ -172,7 +177,7 @@ pub fn wait_until(
             }
             if seg.state() != state::OPEN {
                 wake::cancel_sleep(ctl, side);
-                return Err(EndpointError::Closed);
+                continue;
             }
             // Cap each sleep so that state changes are noticed even if a
             // wake is missed by a dead peer.
@@ -245,7 +250,16 @@ impl Sender {
             } else {
                 deadline
             };
-            let need = (data.len() - w.sent()).min(self.prod.max_record() as usize) as u64 + 8;
+            // Wait for room for exactly the record `pump` reserves next: an
+            // unfragmented message's own length, a first fragment max_record
+            // (the 8-byte total plus max_record - 8 bytes of data), a later
+            // one min(rest, max_record). Never more than max_record: a
+            // larger ask is refused as TooLarge, which would read as "ready"
+            // and turn this wait into a busy loop that never checks the
+            // deadline nor the segment state.
+            let max = self.prod.max_record() as usize;
+            let left = data.len() - w.sent();
+            let need = if !w.started() && data.len() > max { max } else { left.min(max) } as u64;
             let prod = &mut self.prod;
             wait_until(&seg, ctl, Side::Producer, self.strategy, dl, || {
                 match prod.try_reserve(ctl, &area, need) {

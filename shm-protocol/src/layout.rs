@@ -45,6 +45,9 @@ pub mod state {
     pub const CLOSED: u32 = 1;
     /// The core found the segment corrupt and stopped serving it.
     pub const BROKEN: u32 = 2;
+    /// Set by the client itself when its daemon connection is gone (the
+    /// daemon died or restarted): waiters end with a connection error.
+    pub const PEER_LOST: u32 = 3;
 }
 
 /// Pads and aligns `T` to 128 bytes (two cache lines: adjacent-line
@@ -204,7 +207,9 @@ pub struct Layout {
 /// a quarter of the ring, so the producer can fill one fragment while the
 /// consumer drains another, capped at 1 MiB.
 pub fn default_max_record(cap: u64) -> u64 {
-    (cap / 4).min(1 << 20) - 16
+    // Saturating: a capacity below 64 gives 0, which `Layout::check`
+    // refuses (with the capacity) instead of panicking.
+    (cap / 4).min(1 << 20).saturating_sub(16)
 }
 
 impl Layout {
@@ -212,11 +217,13 @@ impl Layout {
     pub fn new(sq_capacity: u64, cq_capacity: u64, features: u64) -> Result<Layout, ProtocolError> {
         let max_record = default_max_record(sq_capacity.min(cq_capacity));
         let l = Layout {
-            total_size: HEADER_SIZE + sq_capacity + cq_capacity,
+            // Saturating: absurd capacities are refused by `check`, not
+            // turned into an overflow panic.
+            total_size: HEADER_SIZE.saturating_add(sq_capacity).saturating_add(cq_capacity),
             features,
             sq_offset: HEADER_SIZE,
             sq_capacity,
-            cq_offset: HEADER_SIZE + sq_capacity,
+            cq_offset: HEADER_SIZE.saturating_add(sq_capacity),
             cq_capacity,
             max_record,
             max_message: MAX_MESSAGE_LIMIT,
@@ -289,7 +296,7 @@ impl Layout {
             return Err(ProtocolError::BadLayout("unknown feature bits"));
         }
         let in_bounds = |off: u64, len: u64| {
-            off % HEADER_SIZE == 0
+            off.is_multiple_of(HEADER_SIZE)
                 && off >= HEADER_SIZE
                 && off
                     .checked_add(len)
@@ -307,7 +314,9 @@ impl Layout {
             return Err(ProtocolError::BadLayout("rings overlap"));
         }
         let min_cap = self.sq_capacity.min(self.cq_capacity);
-        if self.max_record < 64 || self.max_record + 16 > min_cap / 4 || self.max_record % 16 != 0 {
+        // min_cap >= MIN_RING here, so the subtraction cannot underflow; an
+        // addition to the untrusted max_record could overflow.
+        if self.max_record < 64 || self.max_record > min_cap / 4 - 16 || !self.max_record.is_multiple_of(16) {
             return Err(ProtocolError::BadLayout("max_record out of range"));
         }
         if self.max_message < self.max_record || self.max_message > MAX_MESSAGE_LIMIT {

@@ -20,10 +20,14 @@
 #[cfg(not(vshm_loom))]
 pub mod client;
 #[cfg(not(vshm_loom))]
+pub mod daemon;
+#[cfg(not(vshm_loom))]
 pub mod endpoint;
 pub mod frame;
 pub mod layout;
 pub mod msg;
+#[cfg(not(vshm_loom))]
+pub mod register;
 pub mod ring;
 #[cfg(not(vshm_loom))]
 pub mod segment;

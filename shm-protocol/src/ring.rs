@@ -173,7 +173,7 @@ impl Producer {
         // The head may only move forward, never past our tail.
         let moved = head.wrapping_sub(self.cached_head);
         let outstanding = self.tail.wrapping_sub(self.cached_head);
-        if moved > outstanding || head % REC_ALIGN != 0 {
+        if moved > outstanding || !head.is_multiple_of(REC_ALIGN) {
             return Err(ProtocolError::RingCorrupt("consumer head moved backwards or past the tail"));
         }
         self.cached_head = head;
@@ -320,7 +320,7 @@ impl Consumer {
         let tail = ctl.prod.tail.load(Ordering::Acquire);
         let moved = tail.wrapping_sub(self.cached_tail);
         let span = tail.wrapping_sub(self.released);
-        if span > self.cap || moved > self.cap || tail % REC_ALIGN != 0 {
+        if span > self.cap || moved > self.cap || !tail.is_multiple_of(REC_ALIGN) {
             return Err(ProtocolError::RingCorrupt("producer tail moved backwards or past capacity"));
         }
         self.cached_tail = tail;

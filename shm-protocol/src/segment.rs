@@ -166,7 +166,7 @@ impl Segment {
     /// Mark the segment closed or broken and wake every sleeper on both
     /// rings so that none waits out its timeout.
     pub fn set_state(&self, s: u32) {
-        debug_assert!(s == state::CLOSED || s == state::BROKEN || s == state::OPEN);
+        debug_assert!(s <= state::PEER_LOST);
         // Release: pairs with the Acquire load in `state`.
         self.ctl().state.store(s, Ordering::Release);
         for ring in [&self.ctl().sq, &self.ctl().cq] {
