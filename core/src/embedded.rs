@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use vshm_protocol::client::{Client, ClientOptions};
@@ -22,19 +22,79 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::segment::Segment;
 
 use crate::dispatch::{AttachOptions, Connection, Dispatcher, Execute};
+use crate::engine::{PushSink, Subscriber};
 use crate::{Backend, Config, Engine};
 
 /// Default ring sizes of an in-process segment.
 pub const DEFAULT_SQ: u64 = 1 << 20;
 pub const DEFAULT_CQ: u64 = 1 << 20;
 
-/// Runs requests on a pooled backend.
+/// Runs requests on a pooled backend, without pub/sub (it has no push
+/// channel: Subscribe/Unsubscribe fail with `InvalidRequest`). Prefer
+/// [`ClientExec`].
 pub struct BackendExec(pub Arc<Backend>);
 
 impl Execute for BackendExec {
     fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>> {
         let b = self.0.clone();
         Box::pin(async move { b.execute(&req).await })
+    }
+}
+
+/// Runs one client's requests on a pooled backend, pub/sub included: once
+/// [`Dispatcher::attach`] has bound it to the client's connection, the
+/// client's pub/sub messages are written into that connection's completion
+/// ring as push records. Dropping it (with the connection) removes the
+/// client's subscriptions.
+pub struct ClientExec {
+    backend: Arc<Backend>,
+    sub: OnceLock<Subscriber>,
+}
+
+impl ClientExec {
+    pub fn new(backend: Arc<Backend>) -> ClientExec {
+        ClientExec {
+            backend,
+            sub: OnceLock::new(),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
+impl Execute for ClientExec {
+    fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>> {
+        let b = self.backend.clone();
+        match self.sub.get() {
+            Some(sub) => {
+                let sub = sub.clone();
+                Box::pin(async move { b.execute_as(&req, &sub).await })
+            }
+            None => Box::pin(async move { b.execute(&req).await }),
+        }
+    }
+
+    fn attached(&self, conn: &Arc<Connection>) {
+        let sink: Arc<dyn PushSink> = Arc::new(ConnSink(Arc::downgrade(conn)));
+        let _ = self.sub.set(self.backend.subscriber(sink));
+    }
+}
+
+/// Pushes into a dispatcher connection's completion ring. Weak: the
+/// connection owns its executor, which owns this sink.
+struct ConnSink(Weak<Connection>);
+
+impl PushSink for ConnSink {
+    fn push(&self, c: &Completion) -> bool {
+        match self.0.upgrade() {
+            Some(conn) if !conn.is_closed() => {
+                conn.push(c);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -113,7 +173,7 @@ impl EmbeddedCore {
         let backend = self
             .rt()
             .block_on(async move { engine.connect(&cfg).await })?;
-        let exec: Arc<dyn Execute> = Arc::new(BackendExec(backend));
+        let exec: Arc<dyn Execute> = Arc::new(ClientExec::new(backend));
         let opts = AttachOptions {
             max_inflight: config.max_inflight.max(1) as usize,
             label: config.client_name.clone().unwrap_or_else(|| "embedded".into()),

@@ -29,6 +29,11 @@ pub struct ConnStats {
     pub completions: AtomicU64,
     pub errors: AtomicU64,
     pub invalid: AtomicU64,
+    /// Push records (pub/sub messages) queued for the completion ring.
+    pub pushes: AtomicU64,
+    /// Push records dropped because [`MAX_PENDING_PUSHES`] were already
+    /// waiting for ring space (a client that does not read its ring).
+    pub pushes_dropped: AtomicU64,
     /// Taken from the ring → completion queued, per executed request.
     pub latency: super::latency::LatencyHistogram,
 }
@@ -45,8 +50,14 @@ struct Pending {
 struct CqWriter {
     prod: Producer,
     pending: VecDeque<Pending>,
+    /// Push records among `pending`.
+    pending_pushes: usize,
     space_wanted: bool,
 }
+
+/// Most push records waiting for completion ring space per connection;
+/// further pushes are dropped (and counted) until the client reads.
+pub const MAX_PENDING_PUSHES: usize = 10_000;
 
 /// One attached client segment.
 pub struct Connection {
@@ -88,6 +99,7 @@ impl Connection {
             cq: Mutex::new(CqWriter {
                 prod: Producer::new(l.cq_capacity, l.max_record),
                 pending: VecDeque::new(),
+                pending_pushes: 0,
                 space_wanted: false,
             }),
             seg,
@@ -169,7 +181,11 @@ impl Connection {
         self.intake_stopped.store(true, Ordering::Release);
         self.closed_tx.send_replace(true);
         doorbell_kick(&self.doorbell_fd());
-        lock(&self.cq).pending.clear();
+        {
+            let mut w = lock(&self.cq);
+            w.pending.clear();
+            w.pending_pushes = 0;
+        }
         self.seg.set_state(state::CLOSED);
     }
 
@@ -186,8 +202,15 @@ impl Connection {
         self.complete_kind(id, kind::MSG, c, true)
     }
 
-    /// Queue an out-of-band push record (pub/sub).
+    /// Queue an out-of-band push record (pub/sub). Dropped when the
+    /// connection is closed, or when [`MAX_PENDING_PUSHES`] pushes already
+    /// wait for ring space (counted in `stats.pushes_dropped`).
     pub fn push(&self, c: &Completion) {
+        if lock(&self.cq).pending_pushes >= MAX_PENDING_PUSHES {
+            self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
         self.complete_kind(0, kind::PUSH, c, false)
     }
 
@@ -198,12 +221,17 @@ impl Connection {
             }
             return;
         }
-        self.stats.completions.fetch_add(1, Ordering::Relaxed);
+        if counted {
+            self.stats.completions.fetch_add(1, Ordering::Relaxed);
+        }
         if matches!(c, Completion::Err(_)) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         let bytes = msg::encode_completion(c);
         let mut w = lock(&self.cq);
+        if k == kind::PUSH {
+            w.pending_pushes += 1;
+        }
         w.pending.push_back(Pending {
             id,
             kind: k,
@@ -227,7 +255,12 @@ impl Connection {
         let before = w.prod.tail();
         let mut done = 0usize;
         loop {
-            let CqWriter { prod, pending, .. } = &mut *w;
+            let CqWriter {
+                prod,
+                pending,
+                pending_pushes,
+                ..
+            } = &mut *w;
             let Some(p) = pending.front_mut() else { break };
             match p.writer.pump(prod, ctl, &area, &p.bytes) {
                 Ok(true) => {
@@ -235,11 +268,15 @@ impl Connection {
                     if p.counted {
                         done += 1;
                     }
+                    if p.kind == kind::PUSH {
+                        *pending_pushes = pending_pushes.saturating_sub(1);
+                    }
                     debug_assert!(p.id == 0 || p.kind == kind::MSG);
                 }
                 Ok(false) => break,
                 Err(e) => {
                     drop(pending.drain(..));
+                    *pending_pushes = 0;
                     self.mark_broken(format!("completion ring: {e}"));
                     return;
                 }

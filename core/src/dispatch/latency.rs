@@ -68,7 +68,10 @@ impl LatencyHistogram {
 
     /// A copy of the bucket counts (index with [`bucket_upper`]).
     pub fn snapshot(&self) -> Vec<u64> {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
     }
 
     pub fn count(&self) -> u64 {

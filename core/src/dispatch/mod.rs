@@ -45,6 +45,12 @@ pub const DRAIN_BUDGET: usize = 64;
 /// Something that runs a request and produces its completion.
 pub trait Execute: Send + Sync + 'static {
     fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>>;
+
+    /// Called once by [`Dispatcher::attach`] with the connection this
+    /// executor serves, before its first request: an executor that sends
+    /// out-of-band pushes (pub/sub) keeps a weak reference to it and calls
+    /// [`Connection::push`]. Default: nothing.
+    fn attached(&self, _conn: &Arc<Connection>) {}
 }
 
 /// Per-attachment options.
@@ -95,7 +101,8 @@ impl Dispatcher {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let doorbell = Doorbell::new()?;
         let _guard = self.rt.enter();
-        let conn = Connection::new(id, seg, exec, doorbell, opts, self.rt.clone())?;
+        let conn = Connection::new(id, seg, exec.clone(), doorbell, opts, self.rt.clone())?;
+        exec.attached(&conn);
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).push(conn.clone());
         let c = conn.clone();
         let me = Arc::downgrade(self);

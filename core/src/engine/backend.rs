@@ -18,7 +18,8 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Op, Request, Route}
 
 use super::blocking::Pool;
 use super::cluster::{self, Cluster};
-use super::standalone::{self, Standalone};
+use super::pubsub::{PubSub, PushSink, Subscriber, Target};
+use super::standalone::{self, ReconnectStats, Standalone};
 use super::PoolKey;
 use crate::commands::{self, BlockTimeout};
 use crate::config::{Config, Mode};
@@ -31,7 +32,7 @@ pub const BLOCKING_MARGIN: Duration = Duration::from_millis(500);
 /// Number of hash slots in a cluster.
 const SLOTS: u16 = 16384;
 
-enum Kind {
+pub(super) enum Kind {
     Standalone {
         shared: Standalone,
         dedicated: Pool<MultiplexedConnection>,
@@ -49,8 +50,11 @@ enum Kind {
 pub struct Backend {
     key: PoolKey,
     config: Config,
-    kind: Kind,
+    pub(super) kind: Kind,
+    /// Live cluster scans (`Op::ClusterScan` cursor handles).
+    pub(super) scans: super::scan::Store,
     refresh: Option<JoinHandle<()>>,
+    pubsub: PubSub,
 }
 
 impl std::fmt::Debug for Backend {
@@ -68,23 +72,46 @@ impl Drop for Backend {
     }
 }
 
-fn invalid(msg: impl Into<String>) -> ClientError {
+pub(super) fn invalid(msg: impl Into<String>) -> ClientError {
     ClientError::new(ErrorKind::InvalidRequest, msg)
 }
 
-fn timed_out(name: &str, after: Duration) -> ClientError {
+pub(super) fn timed_out(name: &str, after: Duration) -> ClientError {
     ClientError::new(
         ErrorKind::Timeout,
         format!("{name} timed out after {} ms", after.as_millis()),
     )
 }
 
-fn build_cmd(args: &[Vec<u8>]) -> redis::Cmd {
+pub(super) fn build_cmd(args: &[Vec<u8>]) -> redis::Cmd {
     let mut cmd = redis::Cmd::new();
     for a in args {
         cmd.arg(a.as_slice());
     }
     cmd
+}
+
+/// Wait between the engine's own resends of a cluster command that
+/// redis-rs gave up on (see `run_shared`).
+const CLUSTER_RETRY_GAP: Duration = Duration::from_millis(50);
+
+/// Errors that mean the node did not execute the command (a redirect, a
+/// cluster that cannot serve the slot right now, a demoted primary): safe
+/// to send again.
+fn not_executed(e: &RedisError) -> bool {
+    use redis::ServerErrorKind as S;
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(
+            S::Moved
+                | S::Ask
+                | S::TryAgain
+                | S::ClusterDown
+                | S::MasterDown
+                | S::ReadOnly
+                | S::BusyLoading
+        )
+    )
 }
 
 /// Whether a connection that produced `r` can serve another request.
@@ -95,7 +122,7 @@ fn reusable(r: &RedisResult<redis::Value>) -> bool {
     }
 }
 
-fn connect_error(e: RedisError) -> ClientError {
+pub(super) fn connect_error(e: RedisError) -> ClientError {
     let mut err = map_error(&e);
     if err.kind == ErrorKind::Request {
         err.kind = ErrorKind::Connection;
@@ -145,11 +172,19 @@ impl Backend {
             protocol = ?config.protocol,
             "connected"
         );
+        let target = match &kind {
+            Kind::Standalone { shared, .. } => Target::Standalone(shared.endpoint().clone()),
+            Kind::Cluster { shared, .. } => Target::Cluster(shared.clone()),
+        };
+        // `connect` runs on the engine's runtime (see `Engine::connect`).
+        let pubsub = PubSub::new(&config, target, Handle::current());
         Ok(Arc::new(Backend {
             key,
             config,
             kind,
             refresh,
+            pubsub,
+            scans: super::scan::Store::default(),
         }))
     }
 
@@ -180,8 +215,10 @@ impl Backend {
 
     /// Run one request; always exactly one completion.
     ///
-    /// Only `Op::Command` is executed; batches are refused for now
-    /// (`InvalidRequest`), and `Op::Cancel` belongs to the dispatcher.
+    /// Runs `Op::Command`, `Op::Batch` (pipelines and transactions, see
+    /// `batch.rs`), `Op::Script` (`script.rs`) and `Op::ClusterScan`
+    /// (`scan.rs`); `Op::Cancel` belongs to the dispatcher and pub/sub to
+    /// [`Backend::execute_as`].
     /// The request's `timeout_ms` (0 = the config's `request_timeout_ms`)
     /// bounds the whole request, waiting for a reconnect included; a
     /// blocking command is bounded by its own timeout plus
@@ -197,17 +234,88 @@ impl Backend {
         }
     }
 
+    /// Register a pub/sub client whose messages go to `sink` (its
+    /// completion ring). Dropping the last clone of the returned
+    /// [`Subscriber`] removes its subscriptions.
+    pub fn subscriber(&self, sink: Arc<dyn PushSink>) -> Subscriber {
+        self.pubsub.subscriber(sink)
+    }
+
+    /// The reconnect counters of a standalone backend's shared connection
+    /// (`None` for a cluster: redis-rs repairs its node connections itself).
+    pub fn reconnect_stats(&self) -> Option<ReconnectStats> {
+        match &self.kind {
+            Kind::Standalone { shared, .. } => Some(shared.stats()),
+            Kind::Cluster { .. } => None,
+        }
+    }
+
+    /// Server-side pub/sub subscriptions currently confirmed, per node
+    /// (`"host:port"`, count). Diagnostics and tests.
+    pub fn pubsub_links(&self) -> Vec<(String, usize)> {
+        self.pubsub.active()
+    }
+
+    /// Run one request for a client that can receive pushes: like
+    /// [`Backend::execute`], plus `Op::Subscribe` / `Op::Unsubscribe`.
+    ///
+    /// Subscribe completes with the client's number of subscriptions (all
+    /// kinds) once the server confirmed every channel, or fails (then none
+    /// of the channels it added stay subscribed): `InvalidRequest` for an
+    /// empty list, `Request` when the server refuses (ACL), `Connection` /
+    /// `Timeout` when not confirmed within the request's timeout.
+    /// Unsubscribe completes at once (delivery to this client stops
+    /// immediately) with the remaining count. The request's route is not
+    /// used: sharded channels go to their slot's primary.
+    pub async fn execute_as(&self, req: &Request, sub: &Subscriber) -> Completion {
+        let r = match &req.op {
+            Op::Subscribe { kind, channels } => {
+                let bound = self.request_timeout(req.timeout_ms);
+                let deadline = Instant::now() + bound;
+                self.pubsub
+                    .subscribe(sub, *kind, channels, deadline, bound)
+                    .await
+            }
+            Op::Unsubscribe { kind, channels } => self.pubsub.unsubscribe(sub, *kind, channels),
+            _ => return self.execute(req).await,
+        };
+        match r {
+            Ok(n) => Completion::Ok(vshm_protocol::msg::Value::Int(n as i64)),
+            Err(e) => Completion::Err(e),
+        }
+    }
+
     async fn run(&self, req: &Request) -> Result<Completion, ClientError> {
         let args = match &req.op {
             Op::Command { args } => args,
-            Op::Batch { .. } => return Err(invalid("batches are not supported yet")),
+            Op::Batch {
+                atomic,
+                watch,
+                commands,
+            } => return self.run_batch(req, *atomic, watch, commands).await,
             Op::Cancel { .. } => {
                 return Err(invalid(
                     "Cancel is handled by the dispatcher, not the engine",
                 ))
             }
-            Op::Script { .. } | Op::Subscribe { .. } | Op::Unsubscribe { .. } | Op::ClusterScan { .. } => {
-                return Err(invalid("not supported yet"))
+            Op::Subscribe { .. } | Op::Unsubscribe { .. } => {
+                return Err(invalid(
+                    "pub/sub requests need a client with a push channel (Backend::execute_as)",
+                ))
+            }
+            Op::Script { code, keys, args } => return self.run_script(req, code, keys, args).await,
+            Op::ClusterScan {
+                cursor,
+                pattern,
+                count,
+                type_filter,
+            } => {
+                let opts = super::scan::ScanOpts {
+                    pattern: pattern.as_deref(),
+                    count: *count,
+                    type_filter: type_filter.as_deref(),
+                };
+                return self.run_scan(req, *cursor, opts).await;
             }
         };
         if args.is_empty() {
@@ -236,7 +344,7 @@ impl Backend {
         out
     }
 
-    fn request_timeout(&self, timeout_ms: u32) -> Duration {
+    pub(super) fn request_timeout(&self, timeout_ms: u32) -> Duration {
         if timeout_ms == 0 {
             self.config.request_timeout()
         } else {
@@ -257,7 +365,7 @@ impl Backend {
         }
     }
 
-    async fn run_shared(
+    pub(super) async fn run_shared(
         &self,
         req: &Request,
         name: &str,
@@ -281,11 +389,32 @@ impl Backend {
             }
             Kind::Cluster { shared, .. } => {
                 let routing = cluster_routing(shared, &req.route, name, deadline).await?;
-                let mut conn = shared.conn();
-                let fut = run_cluster(&mut conn, cmd, routing);
-                match tokio::time::timeout_at(deadline, fut).await {
-                    Err(_) => Err(timed_out(name, bound)),
-                    Ok(r) => Ok(reply_to_completion(r)),
+                let single = !matches!(routing, Some(RoutingInfo::MultiNode(_)));
+                loop {
+                    let mut conn = shared.conn();
+                    let fut = run_cluster(&mut conn, cmd.clone(), routing.clone());
+                    let r = match tokio::time::timeout_at(deadline, fut).await {
+                        Err(_) => return Err(timed_out(name, bound)),
+                        Ok(r) => r,
+                    };
+                    // redis-rs gives up on a redirect or a "try again" once
+                    // its retries are spent, and during a failover its
+                    // reconnect retries (which do not wait) spend them in
+                    // moments. Such a command was not executed: send it
+                    // again while the deadline allows, and never show a
+                    // redirect as the command's own error.
+                    match &r {
+                        Err(e) if single && not_executed(e) => {
+                            if Instant::now() + CLUSTER_RETRY_GAP < deadline {
+                                tokio::time::sleep(CLUSTER_RETRY_GAP).await;
+                                continue;
+                            }
+                            let mut err = map_error(e);
+                            err.kind = ErrorKind::Connection;
+                            return Err(err);
+                        }
+                        _ => return Ok(reply_to_completion(r)),
+                    }
                 }
             }
         }
@@ -371,7 +500,10 @@ async fn run_cluster(
 
 /// A standalone backend runs every route on its one server, except an
 /// `Address` naming another server.
-fn check_standalone_route(shared: &Standalone, route: &Route) -> Result<(), ClientError> {
+pub(super) fn check_standalone_route(
+    shared: &Standalone,
+    route: &Route,
+) -> Result<(), ClientError> {
     if let Route::Address { host, port } = route {
         let ep = shared.endpoint();
         if !(ep.host.eq_ignore_ascii_case(host) && ep.port == *port) {
@@ -385,7 +517,7 @@ fn check_standalone_route(shared: &Standalone, route: &Route) -> Result<(), Clie
 
 /// Map a request route onto redis-rs routing; `None` = let redis-rs route
 /// by the command's keys (`Route::Auto`).
-async fn cluster_routing(
+pub(super) async fn cluster_routing(
     cluster: &Cluster,
     route: &Route,
     name: &str,

@@ -176,7 +176,7 @@ fn text(v: &Value) -> Option<String> {
 
 /// Parse a `CLUSTER SLOTS` reply into sorted shards (nodes without a
 /// usable address are left out, as redis-rs does).
-fn parse_slots(v: &Value) -> Option<Vec<SlotRange>> {
+pub(crate) fn parse_slots(v: &Value) -> Option<Vec<SlotRange>> {
     let Value::Array(ranges) = v else {
         return None;
     };

@@ -11,8 +11,12 @@
 //!   into exactly one [`Completion`](vshm_protocol::msg::Completion).
 
 mod backend;
+mod batch;
 mod blocking;
 mod cluster;
+mod pubsub;
+mod scan;
+mod script;
 mod standalone;
 
 use std::collections::HashMap;
@@ -25,6 +29,8 @@ use vshm_protocol::msg::{ClientError, ErrorKind};
 use crate::config::{Config, Endpoint, Mode, Protocol, ReadFrom};
 
 pub use backend::{Backend, BLOCKING_MARGIN};
+pub use pubsub::{PushSink, Subscriber};
+pub use standalone::ReconnectStats;
 
 /// What makes two configs share a backend: everything that changes what a
 /// connection is (where it goes, who it authenticates as, which database
