@@ -1,0 +1,529 @@
+//! What a `vshm_client` handle holds: the way to (re)open its
+//! registration (daemon or embedded core), the current registration, the
+//! asynchronous requests in flight, and the completion notifier behind
+//! `vshm_fd`.
+//!
+//! **Registrations and fork.** A handle works through one registration at
+//! a time (a segment served by the daemon or by the in-process core). It
+//! is replaced when it becomes unusable: the daemon restarted, or this is
+//! a forked child (`fork_generation()` changed). In a child, nothing of
+//! the parent's registration is touched: an embedded registration is
+//! forgotten whole (its core's threads do not exist in the child; its
+//! runtime is never dropped there), and a new in-process core is started
+//! lazily. Asynchronous requests of a replaced registration complete with
+//! `VSHM_ERR_CONNECTION`.
+
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vshm_core::embedded::{EmbeddedClient, EmbeddedCore};
+use vshm_core::Config;
+use vshm_protocol::client::{Client, Reply, QUEUED};
+use vshm_protocol::daemon::{fork_generation, DaemonClient, Reconnecting};
+use vshm_protocol::layout::state;
+use vshm_protocol::segment::Segment;
+use vshm_protocol::wake::{self, Side};
+
+use crate::error::{Error, VSHM_ERR_CLOSING, VSHM_ERR_CONNECTION, VSHM_ERR_INTERNAL};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// Objects abandoned in a forked child
+
+/// A value kept forever, never used or dropped again.
+struct Parked(#[allow(dead_code)] Box<dyn std::any::Any>);
+
+// SAFETY: a parked value is never accessed again, from any thread.
+unsafe impl Send for Parked {}
+
+static PARKED: Mutex<Vec<Parked>> = Mutex::new(Vec::new());
+
+/// Keep `v` forever without dropping it: what a forked child does with the
+/// parent's core and registrations (dropping them would join threads that
+/// do not exist in the child, or touch state the parent still uses). The
+/// memory stays reachable (valgrind: "still reachable", not "lost").
+fn park<T: 'static>(v: T) {
+    lock(&PARKED).push(Parked(Box::new(v)));
+}
+
+// ---------------------------------------------------------------------------
+// The process's embedded core
+
+struct CoreSlot {
+    core: Weak<EmbeddedCore>,
+    fork_gen: u64,
+}
+
+static CORE: Mutex<Option<CoreSlot>> = Mutex::new(None);
+
+/// The process's in-process core, started on first use with `threads`
+/// worker threads. It stops when the last embedded client is freed.
+fn embedded_core(threads: usize) -> Result<Arc<EmbeddedCore>, Error> {
+    let gen = fork_generation();
+    let mut g = lock(&CORE);
+    if let Some(slot) = g.as_ref() {
+        if slot.fork_gen == gen {
+            if let Some(c) = slot.core.upgrade() {
+                return Ok(c);
+            }
+        } else {
+            // The parent's core: its threads are gone. Never touch it.
+            park(g.take());
+        }
+    }
+    let core = Arc::new(EmbeddedCore::start(threads).map_err(|e| {
+        Error::new(
+            VSHM_ERR_INTERNAL,
+            format!("cannot start the in-process core: {e}"),
+        )
+    })?);
+    *g = Some(CoreSlot {
+        core: Arc::downgrade(&core),
+        fork_gen: gen,
+    });
+    Ok(core)
+}
+
+/// An embedded registration. Field order matters: the client detaches
+/// before the core reference goes (possibly stopping the core).
+pub(crate) struct EmbeddedConn {
+    client: EmbeddedClient,
+    _core: Arc<EmbeddedCore>,
+}
+
+// ---------------------------------------------------------------------------
+// Registrations
+
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Daemon(Arc<DaemonClient>),
+    Embedded(Arc<EmbeddedConn>),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match self {
+            Conn::Daemon(d) => d,
+            Conn::Embedded(e) => &e.client,
+        }
+    }
+}
+
+/// The current registration. Dropped normally in the process that made
+/// it; parked (kept, never dropped) in a forked child: an embedded one
+/// must not stop the parent's core, and a daemon one must not join its
+/// watcher thread (the daemon's own `Reconnecting` then lets go of its
+/// reference without touching anything).
+struct Current {
+    conn: ManuallyDrop<Conn>,
+    seq: u32,
+    fork_gen: u64,
+}
+
+impl Current {
+    fn usable(&self) -> bool {
+        self.fork_gen == fork_generation()
+            && self.conn.segment().state() == state::OPEN
+            && !self.conn.is_dead()
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        if self.fork_gen == fork_generation() {
+            // SAFETY: dropped exactly once, here; never used afterwards.
+            unsafe { ManuallyDrop::drop(&mut self.conn) };
+        } else {
+            // SAFETY: taken exactly once, here; `self.conn` is not used
+            // afterwards (this is its drop).
+            park(unsafe { ManuallyDrop::take(&mut self.conn) });
+        }
+    }
+}
+
+/// How a handle opens registrations.
+pub(crate) enum Mode {
+    Daemon(Reconnecting),
+    Embedded { config: Config, threads: usize },
+}
+
+// ---------------------------------------------------------------------------
+// Asynchronous requests
+
+/// C callback type, see `vshm_callback` in lib.rs.
+pub(crate) type Callback = Option<
+    unsafe extern "C" fn(
+        *mut crate::vshm_client,
+        u64,
+        crate::vshm_status,
+        *mut crate::vshm_reply,
+        *mut libc::c_void,
+    ),
+>;
+
+pub(crate) struct Entry {
+    pub cb: Callback,
+    pub userdata: usize,
+    pub seq: u32,
+}
+
+/// The outcome of an asynchronous request.
+pub(crate) enum Outcome {
+    Reply(Reply),
+    Failed(Error),
+}
+
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Submitted, not yet completed.
+    pub entries: HashMap<u64, Entry>,
+    /// Completed requests submitted without a callback, for `vshm_take`.
+    pub taken: HashMap<u64, Outcome>,
+    /// The registration the entries were last checked against.
+    pub seq_checked: u32,
+}
+
+const SEQ_BITS: u32 = 15;
+const ID_BITS: u32 = 48;
+
+/// The id C sees: the registration's sequence number and the client's id.
+pub(crate) fn c_id(seq: u32, client_id: u64) -> u64 {
+    (u64::from(seq & ((1 << SEQ_BITS) - 1)) << ID_BITS)
+        | (client_id & !QUEUED & ((1 << ID_BITS) - 1))
+}
+
+// ---------------------------------------------------------------------------
+// The completion notifier (vshm_fd)
+
+/// A thread that parks on the completion ring's futex and signals the
+/// handle's eventfd whenever the core publishes completions (or the
+/// segment stops being open).
+struct Notifier {
+    stop: Arc<AtomicBool>,
+    seg: Arc<Segment>,
+    thread: Option<JoinHandle<()>>,
+    fork_gen: u64,
+    seq: u32,
+}
+
+impl Notifier {
+    fn start(seg: Arc<Segment>, efd: RawFd, seq: u32) -> Result<Notifier, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            let seg = seg.clone();
+            std::thread::Builder::new()
+                .name("vshm-notify".into())
+                .spawn(move || notify_loop(&seg, efd, &stop))
+                .map_err(|e| {
+                    Error::new(
+                        VSHM_ERR_INTERNAL,
+                        format!("cannot start the notifier thread: {e}"),
+                    )
+                })?
+        };
+        Ok(Notifier {
+            stop,
+            seg,
+            thread: Some(thread),
+            fork_gen: fork_generation(),
+            seq,
+        })
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let Some(t) = self.thread.take() else { return };
+        if self.fork_gen != fork_generation() {
+            // The thread does not exist in a forked child.
+            park(t);
+            return;
+        }
+        self.stop.store(true, Ordering::Release);
+        let (ctl, _) = self.seg.cq();
+        wake::wake(ctl, Side::Consumer);
+        let _ = t.join();
+    }
+}
+
+fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
+    let (ctl, _) = seg.cq();
+    let mut last = u64::MAX;
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        if seg.state() != state::OPEN {
+            vshm_protocol::endpoint::ring_doorbell(efd);
+            return;
+        }
+        // Acquire: pairs with the core's Release publish of the tail.
+        let t = ctl.prod.tail.load(Ordering::Acquire);
+        if t != last {
+            last = t;
+            vshm_protocol::endpoint::ring_doorbell(efd);
+            continue;
+        }
+        let s = wake::prepare_sleep(ctl, Side::Consumer);
+        if ctl.prod.tail.load(Ordering::Acquire) != last
+            || stop.load(Ordering::Acquire)
+            || seg.state() != state::OPEN
+        {
+            wake::cancel_sleep(ctl, Side::Consumer);
+            continue;
+        }
+        wake::sleep(ctl, Side::Consumer, s, Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The handle's contents
+
+pub(crate) struct ClientInner {
+    mode: Mode,
+    cur: RwLock<Option<Current>>,
+    next_seq: AtomicU32,
+    pub pending: Mutex<Pending>,
+    closed: AtomicBool,
+    /// Per-request timeout when the caller passes none (None: the core's).
+    pub default_timeout: Option<Duration>,
+    efd: Mutex<Option<OwnedFd>>,
+    notifier: Mutex<Option<Notifier>>,
+}
+
+impl ClientInner {
+    pub fn new(mode: Mode, default_timeout: Option<Duration>) -> Result<ClientInner, Error> {
+        let inner = ClientInner {
+            mode,
+            cur: RwLock::new(None),
+            next_seq: AtomicU32::new(1),
+            pending: Mutex::new(Pending::default()),
+            closed: AtomicBool::new(false),
+            default_timeout,
+            efd: Mutex::new(None),
+            notifier: Mutex::new(None),
+        };
+        // Open eagerly so that a bad address or a missing daemon is
+        // reported by the open call.
+        inner.conn()?;
+        Ok(inner)
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.mode, Mode::Embedded { .. })
+    }
+
+    fn open(&self) -> Result<Conn, Error> {
+        match &self.mode {
+            Mode::Daemon(rc) => Ok(Conn::Daemon(rc.get()?)),
+            Mode::Embedded { config, threads } => {
+                let core = embedded_core(*threads)?;
+                let client = core.open(config)?;
+                Ok(Conn::Embedded(Arc::new(EmbeddedConn {
+                    client,
+                    _core: core,
+                })))
+            }
+        }
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(VSHM_ERR_CLOSING, "the client is being freed"));
+        }
+        Ok(())
+    }
+
+    /// The usable registration, opening a new one if needed.
+    pub fn conn(&self) -> Result<(Conn, u32), Error> {
+        self.check_open()?;
+        {
+            let g = self.cur.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = g.as_ref() {
+                if c.usable() {
+                    return Ok(((*c.conn).clone(), c.seq));
+                }
+            }
+        }
+        let mut g = self.cur.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = g.as_ref() {
+            if c.usable() {
+                return Ok(((*c.conn).clone(), c.seq));
+            }
+        }
+        // Drop (or, in a forked child, park) the old one first: in a
+        // child, the embedded core must be replaced before opening.
+        drop(g.take());
+        let conn = self.open()?;
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        *g = Some(Current {
+            conn: ManuallyDrop::new(conn.clone()),
+            seq,
+            fork_gen: fork_generation(),
+        });
+        drop(g);
+        self.restart_notifier(&conn, seq)?;
+        Ok((conn, seq))
+    }
+
+    /// The current registration without opening one: None when there is
+    /// none or it belongs to the parent of this forked process.
+    pub fn current(&self) -> Option<(Conn, u32)> {
+        let g = self.cur.read().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|c| c.fork_gen == fork_generation())
+            .map(|c| ((*c.conn).clone(), c.seq))
+    }
+
+    /// The eventfd of `vshm_fd`, created (and the notifier started) on
+    /// first use.
+    pub fn fd(&self) -> Result<RawFd, Error> {
+        let (conn, seq) = self.conn()?;
+        let mut efd = lock(&self.efd);
+        if efd.is_none() {
+            // SAFETY: plain system call; the descriptor is owned below.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(Error::new(
+                    VSHM_ERR_INTERNAL,
+                    format!("eventfd: {}", std::io::Error::last_os_error()),
+                ));
+            }
+            // SAFETY: fd is a fresh descriptor nothing else owns.
+            *efd = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let raw = efd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+        drop(efd);
+        self.restart_notifier(&conn, seq)?;
+        Ok(raw)
+    }
+
+    fn restart_notifier(&self, conn: &Conn, seq: u32) -> Result<(), Error> {
+        let efd = lock(&self.efd).as_ref().map(|f| f.as_raw_fd());
+        let Some(efd) = efd else { return Ok(()) };
+        let mut n = lock(&self.notifier);
+        if let Some(cur) = n.as_ref() {
+            if cur.seq == seq && cur.fork_gen == fork_generation() {
+                return Ok(());
+            }
+        }
+        drop(n.take());
+        *n = Some(Notifier::start(conn.segment().clone(), efd, seq)?);
+        Ok(())
+    }
+
+    /// Reset the eventfd (before draining completions).
+    pub fn clear_fd(&self) {
+        if let Some(fd) = lock(&self.efd).as_ref() {
+            let mut v = 0u64;
+            // SAFETY: reads 8 bytes into a live u64 from our own
+            // non-blocking eventfd; EAGAIN when already zero.
+            unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        }
+    }
+
+    /// Start freeing: refuse new calls, stop the notifier, and return the
+    /// asynchronous requests still pending (to complete with CLOSING).
+    pub fn close(&self) -> Vec<(u64, Entry)> {
+        self.closed.store(true, Ordering::Release);
+        drop(lock(&self.notifier).take());
+        let mut p = lock(&self.pending);
+        let taken = std::mem::take(&mut p.taken);
+        let entries: Vec<(u64, Entry)> = p.entries.drain().collect();
+        drop(p);
+        drop(taken);
+        entries
+    }
+
+    /// Move completed asynchronous requests out: those with a callback are
+    /// returned for dispatch, the others are kept for `vshm_take`.
+    /// Requests of registrations that are gone are failed. With a
+    /// `deadline`, blocks until at least one completion or the deadline.
+    /// Returns the callbacks to run and how many requests completed.
+    pub fn collect(&self, deadline: Option<Instant>) -> (Vec<(u64, Entry, Outcome)>, usize) {
+        let cur = self.current();
+        let mut replies = Vec::new();
+        let mut dead = None;
+        if let Some((conn, _)) = &cur {
+            let has_pending = !lock(&self.pending).entries.is_empty();
+            let r = match deadline {
+                Some(d) if has_pending => conn.wait_queued(d, &mut replies),
+                _ => conn.poll_queued(&mut replies),
+            };
+            if let Err(e) = r {
+                dead = Some(Error::from(e));
+            }
+        }
+        let cur_seq = cur.as_ref().map(|c| c.1);
+        let mut dispatch = Vec::new();
+        let mut completed = 0usize;
+        let mut orphans = Vec::new();
+        let mut p = lock(&self.pending);
+        for r in replies {
+            let id = c_id(cur_seq.unwrap_or(0), r.id());
+            match p.entries.remove(&id) {
+                Some(e) if e.cb.is_some() => dispatch.push((id, e, Outcome::Reply(r))),
+                Some(_) => {
+                    p.taken.insert(id, Outcome::Reply(r));
+                    completed += 1;
+                }
+                None => orphans.push(r),
+            }
+        }
+        // Fail what can no longer complete: requests of a replaced (or
+        // parent's) registration, and all of them when the current one died.
+        let check_stale = cur_seq != Some(p.seq_checked);
+        if check_stale || dead.is_some() {
+            p.seq_checked = cur_seq.unwrap_or(0);
+            let failed: Vec<u64> = p
+                .entries
+                .iter()
+                .filter(|(_, e)| Some(e.seq) != cur_seq || dead.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in failed {
+                let e = p.entries.remove(&id).expect("listed above");
+                let err = match (&dead, Some(e.seq) == cur_seq) {
+                    (Some(d), true) => d.clone(),
+                    _ => Error::new(
+                        VSHM_ERR_CONNECTION,
+                        "the registration this request was sent on is gone (daemon restarted, or forked child)",
+                    ),
+                };
+                if e.cb.is_some() {
+                    dispatch.push((id, e, Outcome::Failed(err)));
+                } else {
+                    p.taken.insert(id, Outcome::Failed(err));
+                    completed += 1;
+                }
+            }
+        }
+        drop(p);
+        drop(orphans);
+        completed += dispatch.len();
+        (dispatch, completed)
+    }
+
+    pub fn pending_count(&self) -> usize {
+        lock(&self.pending).entries.len()
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        // Notifier before the registration (it holds its segment).
+        drop(lock(&self.notifier).take());
+        drop(std::mem::take(&mut *lock(&self.pending)));
+        drop(self.cur.write().unwrap_or_else(|e| e.into_inner()).take());
+    }
+}
