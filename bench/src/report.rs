@@ -1,0 +1,100 @@
+//! Results shared by every scenario: latency histograms, the console
+//! table, and the JSON file (`{"scenario": ..., "results": [...]}`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::BoxResult;
+
+/// A latency histogram in nanoseconds (1 ns .. 60 s, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Record one sample (saturating at the histogram's upper bound).
+#[inline]
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record(d.as_nanos().min(u128::from(u64::MAX)) as u64);
+}
+
+/// One measured variant of a scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    /// Completed operations per second over the measured run.
+    pub ops_per_s: f64,
+    #[serde(skip)]
+    pub p999_ns: u64,
+    #[serde(skip)]
+    pub max_ns: u64,
+    #[serde(skip)]
+    pub mean_ns: f64,
+    #[serde(skip)]
+    pub samples: u64,
+}
+
+impl Row {
+    /// Summarize `ops` operations that took `elapsed` in total, with one
+    /// latency sample per operation in `h`.
+    pub fn new(name: &str, h: &Histogram<u64>, ops: u64, elapsed: Duration) -> Row {
+        let secs = elapsed.as_secs_f64();
+        Row {
+            name: name.to_owned(),
+            p50_ns: h.value_at_quantile(0.50),
+            p99_ns: h.value_at_quantile(0.99),
+            ops_per_s: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+            mean_ns: h.mean(),
+            samples: h.len(),
+        }
+    }
+}
+
+/// Print rows as an aligned table.
+pub fn print_table(title: &str, rows: &[Row]) {
+    println!("{title}");
+    println!(
+        "{:<18} {:>10} {:>10} {:>10} {:>12} {:>10} {:>12} {:>9}",
+        "name", "p50 ns", "p99 ns", "p99.9 ns", "max ns", "mean ns", "ops/s", "samples"
+    );
+    for r in rows {
+        println!(
+            "{:<18} {:>10} {:>10} {:>10} {:>12} {:>10.0} {:>12.0} {:>9}",
+            r.name, r.p50_ns, r.p99_ns, r.p999_ns, r.max_ns, r.mean_ns, r.ops_per_s, r.samples
+        );
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    scenario: &'a str,
+    results: &'a [Row],
+}
+
+/// Write `{"scenario": scenario, "results": [{name, p50_ns, p99_ns, ops_per_s}]}`.
+pub fn write_json(path: &Path, scenario: &str, rows: &[Row]) -> BoxResult<()> {
+    let json = serde_json::to_string_pretty(&Report {
+        scenario,
+        results: rows,
+    })?;
+    std::fs::write(path, json + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Find a row by name.
+pub fn find<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.name == name)
+}
+
+/// The 1-, 5- and 15-minute load averages, for context in the output.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
