@@ -221,6 +221,10 @@ fn exact_pattern_and_sharded_delivery_standalone() {
     for i in 0..50u8 {
         expect_push(&a, push("message", &[b"ps1:a", &[0, i, 255]]));
     }
+    // A payload larger than one ring record arrives fragmented and reassembled.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    publisher.call(&[b"PUBLISH", b"ps1:a", &big]).unwrap();
+    expect_push(&a, push("message", &[b"ps1:a", &big]));
 
     // Several clients on one channel share one server-side subscription.
     assert_eq!(int(subscribe(&b, SubKind::Exact, &[b"ps1:a"]).unwrap()), 2);
@@ -305,6 +309,70 @@ fn bad_requests_and_detach() {
     expect_push(&resp2, push("message", &[b"ps2:r2", b"x"]));
 
     drop((resp2, publisher));
+    core.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_client_that_does_not_read_costs_bounded_memory() {
+    let server = shared_standalone();
+    let core = EmbeddedCore::start(1).unwrap();
+    let cfg = standalone_cfg(server.addr());
+    let a = core.open(&cfg).unwrap();
+    let publisher = core.open(&cfg).unwrap();
+    subscribe(&a, SubKind::Exact, &[b"ps6:flood"]).unwrap();
+    // 15 000 messages of 1 KiB while `a` reads nothing: its 1 MiB ring fills, then up to
+    // MAX_PENDING_PUSHES wait in the core, the rest is dropped and counted.
+    const N: u64 = 15_000;
+    let payload = vec![b'x'; 1024];
+    publisher
+        .call(&[
+            b"EVAL",
+            b"for i = 1, tonumber(ARGV[2]) do redis.call('PUBLISH', KEYS[1], ARGV[1]) end return 1",
+            b"1",
+            b"ps6:flood",
+            &payload,
+            N.to_string().as_bytes(),
+        ])
+        .unwrap();
+    let stats = &a.connection().stats;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.pushes.load(std::sync::atomic::Ordering::Relaxed)
+        + stats
+            .pushes_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+        < N
+    {
+        assert!(
+            Instant::now() < deadline,
+            "messages did not arrive: {} pushed, {} dropped; server: {}",
+            stats.pushes.load(std::sync::atomic::Ordering::Relaxed),
+            stats
+                .pushes_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            server.cli(&["INFO", "stats"])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dropped = stats
+        .pushes_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped > 0, "nothing dropped");
+    let mut got = 0u64;
+    while let Some(v) = a.wait_push(Duration::from_millis(500)).unwrap() {
+        assert_eq!(v, push("message", &[b"ps6:flood", &payload]));
+        got += 1;
+    }
+    assert_eq!(got + dropped, N);
+    assert!(
+        got >= vshm_core::dispatch::MAX_PENDING_PUSHES as u64,
+        "{got}"
+    );
+    // Still subscribed and delivering once the client reads again.
+    publisher
+        .call(&[b"PUBLISH", b"ps6:flood", b"after"])
+        .unwrap();
+    expect_push(&a, push("message", &[b"ps6:flood", b"after"]));
+    drop((a, publisher));
     core.shutdown(Duration::from_secs(1));
 }
 

@@ -35,7 +35,7 @@ use std::time::Duration;
 use vshm_protocol::msg::{Completion, Request};
 use vshm_protocol::segment::Segment;
 
-pub use conn::{ConnStats, Connection};
+pub use conn::{ConnStats, Connection, MAX_PENDING_PUSHES};
 pub use doorbell::Doorbell;
 pub use latency::LatencyHistogram;
 

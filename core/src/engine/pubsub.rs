@@ -772,10 +772,11 @@ impl Shared {
     }
 
     /// A push from link `addr`, connection `g`.
-    fn on_push(&self, addr: &Endpoint, g: u64, info: PushInfo, dead: &AtomicBool, wake: &Notify) {
+    fn on_push(&self, addr: &Endpoint, g: u64, info: PushInfo, sig: &Signals, wake: &Notify) {
+        sig.traffic.fetch_add(1, Ordering::Relaxed);
         let c = match info.kind {
             PushKind::Disconnection => {
-                dead.store(true, Ordering::Release);
+                sig.dead.store(true, Ordering::Release);
                 wake.notify_one();
                 return;
             }
@@ -880,12 +881,12 @@ impl Shared {
         &self,
         addr: &Endpoint,
         g: u64,
-        dead: &Arc<AtomicBool>,
+        sig: &Arc<Signals>,
         wake: &Arc<Notify>,
     ) -> Result<MultiplexedConnection, String> {
         let client = standalone::client_for(&self.config, addr).map_err(|e| e.message)?;
         let me = self.me.clone();
-        let (a, d, w) = (addr.clone(), dead.clone(), wake.clone());
+        let (a, d, w) = (addr.clone(), sig.clone(), wake.clone());
         let cfg = standalone::connection_config(&self.config).set_push_sender(
             move |info: PushInfo| -> Result<(), ()> {
                 if let Some(s) = me.upgrade() {
@@ -937,6 +938,38 @@ impl Shared {
     }
 }
 
+/// Signals from one link connection's push handler.
+#[derive(Default)]
+struct Signals {
+    /// redis-rs reported the connection closed.
+    dead: AtomicBool,
+    /// Pushes received (a link busy delivering a flood answers commands
+    /// late, behind the messages, but is alive).
+    traffic: AtomicU64,
+}
+
+/// Await `fut` on a link: gives up (`None`) after `bound` without an
+/// answer *and* without any push arriving meanwhile; while messages keep
+/// arriving, the connection is alive and the wait goes on.
+async fn while_alive<F: std::future::Future>(
+    fut: F,
+    bound: Duration,
+    sig: &Signals,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        let seen = sig.traffic.load(Ordering::Relaxed);
+        tokio::select! {
+            r = &mut fut => return Some(r),
+            _ = tokio::time::sleep(bound) => {
+                if sig.dead.load(Ordering::Acquire) || sig.traffic.load(Ordering::Relaxed) == seen {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Keeps one link's subscriptions in line with its assigned keys,
 /// reconnecting with the configured backoff.
 async fn run_link(weak: Weak<Shared>, addr: Endpoint, wake: Arc<Notify>) {
@@ -946,8 +979,8 @@ async fn run_link(weak: Weak<Shared>, addr: Endpoint, wake: Arc<Notify>) {
             return;
         };
         let g = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        let dead = Arc::new(AtomicBool::new(false));
-        match shared.open_link(&addr, g, &dead, &wake).await {
+        let sig = Arc::new(Signals::default());
+        match shared.open_link(&addr, g, &sig, &wake).await {
             Err(e) => {
                 if failures == 0 {
                     warn!(node = %addr, error = %e, "pub/sub link cannot connect; retrying");
@@ -969,7 +1002,7 @@ async fn run_link(weak: Weak<Shared>, addr: Endpoint, wake: Arc<Notify>) {
                 }
                 failures = 0;
                 drop(shared);
-                let why = serve_link(&weak, &addr, g, &mut conn, &dead, &wake).await;
+                let why = serve_link(&weak, &addr, g, &mut conn, &sig, &wake).await;
                 let Some(shared) = weak.upgrade() else {
                     return;
                 };
@@ -986,11 +1019,12 @@ async fn serve_link(
     addr: &Endpoint,
     g: u64,
     conn: &mut MultiplexedConnection,
-    dead: &AtomicBool,
+    sig: &Signals,
     wake: &Notify,
 ) -> String {
+    let mut traffic_seen = sig.traffic.load(Ordering::Relaxed);
     loop {
-        if dead.load(Ordering::Acquire) {
+        if sig.dead.load(Ordering::Acquire) {
             return "connection closed".into();
         }
         let Some(shared) = weak.upgrade() else {
@@ -1005,12 +1039,19 @@ async fn serve_link(
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(PING_EVERY) => {
-                    match tokio::time::timeout(bound, conn.send_packed_command(&redis::cmd("PING"))).await {
-                        Err(_) => return "health check timed out".into(),
-                        Ok(Err(e)) if e.is_io_error() || e.is_unrecoverable_error() => {
+                    // Messages arriving prove the link alive; PING only
+                    // a quiet one.
+                    let now = sig.traffic.load(Ordering::Relaxed);
+                    if now != traffic_seen {
+                        traffic_seen = now;
+                        continue;
+                    }
+                    match while_alive(conn.send_packed_command(&redis::cmd("PING")), bound, sig).await {
+                        None => return "health check timed out".into(),
+                        Some(Err(e)) if e.is_io_error() || e.is_unrecoverable_error() => {
                             return format!("health check failed: {e}");
                         }
-                        Ok(_) => {}
+                        Some(_) => {}
                     }
                 }
             }
@@ -1031,12 +1072,10 @@ async fn serve_link(
                 .arg(channel.as_slice());
         }
         let replies =
-            match tokio::time::timeout(bound, conn.send_packed_commands(&pipe, 0, batch.len()))
-                .await
-            {
-                Err(_) => return "subscribe commands timed out".into(),
-                Ok(Err(e)) => return format!("subscribe commands failed: {e}"),
-                Ok(Ok(v)) => v,
+            match while_alive(conn.send_packed_commands(&pipe, 0, batch.len()), bound, sig).await {
+                None => return "subscribe commands timed out".into(),
+                Some(Err(e)) => return format!("subscribe commands failed: {e}"),
+                Some(Ok(v)) => v,
             };
         let Some(shared) = weak.upgrade() else {
             return "backend closed".into();
