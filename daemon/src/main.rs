@@ -168,7 +168,8 @@ fn main() -> ExitCode {
         match toml::to_string(&redacted(&cfg)) {
             Ok(t) => {
                 println!(
-                    "# effective configuration (allowed_uids unset = [{}])",
+                    "# effective configuration (socket_mode = 0o{:o}; allowed_uids unset = [{}])",
+                    cfg.socket_mode,
                     nix::unistd::getuid()
                 );
                 print!("{t}");

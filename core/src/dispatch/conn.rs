@@ -319,7 +319,9 @@ impl Connection {
                 a.id.to_native(),
                 m.id
             )),
-            Ok(a) => rkyv::deserialize::<Request, rkyv::rancor::Error>(a).map_err(|e| e.to_string()),
+            Ok(a) => {
+                rkyv::deserialize::<Request, rkyv::rancor::Error>(a).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         drop(m.bytes);
@@ -343,7 +345,11 @@ impl Connection {
         let me = self.clone();
         let mut closed = self.closed_tx.subscribe();
         self.rt.spawn(async move {
-            let guard = CompletionGuard { conn: &me, id, done: false };
+            let guard = CompletionGuard {
+                conn: &me,
+                id,
+                done: false,
+            };
             tokio::select! {
                 c = fut => {
                     let mut guard = guard;
@@ -413,7 +419,10 @@ impl Connection {
                                 self.inflight.fetch_add(1, Ordering::AcqRel);
                                 self.complete(
                                     id,
-                                    &Completion::Err(ClientError::new(ErrorKind::InvalidRequest, fe.error.to_string())),
+                                    &Completion::Err(ClientError::new(
+                                        ErrorKind::InvalidRequest,
+                                        fe.error.to_string(),
+                                    )),
                                 );
                                 broken = Some(format!("oversized message: {}", fe.error));
                                 break;
@@ -516,7 +525,10 @@ impl Drop for CompletionGuard<'_> {
         if !self.done {
             self.conn.complete(
                 self.id,
-                &Completion::Err(ClientError::new(ErrorKind::Closing, "connection closed before the request completed")),
+                &Completion::Err(ClientError::new(
+                    ErrorKind::Closing,
+                    "connection closed before the request completed",
+                )),
             );
         }
     }

@@ -103,7 +103,10 @@ impl Dispatcher {
         let _guard = self.rt.enter();
         let conn = Connection::new(id, seg, exec.clone(), doorbell, opts, self.rt.clone())?;
         exec.attached(&conn);
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).push(conn.clone());
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn.clone());
         let c = conn.clone();
         let me = Arc::downgrade(self);
         self.rt.spawn(async move {
