@@ -1316,13 +1316,22 @@ pub unsafe extern "C" fn vshm_batch_submit(
 // ===========================================================================
 // Replies
 
-/// The reply's contents (exclusive use by the owner, per the contract).
-unsafe fn reply_data<'a>(r: *const vshm_reply) -> Result<&'a mut (Reply, u64), Error> {
+/// The reply's contents, shared: several threads may read one reply.
+unsafe fn reply_data<'a>(r: *const vshm_reply) -> Result<&'a (Reply, u64), Error> {
     // SAFETY: a pointer from this library per the contract.
     let h = unsafe { handle::get(r)? };
-    // SAFETY: the caller owns the reply; the header forbids freeing or
-    // detaching it concurrently with other uses, so no other reference to
-    // its contents is active.
+    // SAFETY: readers only take shared references; the header forbids
+    // freeing or detaching a reply concurrently with any other use, so no
+    // exclusive reference is alive meanwhile.
+    unsafe { (*h.data.get()).as_ref() }.ok_or_else(|| Error::arg("vshm_reply was already freed"))
+}
+
+/// The reply's contents, exclusively (detach).
+unsafe fn reply_data_mut<'a>(r: *const vshm_reply) -> Result<&'a mut (Reply, u64), Error> {
+    // SAFETY: a pointer from this library per the contract.
+    let h = unsafe { handle::get(r)? };
+    // SAFETY: the header requires exclusive use of the reply during
+    // vshm_reply_detach (no concurrent reads, frees or detaches).
     unsafe { (*h.data.get()).as_mut() }.ok_or_else(|| Error::arg("vshm_reply was already freed"))
 }
 
@@ -1371,7 +1380,7 @@ pub unsafe extern "C" fn vshm_reply_value(r: *const vshm_reply) -> *const vshm_v
 pub unsafe extern "C" fn vshm_reply_detach(r: *mut vshm_reply) -> vshm_status {
     guard(|| {
         // SAFETY: a pointer from this library per the contract.
-        let (reply, _) = unsafe { reply_data(r)? };
+        let (reply, _) = unsafe { reply_data_mut(r)? };
         reply.detach();
         Ok(())
     })

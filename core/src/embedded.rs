@@ -167,7 +167,12 @@ impl EmbeddedCore {
     }
 
     /// Open with explicit ring capacities (powers of two).
-    pub fn open_with(&self, config: &Config, sq: u64, cq: u64) -> Result<EmbeddedClient, ClientError> {
+    pub fn open_with(
+        &self,
+        config: &Config,
+        sq: u64,
+        cq: u64,
+    ) -> Result<EmbeddedClient, ClientError> {
         let engine = self.engine.clone();
         let cfg = config.clone();
         let backend = self
@@ -176,7 +181,10 @@ impl EmbeddedCore {
         let exec: Arc<dyn Execute> = Arc::new(ClientExec::new(backend));
         let opts = AttachOptions {
             max_inflight: config.max_inflight.max(1) as usize,
-            label: config.client_name.clone().unwrap_or_else(|| "embedded".into()),
+            label: config
+                .client_name
+                .clone()
+                .unwrap_or_else(|| "embedded".into()),
             ..AttachOptions::default()
         };
         let copts = ClientOptions {
@@ -198,7 +206,8 @@ impl EmbeddedCore {
         let layout = Layout::new(sq, cq, features::SQ_DOORBELL)
             .map_err(|e| ClientError::new(ErrorKind::InvalidRequest, e.to_string()))?;
         let seg = Arc::new(
-            Segment::create_anonymous(layout).map_err(|e| ClientError::new(ErrorKind::Connection, e.to_string()))?,
+            Segment::create_anonymous(layout)
+                .map_err(|e| ClientError::new(ErrorKind::Connection, e.to_string()))?,
         );
         let conn = self
             .dispatcher

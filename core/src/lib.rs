@@ -9,9 +9,9 @@
 //!   messages.
 
 pub mod commands;
+pub mod config;
 pub mod dispatch;
 pub mod embedded;
-pub mod config;
 pub mod engine;
 pub mod value;
 

@@ -796,6 +796,14 @@ static void test_fd_epoll(void) {
 
 /* ---- batches ---- */
 
+static vshm_status batch_addv(vshm_batch *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vshm_status st = vshm_batch_add_commandv(b, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
 static int batches_supported = -1;
 
 static void test_batches(void) {
@@ -806,7 +814,7 @@ static void test_batches(void) {
     CHECK_OK(vshm_batch_add_argv(b, 3, argv, NULL));
     CHECK_OK(vshm_batch_add_command(b, "INCR %s", "bt:n"));
     CHECK_OK(vshm_batch_add_command(b, "INCR %s", "bt:k")); /* an error in place */
-    CHECK_OK(vshm_batch_add_command(b, "GET bt:k"));
+    CHECK_OK(batch_addv(b, "GET %s", "bt:k"));
     CHECK(vshm_batch_len(b) == 4);
     vshm_reply_free(cmd("DEL bt:n"));
     vshm_reply *r = NULL;
@@ -950,6 +958,51 @@ static void test_daemon_connect(void) {
     vshm_free(c);
 }
 
+/* The stage script passes a command that restarts vshmd: the client must
+ * re-register by itself; a request in flight ends (no hang). */
+static void test_daemon_restart(void) {
+    const char *restart = getenv("VSHM_TEST_DAEMON_RESTART");
+    if (!is_daemon_mode() || !restart || !*restart) SKIP("needs daemon mode and VSHM_TEST_DAEMON_RESTART");
+    vshm_client *c = open_main();
+    vshm_reply *r = NULL;
+    CHECK_OK(vshm_command(c, &r, "SET dr:k before"));
+    vshm_reply_free(r);
+    cb_state s;
+    memset(&s, 0, sizeof s);
+    CHECK_OK(vshm_submit_command(c, on_reply, &s, NULL, "DEBUG SLEEP 0.3"));
+    fflush(NULL);
+    CHECK(system(restart) == 0);
+    wait_all(c, &s, 1, test_timeout_ms());
+    CHECK(s.calls == 1);
+    /* New requests go through a new registration (a few may fail while
+     * the old one is found dead). */
+    vshm_status st = VSHM_ERR_CONNECTION;
+    int failures = 0;
+    double deadline = now_ms() + test_timeout_ms();
+    while (now_ms() < deadline) {
+        st = vshm_command(c, &r, "GET dr:k");
+        if (st == VSHM_OK) break;
+        failures++;
+        CHECK(st == VSHM_ERR_CONNECTION || st == VSHM_ERR_CLOSING);
+        usleep(20 * 1000);
+    }
+    CHECK_OK(st);
+    CHECK(r && value_is(vshm_reply_value(r), "before"));
+    vshm_reply_free(r);
+    CHECK(failures <= 3);
+    memset(&s, 0, sizeof s);
+    CHECK_OK(vshm_submit_command(c, on_reply, &s, NULL, "INCR dr:n"));
+    wait_all(c, &s, 1, test_timeout_ms());
+    CHECK(s.ok == 1);
+    CHECK_OK(vshm_command(c, &r, "DEL dr:k dr:n"));
+    vshm_reply_free(r);
+    vshm_free(c);
+    /* the shared client re-registers too */
+    r = cmd("PING");
+    CHECK(r != NULL);
+    vshm_reply_free(r);
+}
+
 static void test_routes(void) {
     const char *cluster = getenv("VSHM_TEST_CLUSTER");
     if (!cluster || !*cluster) SKIP("VSHM_TEST_CLUSTER not set");
@@ -1045,6 +1098,47 @@ static void *error_in_thread(void *arg) {
     vshm_reply *r = NULL;
     vshm_command(C, &r, "NOSUCHCMD");
     return (void *)(intptr_t)vshm_last_error_status();
+}
+
+/* One reply read by several threads at once, then freed by another. */
+static vshm_reply *shared_reply;
+
+static void *read_shared(void *arg) {
+    (void)arg;
+    long ok = 0;
+    for (int round = 0; round < 200; round++) {
+        const vshm_value *v = vshm_reply_value(shared_reply);
+        for (size_t i = 0; i < vshm_value_len(v); i++) {
+            char want[32];
+            snprintf(want, sizeof want, "e%zu", i);
+            ok += value_is(vshm_value_element(v, i), want);
+        }
+    }
+    return (void *)ok;
+}
+
+static void *free_shared(void *arg) {
+    return (void *)(intptr_t)vshm_reply_free((vshm_reply *)arg);
+}
+
+static void test_reply_shared_between_threads(void) {
+    vshm_reply_free(cmd("DEL sh:l"));
+    for (int i = 0; i < 50; i++) vshm_reply_free(cmd("RPUSH sh:l e%d", i));
+    shared_reply = cmd("LRANGE sh:l 0 -1");
+    REQUIRE(shared_reply);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, read_shared, NULL);
+    for (int i = 0; i < 4; i++) {
+        void *ok;
+        pthread_join(t[i], &ok);
+        CHECK((long)ok == 200 * 50);
+    }
+    pthread_t f;
+    pthread_create(&f, NULL, free_shared, shared_reply);
+    void *st;
+    pthread_join(f, &st);
+    CHECK((intptr_t)st == VSHM_OK);
+    vshm_reply_free(cmd("DEL sh:l"));
 }
 
 static void test_last_error_is_thread_local(void) {
@@ -1175,7 +1269,9 @@ int main(void) {
     RUN(test_open_variants);
     RUN(test_daemon_connect);
     RUN(test_routes);
+    RUN(test_daemon_restart);
     RUN(test_last_error_is_thread_local);
+    RUN(test_reply_shared_between_threads);
     RUN(test_free_with_pending_requests);
     if (getenv("VSHM_TEST_NO_FORK") == NULL) RUN(test_fork);
     CHECK_OK(vshm_free(C));
