@@ -17,9 +17,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROCS=${VSHM_DEMO_PROCS:-32}
 OPS=${VSHM_DEMO_OPS:-2000}
 BOUND=${VSHM_DEMO_TIMEOUT:-300}   # seconds for each workload run
-# How a client waits for its reply: the library's default spins briefly and
-# then sched_yield()s before it parks, which pays off while every client has
-# a core to itself; with more processes than cores the yielding steals the
+# How a client waits for its reply: the library's default spins 5 us and
+# then parks; with more processes than cores even that spin steals the
 # daemon's CPU, so park at once (VSHM_DEMO_WAIT=default|park|spin overrides).
 CPUS=$(nproc 2>/dev/null || echo 1)
 if [ -z "${VSHM_DEMO_WAIT:-}" ]; then

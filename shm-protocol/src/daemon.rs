@@ -64,9 +64,14 @@ fn dial(path: &Path, timeout: Duration) -> Result<OwnedFd, ClientError> {
         None,
     )
     .map_err(|e| conn_err(format!("socket: {e}")))?;
-    let addr = UnixAddr::new(path).map_err(|e| conn_err(format!("bad socket path {}: {e}", path.display())))?;
-    connect(sock.as_raw_fd(), &addr)
-        .map_err(|e| conn_err(format!("cannot connect to vshmd at {}: {e}", path.display())))?;
+    let addr = UnixAddr::new(path)
+        .map_err(|e| conn_err(format!("bad socket path {}: {e}", path.display())))?;
+    connect(sock.as_raw_fd(), &addr).map_err(|e| {
+        conn_err(format!(
+            "cannot connect to vshmd at {}: {e}",
+            path.display()
+        ))
+    })?;
     register::set_timeouts(&sock, timeout).map_err(|e| conn_err(e.to_string()))?;
     Ok(sock)
 }
@@ -106,16 +111,24 @@ impl DaemonClient {
                 (client_id, request_timeout_ms)
             }
             Reply::Refused { reason, .. } => {
-                return Err(ClientError::new(ErrorKind::Connection, format!("vshmd refused: {reason}")))
+                return Err(ClientError::new(
+                    ErrorKind::Connection,
+                    format!("vshmd refused: {reason}"),
+                ))
             }
             Reply::Stats { .. } => return Err(conn_err("unexpected stats reply")),
         };
         if fds.len() != 2 {
-            return Err(conn_err(format!("vshmd sent {} descriptors, expected 2", fds.len())));
+            return Err(conn_err(format!(
+                "vshmd sent {} descriptors, expected 2",
+                fds.len()
+            )));
         }
         let doorbell = fds.pop().expect("two fds");
         let memfd = fds.pop().expect("two fds");
-        let seg = Arc::new(Segment::attach(memfd).map_err(|e| conn_err(format!("bad segment from vshmd: {e}")))?);
+        let seg = Arc::new(
+            Segment::attach(memfd).map_err(|e| conn_err(format!("bad segment from vshmd: {e}")))?,
+        );
         if timeout_ms > 0 {
             opts.request_timeout = Duration::from_millis(u64::from(timeout_ms));
         }
@@ -215,7 +228,12 @@ pub struct Reconnecting {
 }
 
 impl Reconnecting {
-    pub fn new(path: PathBuf, settings: Settings, timeout: Duration, opts: ClientOptions) -> Reconnecting {
+    pub fn new(
+        path: PathBuf,
+        settings: Settings,
+        timeout: Duration,
+        opts: ClientOptions,
+    ) -> Reconnecting {
         Reconnecting {
             path,
             settings,
@@ -242,7 +260,12 @@ impl Reconnecting {
                 }
             }
         }
-        let c = Arc::new(DaemonClient::connect(&self.path, &self.settings, self.timeout, self.opts.clone())?);
+        let c = Arc::new(DaemonClient::connect(
+            &self.path,
+            &self.settings,
+            self.timeout,
+            self.opts.clone(),
+        )?);
         self.registrations.fetch_add(1, Ordering::Relaxed);
         *g = Some(c.clone());
         Ok(c)

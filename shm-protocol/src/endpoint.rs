@@ -41,11 +41,15 @@ pub struct WaitStrategy {
 }
 
 impl WaitStrategy {
-    /// As shipped: a short spin (covers a peer that is actively running),
-    /// a short yield phase, then park so an idle side uses no CPU.
+    /// As shipped: a short spin (covers a peer that is actively running
+    /// and answers within microseconds), then park so an idle side uses no
+    /// CPU. No `sched_yield` phase by default: with more client processes
+    /// than cores (the prefork case on this 2-core machine), yielding
+    /// clients steal the daemon's and the server's CPU and roughly halved
+    /// the daemon's throughput in `scripts/demo.sh`.
     pub const DEFAULT: WaitStrategy = WaitStrategy {
         spin: Duration::from_micros(5),
-        yield_for: Duration::from_micros(50),
+        yield_for: Duration::ZERO,
         park: true,
     };
     /// Spin only (benchmarks: the floor with both sides active).
@@ -181,7 +185,9 @@ pub fn wait_until(
             }
             // Cap each sleep so that state changes are noticed even if a
             // wake is missed by a dead peer.
-            let left = deadline.saturating_duration_since(now).min(Duration::from_millis(100));
+            let left = deadline
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(100));
             wake::sleep(ctl, side, seq, left);
         }
     }
@@ -233,7 +239,13 @@ impl Sender {
     /// Send one message (fragmenting if needed), waiting for space until
     /// `deadline`. A message whose first fragment went out is always
     /// finished (the consumer expects the rest), unless the segment closes.
-    pub fn send(&mut self, id: u64, kind: u8, data: &[u8], deadline: Instant) -> Result<(), EndpointError> {
+    pub fn send(
+        &mut self,
+        id: u64,
+        kind: u8,
+        data: &[u8],
+        deadline: Instant,
+    ) -> Result<(), EndpointError> {
         let seg = self.seg.clone();
         let (ctl, area) = Self::ring(&seg, self.dir);
         let mut w = FragmentWriter::new(id, kind);
@@ -259,14 +271,18 @@ impl Sender {
             // deadline nor the segment state.
             let max = self.prod.max_record() as usize;
             let left = data.len() - w.sent();
-            let need = if !w.started() && data.len() > max { max } else { left.min(max) } as u64;
+            let need = if !w.started() && data.len() > max {
+                max
+            } else {
+                left.min(max)
+            } as u64;
             let prod = &mut self.prod;
-            wait_until(&seg, ctl, Side::Producer, self.strategy, dl, || {
-                match prod.try_reserve(ctl, &area, need) {
-                    Ok(_) | Err(ReserveError::TooLarge) => Ok(true),
-                    Err(ReserveError::Full) => Ok(false),
-                    Err(ReserveError::Corrupt(e)) => Err(e.into()),
-                }
+            wait_until(&seg, ctl, Side::Producer, self.strategy, dl, || match prod
+                .try_reserve(ctl, &area, need)
+            {
+                Ok(_) | Err(ReserveError::TooLarge) => Ok(true),
+                Err(ReserveError::Full) => Ok(false),
+                Err(ReserveError::Corrupt(e)) => Err(e.into()),
             })?;
         }
     }
@@ -286,7 +302,9 @@ impl Sender {
         if max_len as u64 > self.prod.max_record() {
             let mut buf = rkyv::util::AlignedVec::<16>::with_capacity(max_len);
             buf.resize(max_len, 0);
-            let n = fill(&mut buf).ok_or(ProtocolError::BadMessage("serialized size exceeded its bound".into()))?;
+            let n = fill(&mut buf).ok_or(ProtocolError::BadMessage(
+                "serialized size exceeded its bound".into(),
+            ))?;
             return self.send(id, kind, &buf[..n], deadline);
         }
         let seg = self.seg.clone();
@@ -310,8 +328,13 @@ impl Sender {
                     self.peer.wake(ctl, Side::Consumer);
                 }
                 let prod = &mut self.prod;
-                wait_until(&seg, ctl, Side::Producer, self.strategy, deadline, || {
-                    match prod.try_reserve(ctl, &area, max_len as u64) {
+                wait_until(
+                    &seg,
+                    ctl,
+                    Side::Producer,
+                    self.strategy,
+                    deadline,
+                    || match prod.try_reserve(ctl, &area, max_len as u64) {
                         Ok(r) => {
                             got = Some(r);
                             Ok(true)
@@ -319,15 +342,17 @@ impl Sender {
                         Err(ReserveError::Full) => Ok(false),
                         Err(ReserveError::TooLarge) => unreachable!("checked above"),
                         Err(ReserveError::Corrupt(e)) => Err(e.into()),
-                    }
-                })?;
+                    },
+                )?;
             }
         }
         let res = got.expect("reserved");
         // SAFETY: the reservation is free ring space we own until commit,
         // max_len bytes long, and the consumer never reads unpublished space.
         let slice = unsafe { area.slice_mut(res.payload_off, res.len) };
-        let n = fill(slice).ok_or(ProtocolError::BadMessage("serialized size exceeded its bound".into()))?;
+        let n = fill(slice).ok_or(ProtocolError::BadMessage(
+            "serialized size exceeded its bound".into(),
+        ))?;
         self.prod.commit(
             &area,
             res,

@@ -173,7 +173,11 @@ impl Reassembler {
     /// message when one is complete. On error the partial message is
     /// dropped; the consumer should treat the segment as broken if
     /// `id` is `None`.
-    pub fn push<A: DataArea>(&mut self, area: &A, rec: &Record) -> Result<Option<Message>, FrameError> {
+    pub fn push<A: DataArea>(
+        &mut self,
+        area: &A,
+        rec: &Record,
+    ) -> Result<Option<Message>, FrameError> {
         let h = rec.hdr;
         let len = u64::from(h.len);
         let fail = |id: Option<u64>, msg: &'static str| FrameError {
@@ -198,7 +202,10 @@ impl Reassembler {
             }
             None if h.flags == rflags::FIRST | rflags::MORE => {
                 if len < 8 {
-                    return Err(fail(Some(h.id), "first fragment shorter than its length prefix"));
+                    return Err(fail(
+                        Some(h.id),
+                        "first fragment shorter than its length prefix",
+                    ));
                 }
                 let mut tot = [0u8; 8];
                 // SAFETY: as above; len >= 8.
@@ -215,7 +222,10 @@ impl Reassembler {
                 }
                 let chunk = len - 8;
                 if chunk >= total {
-                    return Err(fail(Some(h.id), "fragmented message with a single fragment"));
+                    return Err(fail(
+                        Some(h.id),
+                        "fragmented message with a single fragment",
+                    ));
                 }
                 let mut buf = AlignedVec::<16>::with_capacity(total as usize);
                 buf.resize(chunk as usize, 0);
@@ -229,10 +239,16 @@ impl Reassembler {
                 });
                 Ok(None)
             }
-            None => Err(fail(Some(h.id), "continuation fragment without a first fragment")),
+            None => Err(fail(
+                Some(h.id),
+                "continuation fragment without a first fragment",
+            )),
             Some(mut p) => {
                 if h.id != p.id || h.kind != p.kind || h.flags & rflags::FIRST != 0 {
-                    return Err(fail(Some(p.id), "fragments of one message interleaved with another"));
+                    return Err(fail(
+                        Some(p.id),
+                        "fragments of one message interleaved with another",
+                    ));
                 }
                 let have = p.buf.len() as u64;
                 let more = h.flags & rflags::MORE != 0;

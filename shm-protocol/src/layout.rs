@@ -219,7 +219,9 @@ impl Layout {
         let l = Layout {
             // Saturating: absurd capacities are refused by `check`, not
             // turned into an overflow panic.
-            total_size: HEADER_SIZE.saturating_add(sq_capacity).saturating_add(cq_capacity),
+            total_size: HEADER_SIZE
+                .saturating_add(sq_capacity)
+                .saturating_add(cq_capacity),
             features,
             sq_offset: HEADER_SIZE,
             sq_capacity,
@@ -302,8 +304,12 @@ impl Layout {
                     .checked_add(len)
                     .is_some_and(|end| end <= self.total_size)
         };
-        if !in_bounds(self.sq_offset, self.sq_capacity) || !in_bounds(self.cq_offset, self.cq_capacity) {
-            return Err(ProtocolError::BadLayout("ring offset out of bounds or unaligned"));
+        if !in_bounds(self.sq_offset, self.sq_capacity)
+            || !in_bounds(self.cq_offset, self.cq_capacity)
+        {
+            return Err(ProtocolError::BadLayout(
+                "ring offset out of bounds or unaligned",
+            ));
         }
         let (a, b) = if self.sq_offset <= self.cq_offset {
             ((self.sq_offset, self.sq_capacity), self.cq_offset)
@@ -316,7 +322,10 @@ impl Layout {
         let min_cap = self.sq_capacity.min(self.cq_capacity);
         // min_cap >= MIN_RING here, so the subtraction cannot underflow; an
         // addition to the untrusted max_record could overflow.
-        if self.max_record < 64 || self.max_record > min_cap / 4 - 16 || !self.max_record.is_multiple_of(16) {
+        if self.max_record < 64
+            || self.max_record > min_cap / 4 - 16
+            || !self.max_record.is_multiple_of(16)
+        {
             return Err(ProtocolError::BadLayout("max_record out of range"));
         }
         if self.max_message < self.max_record || self.max_message > MAX_MESSAGE_LIMIT {
@@ -340,14 +349,20 @@ mod tests {
 
         let mut bad = h;
         bad.magic ^= 1;
-        assert!(matches!(Layout::validate(&bad, l.total_size), Err(ProtocolError::BadMagic { .. })));
+        assert!(matches!(
+            Layout::validate(&bad, l.total_size),
+            Err(ProtocolError::BadMagic { .. })
+        ));
         let mut bad = h;
         bad.version = 99;
         assert!(matches!(
             Layout::validate(&bad, l.total_size),
             Err(ProtocolError::UnsupportedVersion { found: 99, .. })
         ));
-        assert!(matches!(Layout::validate(&h, l.total_size - 1), Err(ProtocolError::SizeMismatch { .. })));
+        assert!(matches!(
+            Layout::validate(&h, l.total_size - 1),
+            Err(ProtocolError::SizeMismatch { .. })
+        ));
         let mut bad = h;
         bad.cq_offset = l.total_size;
         assert!(Layout::validate(&bad, l.total_size).is_err());

@@ -37,11 +37,20 @@ pub enum Route {
     AllPrimaries,
     Random,
     /// The node serving `key`'s slot (its primary, or a replica).
-    SlotKey { key: Vec<u8>, replica: bool },
+    SlotKey {
+        key: Vec<u8>,
+        replica: bool,
+    },
     /// The node serving `slot` (0..16383).
-    SlotId { slot: u16, replica: bool },
+    SlotId {
+        slot: u16,
+        replica: bool,
+    },
     /// One node by address.
-    Address { host: String, port: u16 },
+    Address {
+        host: String,
+        port: u16,
+    },
 }
 
 /// Request flags (bit set in [`Request::flags`]).
@@ -76,9 +85,15 @@ pub enum Op<A> {
     },
     /// Subscribe this client to channels (exact, pattern or sharded).
     /// Messages arrive as push records on the completion ring.
-    Subscribe { kind: SubKind, channels: Vec<Vec<u8>> },
+    Subscribe {
+        kind: SubKind,
+        channels: Vec<Vec<u8>>,
+    },
     /// Unsubscribe (an empty list: from every channel of that kind).
-    Unsubscribe { kind: SubKind, channels: Vec<Vec<u8>> },
+    Unsubscribe {
+        kind: SubKind,
+        channels: Vec<Vec<u8>>,
+    },
     /// One step of a cluster-wide SCAN. `cursor` 0 starts a scan; the
     /// reply is `[next_cursor, [keys...]]`, `next_cursor` 0 when done.
     /// Cursors are handles to scan state kept by the core.
@@ -110,7 +125,9 @@ impl<'a> Op<ArgsRef<'a>> {
         let lens = |v: &Vec<Vec<u8>>| v.iter().map(|x| x.len() + 16).sum::<usize>();
         match self {
             Op::Command { args } => request_size_bound(args.0.iter().map(|a| a.0.len()), 0),
-            Op::Batch { watch, commands, .. } => {
+            Op::Batch {
+                watch, commands, ..
+            } => {
                 let mut n = request_size_bound(watch.iter().map(|w| w.len()), 0);
                 for c in commands {
                     n += request_size_bound(c.0.iter().map(|a| a.0.len()), 0);
@@ -119,9 +136,13 @@ impl<'a> Op<ArgsRef<'a>> {
             }
             Op::Cancel { .. } => 128,
             Op::Script { code, keys, args } => 160 + code.len() + lens(keys) + lens(args),
-            Op::Subscribe { channels, .. } | Op::Unsubscribe { channels, .. } => 128 + lens(channels),
+            Op::Subscribe { channels, .. } | Op::Unsubscribe { channels, .. } => {
+                128 + lens(channels)
+            }
             Op::ClusterScan {
-                pattern, type_filter, ..
+                pattern,
+                type_filter,
+                ..
             } => {
                 160 + pattern.as_ref().map_or(0, |p| p.len())
                     + type_filter.as_ref().map_or(0, |t| t.len())
@@ -334,9 +355,14 @@ where
 /// Serialize a request into a fresh aligned buffer.
 pub fn encode_request<A>(req: &Request<A>) -> AlignedVec
 where
-    A: Archive + for<'a> Serialize<
-        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, RkyvError>,
-    >,
+    A: Archive
+        + for<'a> Serialize<
+            rkyv::api::high::HighSerializer<
+                AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                RkyvError,
+            >,
+        >,
 {
     rkyv::to_bytes::<RkyvError>(req).expect("serializing into a Vec cannot fail")
 }
@@ -405,7 +431,9 @@ mod tests {
                 key: b"k".to_vec(),
                 replica: true,
             },
-            op: Op::Command { args: owned.clone() },
+            op: Op::Command {
+                args: owned.clone(),
+            },
         };
         let r2 = Request {
             id: 7,

@@ -57,7 +57,10 @@ pub enum Hello {
         settings: Settings,
     },
     /// Ask for the daemon's statistics (`vshmd stats`), as text.
-    Stats { protocol_version: u32, prometheus: bool },
+    Stats {
+        protocol_version: u32,
+        prometheus: bool,
+    },
 }
 
 /// Daemon → client.
@@ -86,7 +89,9 @@ fn bad<D: std::fmt::Display>(e: D) -> ProtocolError {
 }
 
 pub fn encode_hello(h: &Hello) -> Vec<u8> {
-    rkyv::to_bytes::<E>(h).expect("serializing into a Vec").to_vec()
+    rkyv::to_bytes::<E>(h)
+        .expect("serializing into a Vec")
+        .to_vec()
 }
 
 pub fn decode_hello(b: &[u8]) -> Result<Hello, ProtocolError> {
@@ -96,7 +101,9 @@ pub fn decode_hello(b: &[u8]) -> Result<Hello, ProtocolError> {
 }
 
 pub fn encode_reply(r: &Reply) -> Vec<u8> {
-    rkyv::to_bytes::<E>(r).expect("serializing into a Vec").to_vec()
+    rkyv::to_bytes::<E>(r)
+        .expect("serializing into a Vec")
+        .to_vec()
 }
 
 pub fn decode_reply(b: &[u8]) -> Result<Reply, ProtocolError> {
@@ -154,11 +161,14 @@ pub fn recv_with_fds(sock: RawFd) -> Result<Option<Received>, ProtocolError> {
         (
             msg.bytes,
             fds,
-            msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC),
+            msg.flags
+                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC),
         )
     };
     if truncated {
-        return Err(ProtocolError::BadMessage("handshake message truncated".into()));
+        return Err(ProtocolError::BadMessage(
+            "handshake message truncated".into(),
+        ));
     }
     if n == 0 && fds.is_empty() {
         return Ok(None);

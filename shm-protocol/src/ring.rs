@@ -174,7 +174,9 @@ impl Producer {
         let moved = head.wrapping_sub(self.cached_head);
         let outstanding = self.tail.wrapping_sub(self.cached_head);
         if moved > outstanding || !head.is_multiple_of(REC_ALIGN) {
-            return Err(ProtocolError::RingCorrupt("consumer head moved backwards or past the tail"));
+            return Err(ProtocolError::RingCorrupt(
+                "consumer head moved backwards or past the tail",
+            ));
         }
         self.cached_head = head;
         Ok(())
@@ -231,7 +233,10 @@ impl Producer {
     /// # Panics
     /// If `payload` is longer than the reservation (a caller bug).
     pub fn write_payload<A: DataArea>(&self, area: &A, res: &Reservation, payload: &[u8]) {
-        assert!(payload.len() as u64 <= res.len, "payload exceeds reservation");
+        assert!(
+            payload.len() as u64 <= res.len,
+            "payload exceeds reservation"
+        );
         // SAFETY: the reservation lies in free space we own, inside the
         // area (try_reserve checked that the record does not cross the end).
         unsafe { area.write(res.payload_off, payload) };
@@ -243,7 +248,10 @@ impl Producer {
     ///
     /// [`publish`]: Producer::publish
     pub fn commit<A: DataArea>(&mut self, area: &A, res: Reservation, hdr: RecordHeader) {
-        assert!(u64::from(hdr.len) <= res.len, "commit longer than reservation");
+        assert!(
+            u64::from(hdr.len) <= res.len,
+            "commit longer than reservation"
+        );
         // SAFETY: the header slot precedes the payload inside the reserved,
         // unpublished record.
         unsafe { area.write(res.payload_off - REC_HDR, &hdr.to_bytes()) };
@@ -321,7 +329,9 @@ impl Consumer {
         let moved = tail.wrapping_sub(self.cached_tail);
         let span = tail.wrapping_sub(self.released);
         if span > self.cap || moved > self.cap || !tail.is_multiple_of(REC_ALIGN) {
-            return Err(ProtocolError::RingCorrupt("producer tail moved backwards or past capacity"));
+            return Err(ProtocolError::RingCorrupt(
+                "producer tail moved backwards or past capacity",
+            ));
         }
         self.cached_tail = tail;
         Ok(())
@@ -337,7 +347,11 @@ impl Consumer {
     }
 
     /// The next record, if one is published. Padding is skipped.
-    pub fn peek<A: DataArea>(&mut self, ctl: &RingCtl, area: &A) -> Result<Option<Record>, ProtocolError> {
+    pub fn peek<A: DataArea>(
+        &mut self,
+        ctl: &RingCtl,
+        area: &A,
+    ) -> Result<Option<Record>, ProtocolError> {
         loop {
             if self.head == self.cached_tail {
                 self.refresh_tail(ctl)?;
@@ -366,7 +380,9 @@ impl Consumer {
             }
             let size = record_size(len);
             if size > avail || off + size > self.cap {
-                return Err(ProtocolError::RingCorrupt("record extends past tail or end of ring"));
+                return Err(ProtocolError::RingCorrupt(
+                    "record extends past tail or end of ring",
+                ));
             }
             return Ok(Some(Record {
                 pos: self.head,
@@ -471,7 +487,11 @@ unsafe impl DataArea for HeapArea {
         debug_assert!(off as usize + dst.len() <= self.buf.len());
         // SAFETY: in bounds per the contract; UnsafeCell<u8> has u8's layout.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.base().add(off as usize), dst.as_mut_ptr(), dst.len())
+            std::ptr::copy_nonoverlapping(
+                self.base().add(off as usize),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
         }
     }
 }

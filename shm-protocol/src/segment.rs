@@ -34,7 +34,9 @@ pub struct Segment {
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segment").field("layout", &self.layout).finish()
+        f.debug_struct("Segment")
+            .field("layout", &self.layout)
+            .finish()
     }
 }
 
@@ -95,12 +97,17 @@ impl Segment {
         let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(os("F_GET_SEALS"))?;
         let seals = SealFlag::from_bits_truncate(seals);
         if !seals.contains(REQUIRED_SEALS) {
-            return Err(ProtocolError::BadLayout("segment memfd is not sealed against resizing"));
+            return Err(ProtocolError::BadLayout(
+                "segment memfd is not sealed against resizing",
+            ));
         }
         let st = nix::sys::stat::fstat(&fd).map_err(os("fstat"))?;
         let size = st.st_size as u64;
         if size < crate::layout::HEADER_SIZE {
-            return Err(ProtocolError::SizeMismatch { header: 0, actual: size });
+            return Err(ProtocolError::SizeMismatch {
+                header: 0,
+                actual: size,
+            });
         }
         let map = MmapOptions::new()
             .len(size as usize)
@@ -110,7 +117,8 @@ impl Segment {
         // SAFETY: the mapping has at least HEADER_SIZE bytes; we copy the
         // header into private memory before looking at it.
         unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), raw.as_mut_ptr(), raw.len()) };
-        let header = SegmentHeader::from_bytes(&raw).ok_or(ProtocolError::BadLayout("short header"))?;
+        let header =
+            SegmentHeader::from_bytes(&raw).ok_or(ProtocolError::BadLayout("short header"))?;
         let layout = Layout::validate(&header, size)?;
         Ok(Segment {
             map,
@@ -150,12 +158,18 @@ impl Segment {
 
     /// The submission ring's control words and data.
     pub fn sq(&self) -> (&RingCtl, RingArea<'_>) {
-        (&self.ctl().sq, self.area(self.layout.sq_offset, self.layout.sq_capacity))
+        (
+            &self.ctl().sq,
+            self.area(self.layout.sq_offset, self.layout.sq_capacity),
+        )
     }
 
     /// The completion ring's control words and data.
     pub fn cq(&self) -> (&RingCtl, RingArea<'_>) {
-        (&self.ctl().cq, self.area(self.layout.cq_offset, self.layout.cq_capacity))
+        (
+            &self.ctl().cq,
+            self.area(self.layout.cq_offset, self.layout.cq_capacity),
+        )
     }
 
     pub fn state(&self) -> u32 {
@@ -201,7 +215,9 @@ impl RingArea<'_> {
     pub unsafe fn slice_mut(&self, off: u64, len: u64) -> &mut [u8] {
         debug_assert!(off + len <= self.cap);
         // SAFETY: per the contract.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(off as usize), len as usize) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(off as usize), len as usize)
+        }
     }
 
     /// A shared view of published ring bytes (zero-copy reads by a side
@@ -228,7 +244,13 @@ unsafe impl DataArea for RingArea<'_> {
         debug_assert!(off + src.len() as u64 <= self.cap);
         // SAFETY: in bounds per the contract; src is private memory and
         // cannot overlap the mapping's free space.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.as_ptr().add(off as usize), src.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.base.as_ptr().add(off as usize),
+                src.len(),
+            )
+        }
     }
 
     unsafe fn read(&self, off: u64, dst: &mut [u8]) {
@@ -236,6 +258,12 @@ unsafe impl DataArea for RingArea<'_> {
         // SAFETY: in bounds per the contract. If a hostile peer writes the
         // range concurrently, we copy garbage (validated afterwards): the
         // same stance as the kernel's copy_from_user. See docs/protocol.md.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.as_ptr().add(off as usize), dst.as_mut_ptr(), dst.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(off as usize),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
     }
 }

@@ -142,14 +142,25 @@ pub mod futex {
         if r == 0 {
             return true;
         }
-        !matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ETIMEDOUT))
+        !matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ETIMEDOUT)
+        )
     }
 
     /// `FUTEX_WAKE` (shared): wake up to `n` waiters.
     pub fn wake(word: &AtomicU32, n: i32) {
         // SAFETY: as above; FUTEX_WAKE does not access the word's value.
         unsafe {
-            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32);
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                n,
+                0usize,
+                0usize,
+                0u32,
+            );
         }
     }
 }

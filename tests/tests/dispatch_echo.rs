@@ -59,8 +59,14 @@ fn many_threads_every_request_exactly_one_completion() {
     let core = EmbeddedCore::start(1).unwrap();
     let ex = echo();
     let client = Arc::new(
-        core.open_exec(ex.clone(), 1 << 16, 1 << 16, AttachOptions::default(), copts())
-            .unwrap(),
+        core.open_exec(
+            ex.clone(),
+            1 << 16,
+            1 << 16,
+            AttachOptions::default(),
+            copts(),
+        )
+        .unwrap(),
     );
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -111,7 +117,11 @@ fn async_submissions_complete_out_of_order() {
     let fast: Vec<u64> = (0..100)
         .map(|i| {
             client
-                .submit(&[b"ECHO", format!("{i}").as_bytes()], &Default::default(), None)
+                .submit(
+                    &[b"ECHO", format!("{i}").as_bytes()],
+                    &Default::default(),
+                    None,
+                )
                 .unwrap()
         })
         .collect();
@@ -132,7 +142,10 @@ fn inflight_limit_applies_backpressure_without_losing_requests() {
         max_inflight: 4,
         ..AttachOptions::default()
     };
-    let client = Arc::new(core.open_exec(echo(), 1 << 16, 1 << 16, opts, copts()).unwrap());
+    let client = Arc::new(
+        core.open_exec(echo(), 1 << 16, 1 << 16, opts, copts())
+            .unwrap(),
+    );
     let ids: Vec<u64> = (0..200)
         .map(|_| {
             client

@@ -575,11 +575,15 @@ async fn refused_commands_name_the_alternative() {
     }
     let e = err(&b, &[]).await;
     assert_eq!(e.kind, ErrorKind::InvalidRequest);
+    // A refused command stays refused inside a batch.
     let batch = Request {
         op: Op::Batch {
             atomic: false,
             watch: vec![],
-            commands: vec![vec![b"PING".to_vec()]],
+            commands: vec![
+                vec![b"PING".to_vec()],
+                vec![b"SELECT".to_vec(), b"1".to_vec()],
+            ],
         },
         ..request(&[], Route::Auto, T)
     };
