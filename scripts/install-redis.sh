@@ -10,6 +10,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ! pkg-config --exists hiredis 2>/dev/null && [ ! -e /usr/include/hiredis/hiredis.h ]; then
     need+=(libhiredis-dev)
 fi
@@ -48,7 +49,7 @@ trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
 log=$(mktemp)
 if ! { "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
-    redis-server redis-tools libhiredis-dev pkg-config valgrind; } >"$log" 2>&1; then
+    redis-server redis-tools libhiredis-dev pkg-config valgrind openssl; } >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
     echo "install-redis.sh: apt-get failed" >&2
