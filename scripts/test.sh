@@ -47,10 +47,13 @@ stage_loom() {
         cargo test --release --no-fail-fast -p vshm-loom-tests --target-dir target/loom
 }
 
-# LATER: C client tests (client-c/tests, built against libvshm + hiredis).
-# stage_c() {
-#     ...
-# }
+stage_c() {
+    # The C client (scripts/test-c.sh): builds libvshm, installs it into a temp prefix,
+    # compiles the C tests and examples against the installed library (pkg-config), and runs
+    # them against real servers through the in-process core and through vshmd: plain, under
+    # AddressSanitizer+UBSan and under valgrind. Uses VSHM_TEST_PROFILE's build.
+    bash scripts/test-c.sh
+}
 
 # LATER: short fuzz runs (cargo fuzz / fixed-time runs of each target).
 # stage_fuzz() {
@@ -68,50 +71,56 @@ stage_loom() {
 # }
 
 # Order in which stages run. Add new stages here.
-ALL_STAGES=(deps rust loom)
+ALL_STAGES=(deps rust loom c)
 
 # ---------------------------------------------------------------------------------------------
 
-if [ $# -gt 0 ]; then STAGES=("$@"); else STAGES=("${ALL_STAGES[@]}"); fi
+# The run is one function, read whole before it starts: editing this file while it runs
+# (e.g. a git checkout) cannot derail it.
+main() {
+    if [ $# -gt 0 ]; then STAGES=("$@"); else STAGES=("${ALL_STAGES[@]}"); fi
 
-summary=()
-failed=0
-total_passed=0
-total_failed=0
+    summary=()
+    failed=0
+    total_passed=0
+    total_failed=0
 
-for stage in "${STAGES[@]}"; do
-    if ! declare -F "stage_$stage" >/dev/null; then
-        echo "test.sh: unknown stage '$stage' (stages: ${ALL_STAGES[*]})" >&2
-        exit 2
-    fi
-    log="$LOGS/$stage.log"
-    echo "=== test.sh: stage $stage ==="
-    start=$SECONDS
-    "stage_$stage" 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
-    secs=$((SECONDS - start))
-    # cargo test's "test result: ok. N passed; M failed; ..." lines
-    read -r p f < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log" |
-        awk '{p += $1; f += $2} END {print p + 0, f + 0}')
-    total_passed=$((total_passed + p))
-    total_failed=$((total_failed + f))
-    if [ "$rc" -eq 0 ]; then
-        status=PASS
-    else
-        status="FAIL (exit $rc)"
-        failed=1
-    fi
-    counts=""
-    if [ "$p" -gt 0 ] || [ "$f" -gt 0 ]; then counts=", $p tests passed, $f failed"; fi
-    summary+=("$(printf 'test.sh: %-11s %s in %ss%s' "$stage" "$status" "$secs" "$counts")")
-    if [ "$stage" = deps ] && [ "$rc" -ne 0 ]; then
-        echo "test.sh: cannot install the test dependencies; stopping" >&2
-        break
-    fi
-done
+    for stage in "${STAGES[@]}"; do
+        if ! declare -F "stage_$stage" >/dev/null; then
+            echo "test.sh: unknown stage '$stage' (stages: ${ALL_STAGES[*]})" >&2
+            exit 2
+        fi
+        log="$LOGS/$stage.log"
+        echo "=== test.sh: stage $stage ==="
+        start=$SECONDS
+        "stage_$stage" 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+        secs=$((SECONDS - start))
+        # cargo test's "test result: ok. N passed; M failed; ..." lines
+        read -r p f < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log" |
+            awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+        total_passed=$((total_passed + p))
+        total_failed=$((total_failed + f))
+        if [ "$rc" -eq 0 ]; then
+            status=PASS
+        else
+            status="FAIL (exit $rc)"
+            failed=1
+        fi
+        counts=""
+        if [ "$p" -gt 0 ] || [ "$f" -gt 0 ]; then counts=", $p tests passed, $f failed"; fi
+        summary+=("$(printf 'test.sh: %-11s %s in %ss%s' "$stage" "$status" "$secs" "$counts")")
+        if [ "$stage" = deps ] && [ "$rc" -ne 0 ]; then
+            echo "test.sh: cannot install the test dependencies; stopping" >&2
+            break
+        fi
+    done
 
-echo
-echo "=== test.sh summary (logs in target/test-logs/) ==="
-printf '%s\n' "${summary[@]}"
-echo "tests: $total_passed passed, $total_failed failed"
-exit "$failed"
+    echo
+    echo "=== test.sh summary (logs in target/test-logs/) ==="
+    printf '%s\n' "${summary[@]}"
+    echo "tests: $total_passed passed, $total_failed failed"
+    return "$failed"
+}
+
+main "$@"; exit $?

@@ -295,7 +295,8 @@ pub fn run(args: Args) -> BoxResult<()> {
                 }
             }
         }
-        eprintln!("{line}");
+        // Per-round medians show regime changes the aggregate hides.
+        println!("{line}");
     }
 
     let rows: Vec<(bool, Row)> = selected

@@ -75,11 +75,15 @@
  *   the fork complete in the child with VSHM_ERR_CONNECTION; replies held
  *   from before the fork can be read and freed in the child.
  *
+ * PUB/SUB
+ *   vshm_subscribe/vshm_unsubscribe (exact, pattern, sharded); messages
+ *   arrive as VSHM_TYPE_PUSH replies, to the push callback (from
+ *   vshm_poll/vshm_wait) or through vshm_next_push. SUBSCRIBE and friends
+ *   as plain commands are refused (VSHM_ERR_INVALID_REQUEST), as are
+ *   MULTI/EXEC (use batches) and SELECT/AUTH/HELLO (use the options).
+ *
  * NOT PROVIDED (yet)
- *   Pub/sub: the core does not support subscriptions yet (SUBSCRIBE and
- *   friends are refused with VSHM_ERR_INVALID_REQUEST), so this API has no
- *   pub/sub calls. Scripts (EVAL, EVALSHA, FCALL, SCRIPT LOAD) are plain
- *   commands.
+ *   Cancelling a request in flight.
  */
 #ifndef VSHM_H
 #define VSHM_H
@@ -130,6 +134,15 @@ extern "C" {
 // Batches: report the first failing command's error instead of an array
 // with the errors in place.
 #define VSHM_FLAG_RAISE_ON_ERROR 1
+
+// SUBSCRIBE / PUBLISH channels.
+#define VSHM_SUB_EXACT 0
+
+// PSUBSCRIBE patterns.
+#define VSHM_SUB_PATTERN 1
+
+// SSUBSCRIBE / SPUBLISH sharded channels (cluster: the channel's slot).
+#define VSHM_SUB_SHARDED 2
 
 // Value types (`vshm_value_type`).
 #define VSHM_TYPE_INVALID -1
@@ -290,6 +303,16 @@ typedef void (*vshm_callback)(struct vshm_client *client,
                               struct vshm_reply *reply,
                               void *userdata);
 
+// Receives one pub/sub message: `message` is a reply whose root value is
+// of type VSHM_TYPE_PUSH: kind (`vshm_value_push_kind`) "message",
+// "pmessage" or "smessage", elements [channel, payload] or, for
+// "pmessage", [channel, pattern, payload]. The callback owns `message`
+// (free it with `vshm_reply_free`). Runs in the thread that calls
+// `vshm_poll`, `vshm_wait` or `vshm_take`.
+typedef void (*vshm_push_callback)(struct vshm_client *client,
+                                   struct vshm_reply *message,
+                                   void *userdata);
+
 // Success.
 #define VSHM_OK 0
 
@@ -440,15 +463,18 @@ vshm_status vshm_submit_argv(struct vshm_client *c,
                              uint64_t *id);
 
 // Deliver the completions that have arrived, without blocking: runs their
-// callbacks in this thread, and keeps callback-less ones for `vshm_take`.
-// `*completed` (if not NULL) = how many requests completed in this call.
-// Also resets the `vshm_fd` descriptor.
+// callbacks in this thread, and keeps callback-less ones for `vshm_take`;
+// with a push callback set, also delivers the pub/sub messages that have
+// arrived. `*completed` (if not NULL) = how many requests completed (and
+// messages were delivered) in this call. Also resets the `vshm_fd`
+// descriptor.
 vshm_status vshm_poll(struct vshm_client *c, size_t *completed);
 
 // Like `vshm_poll`, but first waits up to `timeout_ms` (>= 0) for at
-// least one asynchronous request to complete. Returns VSHM_ERR_TIMEOUT if
-// none completed in time; VSHM_OK at once, with `*completed` = 0, if no
-// asynchronous request is pending.
+// least one asynchronous request to complete (or, with a push callback
+// set, a pub/sub message to arrive). Returns VSHM_ERR_TIMEOUT if nothing
+// came in time; VSHM_OK at once, with `*completed` = 0, if no
+// asynchronous request is pending and no push callback is set.
 vshm_status vshm_wait(struct vshm_client *c, int timeout_ms, size_t *completed);
 
 // Fetch the outcome of a request submitted without a callback. Never
@@ -477,6 +503,92 @@ size_t vshm_pending(const struct vshm_client *c);
 // for the client's lifetime, also after a reconnection or in a forked
 // child. Returns -1 on error (see `vshm_last_error_message`).
 int vshm_fd(struct vshm_client *c);
+
+// Subscribe this client to `n` (> 0) channels (or patterns) of `kind`
+// (VSHM_SUB_*); `lens` may be NULL for NUL-terminated names. Returns once
+// the server confirmed every channel; `*count` (if not NULL) = this
+// client's number of subscriptions. Messages are delivered to the push
+// callback (`vshm_set_push_callback`, via `vshm_poll`/`vshm_wait`) or
+// taken with `vshm_next_push`. Subscriptions are renewed transparently
+// when the client re-registers (daemon restart, forked child) and when
+// the core reconnects to the servers; delivery is at most once (messages
+// published meanwhile are lost, as with Redis itself).
+vshm_status vshm_subscribe(struct vshm_client *c,
+                           uint32_t kind,
+                           int n,
+                           const char *const *channels,
+                           const size_t *lens,
+                           int64_t *count);
+
+// Unsubscribe from `n` channels of `kind`; `n` = 0 (channels may be
+// NULL): from every channel of that kind. Delivery stops at once;
+// `*count` (if not NULL) = the subscriptions left.
+vshm_status vshm_unsubscribe(struct vshm_client *c,
+                             uint32_t kind,
+                             int n,
+                             const char *const *channels,
+                             const size_t *lens,
+                             int64_t *count);
+
+// Set (or, with `cb` NULL, clear) the callback that receives pub/sub
+// messages from `vshm_poll`/`vshm_wait`/`vshm_take`. Without one,
+// messages queue up for `vshm_next_push`.
+vshm_status vshm_set_push_callback(struct vshm_client *c, vshm_push_callback cb, void *userdata);
+
+// Take the next pub/sub message, waiting up to `timeout_ms` (>= 0) for
+// one: `*out` = the message (a VSHM_TYPE_PUSH reply, see
+// `vshm_push_callback`; owned by the caller). VSHM_ERR_TIMEOUT if none
+// arrived in time.
+vshm_status vshm_next_push(struct vshm_client *c, int timeout_ms, struct vshm_reply **out);
+
+// Run a Lua script: `code` (`code_len` bytes), `nkeys` keys and `nargs`
+// arguments (argv style; the length arrays may be NULL for
+// NUL-terminated strings). The core runs it by its SHA1 (EVALSHA) and
+// loads it on NOSCRIPT, caching the hash. Routed by the first key
+// (cluster). `opts` may be NULL. Results as for `vshm_command_argv`.
+vshm_status vshm_script(struct vshm_client *c,
+                        const char *code,
+                        size_t code_len,
+                        int nkeys,
+                        const char *const *keys,
+                        const size_t *keylens,
+                        int nargs,
+                        const char *const *args,
+                        const size_t *arglens,
+                        const struct vshm_request_options *opts,
+                        struct vshm_reply **out);
+
+// `vshm_script` without waiting (completion as for `vshm_submit_argv`).
+vshm_status vshm_submit_script(struct vshm_client *c,
+                               const char *code,
+                               size_t code_len,
+                               int nkeys,
+                               const char *const *keys,
+                               const size_t *keylens,
+                               int nargs,
+                               const char *const *args,
+                               const size_t *arglens,
+                               const struct vshm_request_options *opts,
+                               vshm_callback cb,
+                               void *userdata,
+                               uint64_t *id);
+
+// One step of a SCAN over the whole keyspace (every node of a cluster;
+// the server's SCAN on a standalone server). Start with `cursor` 0 and
+// pass back `*next_cursor` until it is 0. `pattern` (`pattern_len`
+// bytes; NULL: all keys), `count` (a hint; 0: the server's default) and
+// `type` (NUL-terminated, e.g. "string"; NULL: any) filter as for SCAN.
+// On VSHM_OK `*out` is the reply `[next cursor (int), [keys...]]`. Keys
+// may repeat after a failover or slot move. `opts` may be NULL.
+vshm_status vshm_scan(struct vshm_client *c,
+                      uint64_t cursor,
+                      const char *pattern,
+                      size_t pattern_len,
+                      uint32_t count,
+                      const char *type_,
+                      const struct vshm_request_options *opts,
+                      uint64_t *next_cursor,
+                      struct vshm_reply **out);
 
 // Create an empty batch: a pipeline (`atomic` = 0: the commands are sent
 // together, each gets its own result, and the reply is an array of them,

@@ -13,7 +13,7 @@
 //! lazily. Asynchronous requests of a replaced registration complete with
 //! `VSHM_ERR_CONNECTION`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -26,6 +26,7 @@ use vshm_core::Config;
 use vshm_protocol::client::{Client, Reply, QUEUED};
 use vshm_protocol::daemon::{fork_generation, DaemonClient, Reconnecting};
 use vshm_protocol::layout::state;
+use vshm_protocol::msg::{Op, Route, SubKind};
 use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, Side};
 
@@ -170,6 +171,21 @@ pub(crate) type Callback = Option<
     ),
 >;
 
+/// C push (pub/sub message) callback type, see `vshm_push_callback`.
+pub(crate) type PushCallback = Option<
+    unsafe extern "C" fn(*mut crate::vshm_client, *mut crate::vshm_reply, *mut libc::c_void),
+>;
+
+/// What `collect` found: completions to dispatch, pushes for the push
+/// callback, and how many events that makes.
+pub(crate) struct Collected {
+    pub done: Vec<(u64, Entry, Outcome)>,
+    pub pushes: Vec<Reply>,
+    pub push_cb: PushCallback,
+    pub push_userdata: usize,
+    pub count: usize,
+}
+
 pub(crate) struct Entry {
     pub cb: Callback,
     pub userdata: usize,
@@ -299,6 +315,11 @@ pub(crate) struct ClientInner {
     pub default_timeout: Option<Duration>,
     efd: Mutex<Option<OwnedFd>>,
     notifier: Mutex<Option<Notifier>>,
+    /// The push callback and its userdata (pub/sub messages).
+    push_cb: Mutex<(PushCallback, usize)>,
+    /// Subscriptions made through this handle (kind, channel), replayed
+    /// on a new registration (daemon restart, forked child).
+    subs: Mutex<BTreeSet<(u8, Vec<u8>)>>,
 }
 
 impl ClientInner {
@@ -312,6 +333,8 @@ impl ClientInner {
             default_timeout,
             efd: Mutex::new(None),
             notifier: Mutex::new(None),
+            push_cb: Mutex::new((None, 0)),
+            subs: Mutex::new(BTreeSet::new()),
         };
         // Open eagerly so that a bad address or a missing daemon is
         // reported by the open call.
@@ -373,7 +396,53 @@ impl ClientInner {
         });
         drop(g);
         self.restart_notifier(&conn, seq)?;
+        self.replay_subscriptions(&conn);
         Ok((conn, seq))
+    }
+
+    /// Subscribe a new registration to what the handle was subscribed to.
+    /// Best effort: failures show as missing messages, like a subscription
+    /// lost by the server (pub/sub delivery is at most once).
+    fn replay_subscriptions(&self, conn: &Conn) {
+        let subs = lock(&self.subs).clone();
+        for kind in [SubKind::Exact, SubKind::Pattern, SubKind::Sharded] {
+            let channels: Vec<Vec<u8>> = subs
+                .iter()
+                .filter(|(k, _)| *k == kind as u8)
+                .map(|(_, c)| c.clone())
+                .collect();
+            if channels.is_empty() {
+                continue;
+            }
+            let op = Op::Subscribe { kind, channels };
+            if let Ok(id) = conn.submit_op(&op, &Route::Auto, self.default_timeout, 0) {
+                let deadline = Instant::now() + conn.wait_bound(self.default_timeout);
+                drop(conn.wait_reply_until(id, deadline, true));
+            }
+        }
+    }
+
+    /// Record a subscription change made through this handle.
+    pub fn note_subscriptions(&self, kind: SubKind, subscribe: bool, channels: &[Vec<u8>]) {
+        let mut subs = lock(&self.subs);
+        let k = kind as u8;
+        if subscribe {
+            subs.extend(channels.iter().map(|c| (k, c.clone())));
+        } else if channels.is_empty() {
+            subs.retain(|(sk, _)| *sk != k);
+        } else {
+            for c in channels {
+                subs.remove(&(k, c.clone()));
+            }
+        }
+    }
+
+    pub fn set_push_callback(&self, cb: PushCallback, userdata: usize) {
+        *lock(&self.push_cb) = (cb, userdata);
+    }
+
+    pub fn has_push_callback(&self) -> bool {
+        lock(&self.push_cb).0.is_some()
     }
 
     /// The current registration without opening one: None when there is
@@ -447,18 +516,23 @@ impl ClientInner {
 
     /// Move completed asynchronous requests out: those with a callback are
     /// returned for dispatch, the others are kept for `vshm_take`.
-    /// Requests of registrations that are gone are failed. With a
-    /// `deadline`, blocks until at least one completion or the deadline.
-    /// Returns the callbacks to run and how many requests completed.
-    pub fn collect(&self, deadline: Option<Instant>) -> (Vec<(u64, Entry, Outcome)>, usize) {
+    /// Requests of registrations that are gone are failed. With a push
+    /// callback set, push messages are taken too. With a `deadline`,
+    /// blocks until at least one event or the deadline.
+    pub fn collect(&self, deadline: Option<Instant>) -> Collected {
         let cur = self.current();
+        let (push_cb, push_userdata) = *lock(&self.push_cb);
         let mut replies = Vec::new();
+        let mut pushes = Vec::new();
         let mut dead = None;
         if let Some((conn, _)) = &cur {
             let has_pending = !lock(&self.pending).entries.is_empty();
+            let want_pushes = push_cb.is_some().then_some(&mut pushes);
             let r = match deadline {
-                Some(d) if has_pending => conn.wait_queued(d, &mut replies),
-                _ => conn.poll_queued(&mut replies),
+                Some(d) if has_pending || want_pushes.is_some() => {
+                    conn.wait_events(d, &mut replies, want_pushes)
+                }
+                _ => conn.poll_events(&mut replies, want_pushes),
             };
             if let Err(e) = r {
                 dead = Some(Error::from(e));
@@ -510,8 +584,14 @@ impl ClientInner {
         }
         drop(p);
         drop(orphans);
-        completed += dispatch.len();
-        (dispatch, completed)
+        completed += dispatch.len() + pushes.len();
+        Collected {
+            done: dispatch,
+            pushes,
+            push_cb,
+            push_userdata,
+            count: completed,
+        }
     }
 
     pub fn pending_count(&self) -> usize {

@@ -31,10 +31,12 @@ use vshm_core::config::{Mode as CoreMode, Protocol, ReadFrom};
 use vshm_core::Config;
 use vshm_protocol::client::Reply;
 use vshm_protocol::daemon::Reconnecting;
-use vshm_protocol::msg::{flags, ArchivedCompletion, ArchivedValue, ArgRef, ArgsRef, Op, Route};
+use vshm_protocol::msg::{
+    flags, ArchivedCompletion, ArchivedValue, ArgRef, ArgsRef, Op, Route, SubKind,
+};
 use vshm_protocol::register::Settings;
 
-use conn::{lock, ClientInner, Entry, Mode, Outcome};
+use conn::{lock, ClientInner, Collected, Entry, Mode, Outcome};
 pub use error::*;
 use error::{guard, guard_value, Error};
 use handle::{Handle, Pool};
@@ -954,8 +956,8 @@ pub unsafe extern "C" fn vshm_submit_argv(
     })
 }
 
-fn dispatch(c: *mut vshm_client, items: Vec<(u64, Entry, Outcome)>) {
-    for (id, e, o) in items {
+fn dispatch(c: *mut vshm_client, got: Collected) {
+    for (id, e, o) in got.done {
         let (st, r) = outcome_to_c(o, id);
         match e.cb {
             // SAFETY: a callback the caller registered, called with the
@@ -963,6 +965,18 @@ fn dispatch(c: *mut vshm_client, items: Vec<(u64, Entry, Outcome)>) {
             Some(cb) => unsafe { cb(c, id, st, r, e.userdata as *mut c_void) },
             None => {
                 // SAFETY: r is a reply we just made (or NULL).
+                unsafe { vshm_reply_free(r) };
+            }
+        }
+    }
+    for m in got.pushes {
+        let r = new_reply(m, 0);
+        match got.push_cb {
+            // SAFETY: the push callback the caller registered, called with
+            // the arguments the header documents; `r` is handed over to it.
+            Some(cb) => unsafe { cb(c, r, got.push_userdata as *mut c_void) },
+            None => {
+                // SAFETY: r is a reply we just made.
                 unsafe { vshm_reply_free(r) };
             }
         }
@@ -977,9 +991,11 @@ fn write_count(p: *mut usize, n: usize) {
 }
 
 /// Deliver the completions that have arrived, without blocking: runs their
-/// callbacks in this thread, and keeps callback-less ones for `vshm_take`.
-/// `*completed` (if not NULL) = how many requests completed in this call.
-/// Also resets the `vshm_fd` descriptor.
+/// callbacks in this thread, and keeps callback-less ones for `vshm_take`;
+/// with a push callback set, also delivers the pub/sub messages that have
+/// arrived. `*completed` (if not NULL) = how many requests completed (and
+/// messages were delivered) in this call. Also resets the `vshm_fd`
+/// descriptor.
 #[no_mangle]
 pub unsafe extern "C" fn vshm_poll(c: *mut vshm_client, completed: *mut usize) -> vshm_status {
     guard(|| {
@@ -987,18 +1003,20 @@ pub unsafe extern "C" fn vshm_poll(c: *mut vshm_client, completed: *mut usize) -
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
         inner.clear_fd();
-        let (items, n) = inner.collect(None);
+        let got = inner.collect(None);
+        let n = got.count;
         drop(inner);
-        dispatch(c, items);
+        dispatch(c, got);
         write_count(completed, n);
         Ok(())
     })
 }
 
 /// Like `vshm_poll`, but first waits up to `timeout_ms` (>= 0) for at
-/// least one asynchronous request to complete. Returns VSHM_ERR_TIMEOUT if
-/// none completed in time; VSHM_OK at once, with `*completed` = 0, if no
-/// asynchronous request is pending.
+/// least one asynchronous request to complete (or, with a push callback
+/// set, a pub/sub message to arrive). Returns VSHM_ERR_TIMEOUT if nothing
+/// came in time; VSHM_OK at once, with `*completed` = 0, if no
+/// asynchronous request is pending and no push callback is set.
 #[no_mangle]
 pub unsafe extern "C" fn vshm_wait(
     c: *mut vshm_client,
@@ -1016,13 +1034,18 @@ pub unsafe extern "C" fn vshm_wait(
         let inner = unsafe { client_inner(c)? };
         inner.clear_fd();
         let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-        let (mut items, mut n) = inner.collect(None);
-        while n == 0 && inner.pending_count() > 0 && Instant::now() < deadline {
-            (items, n) = inner.collect(Some(deadline));
+        let waits_for_pushes = inner.has_push_callback();
+        let mut got = inner.collect(None);
+        while got.count == 0
+            && (inner.pending_count() > 0 || waits_for_pushes)
+            && Instant::now() < deadline
+        {
+            got = inner.collect(Some(deadline));
         }
-        let none_pending = inner.pending_count() == 0;
+        let n = got.count;
+        let none_pending = inner.pending_count() == 0 && !waits_for_pushes;
         drop(inner);
-        dispatch(c, items);
+        dispatch(c, got);
         write_count(completed, n);
         if n == 0 && !none_pending {
             return Err(Error::new(
@@ -1079,8 +1102,8 @@ pub unsafe extern "C" fn vshm_take(
                     }
                 }
             }
-            let (items, _) = inner.collect(None);
-            dispatch(c, items);
+            let got = inner.collect(None);
+            dispatch(c, got);
         }
         Err(Error::new(VSHM_ERR_INTERNAL, "unreachable"))
     })
@@ -1114,6 +1137,340 @@ pub unsafe extern "C" fn vshm_fd(c: *mut vshm_client) -> c_int {
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
         inner.fd()
+    })
+}
+
+// ===========================================================================
+// Pub/sub
+
+/// SUBSCRIBE / PUBLISH channels.
+pub const VSHM_SUB_EXACT: u32 = 0;
+/// PSUBSCRIBE patterns.
+pub const VSHM_SUB_PATTERN: u32 = 1;
+/// SSUBSCRIBE / SPUBLISH sharded channels (cluster: the channel's slot).
+pub const VSHM_SUB_SHARDED: u32 = 2;
+
+/// Receives one pub/sub message: `message` is a reply whose root value is
+/// of type VSHM_TYPE_PUSH: kind (`vshm_value_push_kind`) "message",
+/// "pmessage" or "smessage", elements [channel, payload] or, for
+/// "pmessage", [channel, pattern, payload]. The callback owns `message`
+/// (free it with `vshm_reply_free`). Runs in the thread that calls
+/// `vshm_poll`, `vshm_wait` or `vshm_take`.
+pub type vshm_push_callback = Option<
+    unsafe extern "C" fn(client: *mut vshm_client, message: *mut vshm_reply, userdata: *mut c_void),
+>;
+
+fn sub_kind(kind: u32) -> Result<SubKind, Error> {
+    match kind {
+        VSHM_SUB_EXACT => Ok(SubKind::Exact),
+        VSHM_SUB_PATTERN => Ok(SubKind::Pattern),
+        VSHM_SUB_SHARDED => Ok(SubKind::Sharded),
+        k => Err(Error::arg(format!("unknown subscription kind {k}"))),
+    }
+}
+
+unsafe fn owned_list(
+    n: c_int,
+    items: *const *const c_char,
+    lens: *const usize,
+) -> Result<Vec<Vec<u8>>, Error> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: forwarded contract (n entries).
+    Ok(unsafe { argv(n, items, lens)? }
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+fn pubsub(
+    c: *mut vshm_client,
+    kind: u32,
+    subscribe: bool,
+    channels: Vec<Vec<u8>>,
+    count: *mut i64,
+) -> Result<(), Error> {
+    // SAFETY: a pointer from this library per the contract.
+    let inner = unsafe { client_inner(c)? };
+    let kind = sub_kind(kind)?;
+    let o = ReqOpts {
+        timeout: inner.default_timeout,
+        flags: 0,
+        route: Route::Auto,
+    };
+    let op = if subscribe {
+        Op::Subscribe {
+            kind,
+            channels: channels.clone(),
+        }
+    } else {
+        Op::Unsubscribe {
+            kind,
+            channels: channels.clone(),
+        }
+    };
+    let mut r: *mut vshm_reply = std::ptr::null_mut();
+    run_sync(&inner, &op, &o, &mut r)?;
+    inner.note_subscriptions(kind, subscribe, &channels);
+    // SAFETY: r is the reply run_sync just made (an integer: the count).
+    let v = unsafe { vshm_reply_value(r) };
+    let mut n = -1i64;
+    // SAFETY: v is r's root value (or NULL, handled).
+    unsafe { vshm_value_integer(v, &mut n) };
+    // SAFETY: r is ours to free.
+    unsafe { vshm_reply_free(r) };
+    if !count.is_null() {
+        // SAFETY: non-null, a writable int64_t per the contract.
+        unsafe { *count = n };
+    }
+    Ok(())
+}
+
+/// Subscribe this client to `n` (> 0) channels (or patterns) of `kind`
+/// (VSHM_SUB_*); `lens` may be NULL for NUL-terminated names. Returns once
+/// the server confirmed every channel; `*count` (if not NULL) = this
+/// client's number of subscriptions. Messages are delivered to the push
+/// callback (`vshm_set_push_callback`, via `vshm_poll`/`vshm_wait`) or
+/// taken with `vshm_next_push`. Subscriptions are renewed transparently
+/// when the client re-registers (daemon restart, forked child) and when
+/// the core reconnects to the servers; delivery is at most once (messages
+/// published meanwhile are lost, as with Redis itself).
+#[no_mangle]
+pub unsafe extern "C" fn vshm_subscribe(
+    c: *mut vshm_client,
+    kind: u32,
+    n: c_int,
+    channels: *const *const c_char,
+    lens: *const usize,
+    count: *mut i64,
+) -> vshm_status {
+    guard(|| {
+        if n <= 0 {
+            return Err(Error::arg(format!("n must be > 0 (got {n})")));
+        }
+        // SAFETY: forwarded contract.
+        let list = unsafe { owned_list(n, channels, lens)? };
+        pubsub(c, kind, true, list, count)
+    })
+}
+
+/// Unsubscribe from `n` channels of `kind`; `n` = 0 (channels may be
+/// NULL): from every channel of that kind. Delivery stops at once;
+/// `*count` (if not NULL) = the subscriptions left.
+#[no_mangle]
+pub unsafe extern "C" fn vshm_unsubscribe(
+    c: *mut vshm_client,
+    kind: u32,
+    n: c_int,
+    channels: *const *const c_char,
+    lens: *const usize,
+    count: *mut i64,
+) -> vshm_status {
+    guard(|| {
+        if n < 0 {
+            return Err(Error::arg(format!("n must be >= 0 (got {n})")));
+        }
+        // SAFETY: forwarded contract.
+        let list = unsafe { owned_list(n, channels, lens)? };
+        pubsub(c, kind, false, list, count)
+    })
+}
+
+/// Set (or, with `cb` NULL, clear) the callback that receives pub/sub
+/// messages from `vshm_poll`/`vshm_wait`/`vshm_take`. Without one,
+/// messages queue up for `vshm_next_push`.
+#[no_mangle]
+pub unsafe extern "C" fn vshm_set_push_callback(
+    c: *mut vshm_client,
+    cb: vshm_push_callback,
+    userdata: *mut c_void,
+) -> vshm_status {
+    guard(|| {
+        // SAFETY: a pointer from this library per the contract.
+        let inner = unsafe { client_inner(c)? };
+        inner.set_push_callback(cb, userdata as usize);
+        Ok(())
+    })
+}
+
+/// Take the next pub/sub message, waiting up to `timeout_ms` (>= 0) for
+/// one: `*out` = the message (a VSHM_TYPE_PUSH reply, see
+/// `vshm_push_callback`; owned by the caller). VSHM_ERR_TIMEOUT if none
+/// arrived in time.
+#[no_mangle]
+pub unsafe extern "C" fn vshm_next_push(
+    c: *mut vshm_client,
+    timeout_ms: c_int,
+    out: *mut *mut vshm_reply,
+) -> vshm_status {
+    guard(|| {
+        check_out(out, "out")?;
+        if timeout_ms < 0 {
+            return Err(Error::arg(format!(
+                "timeout_ms must be >= 0 (got {timeout_ms})"
+            )));
+        }
+        // SAFETY: a pointer from this library per the contract.
+        let inner = unsafe { client_inner(c)? };
+        let (conn, _) = inner.conn()?;
+        match conn.wait_push_reply(Duration::from_millis(timeout_ms as u64))? {
+            Some(m) => {
+                // SAFETY: out checked non-null above.
+                unsafe { *out = new_reply(m, 0) };
+                Ok(())
+            }
+            None => Err(Error::new(VSHM_ERR_TIMEOUT, "no pub/sub message in time")),
+        }
+    })
+}
+
+// ===========================================================================
+// Scripts and cluster scan
+
+// The argv-style pieces of a script, as the C functions take them.
+#[allow(clippy::too_many_arguments)]
+fn script_op(
+    code: *const c_char,
+    code_len: usize,
+    nkeys: c_int,
+    keys: *const *const c_char,
+    keylens: *const usize,
+    nargs: c_int,
+    args: *const *const c_char,
+    arglens: *const usize,
+) -> Result<Op<ArgsRef<'static>>, Error> {
+    if code.is_null() || code_len == 0 || code_len > MAX_ARG {
+        return Err(Error::arg("code is NULL, empty or too large"));
+    }
+    if nkeys < 0 || nargs < 0 {
+        return Err(Error::arg("nkeys and nargs must be >= 0"));
+    }
+    // SAFETY: code points at code_len bytes per the contract.
+    let code = unsafe { std::slice::from_raw_parts(code.cast::<u8>(), code_len) }.to_vec();
+    Ok(Op::Script {
+        code,
+        // SAFETY: forwarded contract (nkeys / nargs entries).
+        keys: unsafe { owned_list(nkeys, keys, keylens)? },
+        // SAFETY: as above.
+        args: unsafe { owned_list(nargs, args, arglens)? },
+    })
+}
+
+/// Run a Lua script: `code` (`code_len` bytes), `nkeys` keys and `nargs`
+/// arguments (argv style; the length arrays may be NULL for
+/// NUL-terminated strings). The core runs it by its SHA1 (EVALSHA) and
+/// loads it on NOSCRIPT, caching the hash. Routed by the first key
+/// (cluster). `opts` may be NULL. Results as for `vshm_command_argv`.
+#[no_mangle]
+pub unsafe extern "C" fn vshm_script(
+    c: *mut vshm_client,
+    code: *const c_char,
+    code_len: usize,
+    nkeys: c_int,
+    keys: *const *const c_char,
+    keylens: *const usize,
+    nargs: c_int,
+    args: *const *const c_char,
+    arglens: *const usize,
+    opts: *const vshm_request_options,
+    out: *mut *mut vshm_reply,
+) -> vshm_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: a pointer from this library per the contract.
+        let inner = unsafe { client_inner(c)? };
+        // SAFETY: opts contract forwarded.
+        let o = unsafe { req_opts(opts, inner.default_timeout)? };
+        let op = script_op(code, code_len, nkeys, keys, keylens, nargs, args, arglens)?;
+        run_sync(&inner, &op, &o, out)
+    })
+}
+
+/// `vshm_script` without waiting (completion as for `vshm_submit_argv`).
+#[no_mangle]
+pub unsafe extern "C" fn vshm_submit_script(
+    c: *mut vshm_client,
+    code: *const c_char,
+    code_len: usize,
+    nkeys: c_int,
+    keys: *const *const c_char,
+    keylens: *const usize,
+    nargs: c_int,
+    args: *const *const c_char,
+    arglens: *const usize,
+    opts: *const vshm_request_options,
+    cb: vshm_callback,
+    userdata: *mut c_void,
+    id: *mut u64,
+) -> vshm_status {
+    guard(|| {
+        write_id(id, 0);
+        // SAFETY: a pointer from this library per the contract.
+        let inner = unsafe { client_inner(c)? };
+        // SAFETY: opts contract forwarded.
+        let o = unsafe { req_opts(opts, inner.default_timeout)? };
+        let op = script_op(code, code_len, nkeys, keys, keylens, nargs, args, arglens)?;
+        let cid = submit_async(&inner, &op, &o, cb, userdata)?;
+        write_id(id, cid);
+        Ok(())
+    })
+}
+
+/// One step of a SCAN over the whole keyspace (every node of a cluster;
+/// the server's SCAN on a standalone server). Start with `cursor` 0 and
+/// pass back `*next_cursor` until it is 0. `pattern` (`pattern_len`
+/// bytes; NULL: all keys), `count` (a hint; 0: the server's default) and
+/// `type` (NUL-terminated, e.g. "string"; NULL: any) filter as for SCAN.
+/// On VSHM_OK `*out` is the reply `[next cursor (int), [keys...]]`. Keys
+/// may repeat after a failover or slot move. `opts` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn vshm_scan(
+    c: *mut vshm_client,
+    cursor: u64,
+    pattern: *const c_char,
+    pattern_len: usize,
+    count: u32,
+    type_: *const c_char,
+    opts: *const vshm_request_options,
+    next_cursor: *mut u64,
+    out: *mut *mut vshm_reply,
+) -> vshm_status {
+    guard(|| {
+        check_out(out, "out")?;
+        if next_cursor.is_null() {
+            return Err(Error::arg("next_cursor is NULL"));
+        }
+        // SAFETY: non-null, writable per the contract.
+        unsafe { *next_cursor = 0 };
+        // SAFETY: a pointer from this library per the contract.
+        let inner = unsafe { client_inner(c)? };
+        // SAFETY: opts contract forwarded.
+        let o = unsafe { req_opts(opts, inner.default_timeout)? };
+        if (pattern.is_null() && pattern_len != 0) || pattern_len > MAX_ARG {
+            return Err(Error::arg("pattern is NULL or too large"));
+        }
+        let pattern = (!pattern.is_null()).then(|| {
+            // SAFETY: pattern points at pattern_len bytes per the contract.
+            unsafe { std::slice::from_raw_parts(pattern.cast::<u8>(), pattern_len) }.to_vec()
+        });
+        // SAFETY: a C string per the contract, or NULL.
+        let type_filter = unsafe { cstr(type_, "type")? }.map(|t| t.as_bytes().to_vec());
+        let op = Op::ClusterScan {
+            cursor,
+            pattern,
+            count,
+            type_filter,
+        };
+        run_sync(&inner, &op, &o, out)?;
+        // SAFETY: *out is the reply run_sync just stored.
+        let v = unsafe { vshm_reply_value(*out) };
+        let mut next = 0i64;
+        // SAFETY: v is the reply's root value; element 0 is the cursor.
+        unsafe { vshm_value_integer(vshm_value_element(v, 0), &mut next) };
+        // SAFETY: checked non-null above.
+        unsafe { *next_cursor = next as u64 };
+        Ok(())
     })
 }
 

@@ -95,7 +95,9 @@ struct Waits {
     ready: HashMap<u64, Reply>,
     abandoned: HashSet<u64>,
     queued: VecDeque<Reply>,
-    pushes: VecDeque<Value>,
+    /// Push records (pub/sub messages), kept as replies (heap: pushes are
+    /// never pinned in the ring).
+    pushes: VecDeque<Reply>,
     dead: Option<ClientError>,
     /// Threads parked waiting for an id (see `CqSide::wait_for`).
     waiting: HashMap<u64, Thread>,
@@ -363,11 +365,26 @@ impl Client {
     /// is dead and nothing is left: queued requests will then never
     /// complete.
     pub fn poll_queued(&self, out: &mut Vec<Reply>) -> Result<(), ClientError> {
+        self.poll_events(out, None)
+    }
+
+    /// Like [`Client::poll_queued`], also taking the push messages
+    /// (pub/sub) that have arrived into `pushes` when it is given.
+    pub fn poll_events(
+        &self,
+        out: &mut Vec<Reply>,
+        pushes: Option<&mut Vec<Reply>>,
+    ) -> Result<(), ClientError> {
         self.cq.poll();
         let mut w = lock(&self.cq.waits);
         out.extend(w.queued.drain(..));
+        let mut took_push = false;
+        if let Some(p) = pushes {
+            took_push = !w.pushes.is_empty();
+            p.extend(w.pushes.drain(..));
+        }
         match &w.dead {
-            Some(e) if out.is_empty() => Err(e.clone()),
+            Some(e) if out.is_empty() && !took_push => Err(e.clone()),
             _ => Ok(()),
         }
     }
@@ -375,11 +392,26 @@ impl Client {
     /// Wait until at least one queued completion arrives (or `deadline`),
     /// then take all that have arrived. Ok with nothing taken on timeout.
     pub fn wait_queued(&self, deadline: Instant, out: &mut Vec<Reply>) -> Result<(), ClientError> {
+        self.wait_events(deadline, out, None)
+    }
+
+    /// Like [`Client::wait_queued`]; with `pushes`, a push message also
+    /// ends the wait, and every push that has arrived is taken into it.
+    pub fn wait_events(
+        &self,
+        deadline: Instant,
+        out: &mut Vec<Reply>,
+        mut pushes: Option<&mut Vec<Reply>>,
+    ) -> Result<(), ClientError> {
         let r = self.cq.wait_for(Want::Queued, deadline, false, &mut |w| {
-            if w.queued.is_empty() {
+            let push_ready = pushes.is_some() && !w.pushes.is_empty();
+            if w.queued.is_empty() && !push_ready {
                 return false;
             }
             out.extend(w.queued.drain(..));
+            if let Some(p) = pushes.as_deref_mut() {
+                p.extend(w.pushes.drain(..));
+            }
             true
         });
         match r {
@@ -392,6 +424,12 @@ impl Client {
     /// Take a received push message (pub/sub), if any (drains the
     /// completion ring first, without blocking).
     pub fn try_push(&self) -> Option<Value> {
+        self.try_push_reply().and_then(|r| push_value(&r))
+    }
+
+    /// [`Client::try_push`] without decoding: the push as a reply (its
+    /// completion is a `Completion::Push`).
+    pub fn try_push_reply(&self) -> Option<Reply> {
         self.cq.poll();
         lock(&self.cq.waits).pushes.pop_front()
     }
@@ -400,6 +438,11 @@ impl Client {
     /// `Ok(None)` when none arrived in time; an error only when the client
     /// is dead.
     pub fn wait_push(&self, timeout: Duration) -> Result<Option<Value>, ClientError> {
+        Ok(self.wait_push_reply(timeout)?.and_then(|r| push_value(&r)))
+    }
+
+    /// [`Client::wait_push`] without decoding (see [`Client::try_push_reply`]).
+    pub fn wait_push_reply(&self, timeout: Duration) -> Result<Option<Reply>, ClientError> {
         let deadline = Instant::now() + timeout;
         let mut out = None;
         let r = self.cq.wait_for(Want::Queued, deadline, false, &mut |w| {
@@ -575,12 +618,12 @@ impl CqSide {
         let mut queued = false;
         for d in got {
             if d.kind == kind::PUSH {
-                if let Ok(Completion::Push(v)) =
-                    rkyv::deserialize::<Completion, rkyv::rancor::Error>(d.reply.completion())
-                {
-                    w.pushes.push_back(v);
+                if matches!(d.reply.completion(), ArchivedCompletion::Push(_)) {
+                    w.pushes.push_back(d.reply);
+                    queued = true;
+                } else {
+                    drops.push(d.reply);
                 }
-                drops.push(d.reply);
                 continue;
             }
             let id = d.reply.id;
@@ -597,6 +640,8 @@ impl CqSide {
                 wake.push(t.clone());
             }
         }
+        // Queued completions and pushes wake the threads in wait_queued,
+        // wait_events and wait_push.
         if queued {
             wake.extend(w.queued_waiting.iter().cloned());
         }
@@ -876,6 +921,14 @@ impl Drop for Store {
                 cq.unpin(*start);
             }
         }
+    }
+}
+
+/// The value of a push reply (None if the reply is not a push).
+fn push_value(r: &Reply) -> Option<Value> {
+    match r.to_completion() {
+        Completion::Push(v) => Some(v),
+        _ => None,
     }
 }
 

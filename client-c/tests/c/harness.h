@@ -8,6 +8,10 @@
  *   VSHM_TEST_MODE        "embedded" (default) or "daemon"
  *   VSHM_TEST_SOCKET      the daemon's socket (daemon mode)
  *   VSHM_TEST_SCALE       divides iteration counts (valgrind runs)
+ *   VSHM_TEST_TIMEOUT_MS  request timeout and bound of the tests' own waits
+ *                         (default 5000; raised for valgrind runs)
+ *   VSHM_TEST_DAEMON_RESTART  a shell command that restarts the daemon
+ *                         (test_daemon_restart; set by scripts/test-c.sh)
  */
 #ifndef VSHM_TEST_HARNESS_H
 #define VSHM_TEST_HARNESS_H

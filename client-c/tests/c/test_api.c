@@ -786,10 +786,17 @@ static void test_fd_epoll(void) {
     }
     CHECK(s.calls == N && s.ok == N);
     CHECK(wakeups >= 1);
-    /* After vshm_poll, the descriptor is not readable until more arrives. */
-    vshm_poll(C, NULL);
+    /* Once everything was delivered and vshm_poll reset it, the
+     * descriptor stays quiet (it may be signalled spuriously once more
+     * for the last completions: retry a few times). */
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    CHECK(poll(&pfd, 1, 50) == 0);
+    int quiet = 0;
+    for (int k = 0; k < 5 && !quiet; k++) {
+        usleep(20 * 1000);
+        vshm_poll(C, NULL);
+        quiet = poll(&pfd, 1, 50) == 0;
+    }
+    CHECK(quiet);
     close(ep);
     vshm_reply_free(cmd("DEL fd:ctr"));
 }
@@ -804,8 +811,6 @@ static vshm_status batch_addv(vshm_batch *b, const char *fmt, ...) {
     return st;
 }
 
-static int batches_supported = -1;
-
 static void test_batches(void) {
     vshm_batch *b = NULL;
     CHECK_OK(vshm_batch_new(0, &b));
@@ -819,22 +824,6 @@ static void test_batches(void) {
     vshm_reply_free(cmd("DEL bt:n"));
     vshm_reply *r = NULL;
     vshm_status st = vshm_batch_exec(C, b, NULL, &r);
-    if (st == VSHM_ERR_INVALID_REQUEST && strstr(vshm_last_error_message(), "not supported")) {
-        /* The engine does not run batches yet: the API is there, the core
-         * refuses them with a clear error (checked above). */
-        batches_supported = 0;
-        uint64_t id = 0;
-        cb_state s;
-        memset(&s, 0, sizeof s);
-        CHECK_OK(vshm_batch_submit(C, b, NULL, on_reply, &s, &id));
-        wait_all(C, &s, 1, test_timeout_ms());
-        CHECK(s.calls == 1 && s.last_status == VSHM_ERR_INVALID_REQUEST);
-        CHECK_OK(vshm_batch_clear(b));
-        CHECK(vshm_batch_len(b) == 0);
-        CHECK_OK(vshm_batch_free(b));
-        SKIP("the core does not support batches yet (VSHM_ERR_INVALID_REQUEST: batches are not supported yet)");
-    }
-    batches_supported = 1;
     CHECK_OK(st);
     REQUIRE(r);
     const vshm_value *v = vshm_reply_value(r);
@@ -958,6 +947,203 @@ static void test_daemon_connect(void) {
     vshm_free(c);
 }
 
+/* ---- pub/sub ---- */
+
+typedef struct {
+    int messages;
+    char last_kind[16];
+    char last_channel[64];
+    char last_payload[64];
+    int bad;
+} push_state;
+
+static void record_push(push_state *ps, vshm_reply *m) {
+    const vshm_value *v = vshm_reply_value(m);
+    const char *p;
+    size_t len;
+    if (vshm_value_type(v) != VSHM_TYPE_PUSH || vshm_value_push_kind(v, &p, &len) != VSHM_OK) {
+        ps->bad++;
+        return;
+    }
+    snprintf(ps->last_kind, sizeof ps->last_kind, "%.*s", (int)len, p);
+    size_t n = vshm_value_len(v);
+    /* [channel, payload], or [channel, pattern, payload] for pmessage */
+    if (n < 2 || vshm_value_string(vshm_value_element(v, 0), &p, &len) != VSHM_OK) {
+        ps->bad++;
+        return;
+    }
+    snprintf(ps->last_channel, sizeof ps->last_channel, "%.*s", (int)len, p);
+    if (vshm_value_string(vshm_value_element(v, n - 1), &p, &len) != VSHM_OK) {
+        ps->bad++;
+        return;
+    }
+    snprintf(ps->last_payload, sizeof ps->last_payload, "%.*s", (int)len, p);
+    ps->messages++;
+}
+
+static void on_push(vshm_client *c, vshm_reply *m, void *ud) {
+    (void)c;
+    record_push(ud, m);
+    vshm_reply_free(m);
+}
+
+static void publish(const char *cmdname, const char *ch, const char *msg) {
+    vshm_reply *r = NULL;
+    CHECK_OK(vshm_command(C, &r, "%s %s %s", cmdname, ch, msg));
+    vshm_reply_free(r);
+}
+
+static void test_pubsub(void) {
+    vshm_client *sub = open_main();
+    const char *chans[] = {"ps:news", "ps:sport"};
+    int64_t count = -1;
+    CHECK_OK(vshm_subscribe(sub, VSHM_SUB_EXACT, 2, chans, NULL, &count));
+    CHECK(count == 2);
+    const char *pat[] = {"ps:p.*"};
+    size_t patlen[] = {6};
+    CHECK_OK(vshm_subscribe(sub, VSHM_SUB_PATTERN, 1, pat, patlen, &count));
+    CHECK(count == 3);
+    const char *sh[] = {"ps:{s}1"};
+    CHECK_OK(vshm_subscribe(sub, VSHM_SUB_SHARDED, 1, sh, NULL, &count));
+    CHECK(count == 4);
+
+    /* pull: vshm_next_push */
+    publish("PUBLISH", "ps:news", "hello");
+    vshm_reply *m = NULL;
+    CHECK_OK(vshm_next_push(sub, test_timeout_ms(), &m));
+    push_state ps;
+    memset(&ps, 0, sizeof ps);
+    if (m) record_push(&ps, m);
+    vshm_reply_free(m);
+    CHECK(ps.messages == 1 && ps.bad == 0);
+    CHECK(strcmp(ps.last_kind, "message") == 0);
+    CHECK(strcmp(ps.last_channel, "ps:news") == 0);
+    CHECK(strcmp(ps.last_payload, "hello") == 0);
+    publish("PUBLISH", "ps:p.x", "patterned");
+    CHECK_OK(vshm_next_push(sub, test_timeout_ms(), &m));
+    memset(&ps, 0, sizeof ps);
+    if (m) {
+        record_push(&ps, m);
+        CHECK(vshm_value_len(vshm_reply_value(m)) == 3); /* channel, pattern, payload */
+        CHECK(value_is(vshm_value_element(vshm_reply_value(m), 1), "ps:p.*"));
+    }
+    vshm_reply_free(m);
+    CHECK(strcmp(ps.last_kind, "pmessage") == 0 && strcmp(ps.last_channel, "ps:p.x") == 0);
+    publish("SPUBLISH", "ps:{s}1", "sharded");
+    CHECK_OK(vshm_next_push(sub, test_timeout_ms(), &m));
+    memset(&ps, 0, sizeof ps);
+    if (m) record_push(&ps, m);
+    vshm_reply_free(m);
+    CHECK(strcmp(ps.last_kind, "smessage") == 0 && strcmp(ps.last_payload, "sharded") == 0);
+    CHECK_ST(vshm_next_push(sub, 50, &m), VSHM_ERR_TIMEOUT);
+    CHECK(m == NULL);
+
+    /* push callback through vshm_wait */
+    memset(&ps, 0, sizeof ps);
+    CHECK_OK(vshm_set_push_callback(sub, on_push, &ps));
+    for (int k = 0; k < 5; k++) publish("PUBLISH", "ps:sport", "goal");
+    double deadline = now_ms() + test_timeout_ms();
+    while (ps.messages < 5 && now_ms() < deadline) vshm_wait(sub, 100, NULL);
+    CHECK(ps.messages == 5 && ps.bad == 0);
+    CHECK(strcmp(ps.last_channel, "ps:sport") == 0);
+    /* with a push callback set, vshm_wait waits for messages too */
+    double t0 = now_ms();
+    CHECK_ST(vshm_wait(sub, 100, NULL), VSHM_ERR_TIMEOUT);
+    CHECK(now_ms() - t0 >= 90);
+
+    /* unsubscribe: delivery stops */
+    CHECK_OK(vshm_unsubscribe(sub, VSHM_SUB_EXACT, 1, chans, NULL, &count));
+    CHECK(count == 3);
+    CHECK_OK(vshm_unsubscribe(sub, VSHM_SUB_PATTERN, 0, NULL, NULL, &count));
+    CHECK(count == 2);
+    CHECK_OK(vshm_set_push_callback(sub, NULL, NULL));
+    publish("PUBLISH", "ps:news", "nobody");
+    publish("PUBLISH", "ps:p.y", "nobody");
+    publish("PUBLISH", "ps:sport", "still");
+    CHECK_OK(vshm_next_push(sub, test_timeout_ms(), &m));
+    memset(&ps, 0, sizeof ps);
+    if (m) record_push(&ps, m);
+    vshm_reply_free(m);
+    CHECK(strcmp(ps.last_payload, "still") == 0);
+    CHECK_ST(vshm_next_push(sub, 100, &m), VSHM_ERR_TIMEOUT);
+
+    /* bad arguments */
+    CHECK_ST(vshm_subscribe(sub, 7, 1, chans, NULL, &count), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_subscribe(sub, VSHM_SUB_EXACT, 0, chans, NULL, &count), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_subscribe(NULL, VSHM_SUB_EXACT, 1, chans, NULL, &count), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_unsubscribe(sub, VSHM_SUB_EXACT, -1, chans, NULL, &count), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_next_push(sub, -1, &m), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_next_push(sub, 0, NULL), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_set_push_callback(NULL, on_push, NULL), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_OK(vshm_free(sub));
+}
+
+/* ---- scripts and scan ---- */
+
+static void test_script_api(void) {
+    const char *code = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1]) .. ARGV[2]";
+    const char *keys[] = {"sc:k"};
+    const char *args[] = {"value", "!"};
+    vshm_reply *r = NULL;
+    CHECK_OK(vshm_script(C, code, strlen(code), 1, keys, NULL, 2, args, NULL, NULL, &r));
+    CHECK(r && value_is(vshm_reply_value(r), "value!"));
+    vshm_reply_free(r);
+    /* again (cached hash), asynchronously */
+    cb_state s;
+    memset(&s, 0, sizeof s);
+    const char *incr = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+    const char *nkey[] = {"sc:n"};
+    const char *five[] = {"5"};
+    size_t fivelen[] = {1};
+    uint64_t id = 0;
+    for (int k = 0; k < 3; k++)
+        CHECK_OK(vshm_submit_script(C, incr, strlen(incr), 1, nkey, NULL, 1, five, fivelen, NULL, on_reply, &s, &id));
+    CHECK(id != 0);
+    wait_all(C, &s, 3, test_timeout_ms());
+    CHECK(s.ok == 3 && s.sum == 5 + 10 + 15);
+    /* script errors and bad arguments */
+    const char *bad = "return redis.error_reply('SCRIPTERR boom')";
+    CHECK_ST(vshm_script(C, bad, strlen(bad), 0, NULL, NULL, 0, NULL, NULL, NULL, &r), VSHM_ERR_REQUEST);
+    CHECK(strstr(vshm_last_error_message(), "boom") != NULL);
+    CHECK_ST(vshm_script(C, NULL, 3, 0, NULL, NULL, 0, NULL, NULL, NULL, &r), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_script(C, code, strlen(code), -1, keys, NULL, 0, NULL, NULL, NULL, &r), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_submit_script(NULL, code, strlen(code), 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, &id),
+             VSHM_ERR_INVALID_ARGUMENT);
+    vshm_reply_free(cmd("DEL sc:k sc:n"));
+}
+
+/* Scan the whole keyspace of client c for keys matching pattern. */
+static int scan_count(vshm_client *c, const char *pattern, const char *type) {
+    uint64_t cursor = 0;
+    int found = 0, steps = 0;
+    do {
+        vshm_reply *r = NULL;
+        uint64_t next = 0;
+        vshm_status st = vshm_scan(c, cursor, pattern, pattern ? strlen(pattern) : 0, 100, type, NULL, &next, &r);
+        if (st != VSHM_OK) return -1;
+        const vshm_value *keys = vshm_value_element(vshm_reply_value(r), 1);
+        found += (int)vshm_value_len(keys);
+        vshm_reply_free(r);
+        cursor = next;
+    } while (cursor != 0 && ++steps < 10000);
+    return found;
+}
+
+static void test_scan(void) {
+    for (int k = 0; k < 30; k++) vshm_reply_free(cmd("SET scan:%d x", k));
+    vshm_reply_free(cmd("RPUSH scan:list a"));
+    CHECK(scan_count(C, "scan:*", NULL) >= 31);
+    CHECK(scan_count(C, "scan:*", "list") == 1);
+    CHECK(scan_count(C, "scan:nothing*", NULL) == 0);
+    vshm_reply *r = NULL;
+    uint64_t next;
+    CHECK_ST(vshm_scan(C, 0, NULL, 0, 10, NULL, NULL, NULL, &r), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_scan(C, 0, NULL, 5, 10, NULL, NULL, &next, &r), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_scan(NULL, 0, NULL, 0, 10, NULL, NULL, &next, &r), VSHM_ERR_INVALID_ARGUMENT);
+    for (int k = 0; k < 30; k++) vshm_reply_free(cmd("DEL scan:%d", k));
+    vshm_reply_free(cmd("DEL scan:list"));
+}
+
 /* The stage script passes a command that restarts vshmd: the client must
  * re-register by itself; a request in flight ends (no hang). */
 static void test_daemon_restart(void) {
@@ -967,6 +1153,8 @@ static void test_daemon_restart(void) {
     vshm_reply *r = NULL;
     CHECK_OK(vshm_command(c, &r, "SET dr:k before"));
     vshm_reply_free(r);
+    const char *ch[] = {"dr:chan"};
+    CHECK_OK(vshm_subscribe(c, VSHM_SUB_EXACT, 1, ch, NULL, NULL));
     cb_state s;
     memset(&s, 0, sizeof s);
     CHECK_OK(vshm_submit_command(c, on_reply, &s, NULL, "DEBUG SLEEP 0.3"));
@@ -990,6 +1178,15 @@ static void test_daemon_restart(void) {
     CHECK(r && value_is(vshm_reply_value(r), "before"));
     vshm_reply_free(r);
     CHECK(failures <= 3);
+    /* the subscription was renewed on the new registration */
+    publish("PUBLISH", "dr:chan", "after-restart");
+    vshm_reply *m = NULL;
+    CHECK_OK(vshm_next_push(c, test_timeout_ms(), &m));
+    push_state ps;
+    memset(&ps, 0, sizeof ps);
+    if (m) record_push(&ps, m);
+    vshm_reply_free(m);
+    CHECK(strcmp(ps.last_payload, "after-restart") == 0);
     memset(&s, 0, sizeof s);
     CHECK_OK(vshm_submit_command(c, on_reply, &s, NULL, "INCR dr:n"));
     wait_all(c, &s, 1, test_timeout_ms());
@@ -1084,6 +1281,8 @@ static void test_routes(void) {
         CHECK(value_is(pv, want));
     }
     vshm_reply_free(r);
+    /* a scan covers every node */
+    CHECK(scan_count(c, "rt:*", NULL) >= 20);
     for (int k = 0; k < 20; k++) {
         CHECK_OK(vshm_command(c, &r, "DEL rt:%d", k));
         vshm_reply_free(r);
@@ -1266,6 +1465,9 @@ int main(void) {
     RUN(test_async_take);
     RUN(test_fd_epoll);
     RUN(test_batches);
+    RUN(test_pubsub);
+    RUN(test_script_api);
+    RUN(test_scan);
     RUN(test_open_variants);
     RUN(test_daemon_connect);
     RUN(test_routes);
