@@ -5,6 +5,7 @@
 //! ```
 
 mod child;
+mod cpeer;
 mod ipc;
 mod report;
 

@@ -36,6 +36,11 @@ pub struct Row {
     pub mean_ns: f64,
     #[serde(skip)]
     pub samples: u64,
+    /// The scenario's extra fields (`P`, `C`, `value_bytes`,
+    /// `server_connections`, `cpu_s_per_100k`, `mb_per_s`, ...), written
+    /// into the JSON object beside `name`/`p50_ns`/`p99_ns`/`ops_per_s`.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Row {
@@ -52,7 +57,14 @@ impl Row {
             max_ns: h.max(),
             mean_ns: h.mean(),
             samples: h.len(),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Add (or replace) an extra JSON field, e.g. `row.with("P", 64)`.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Row {
+        self.extra.insert(key.to_owned(), value.into());
+        self
     }
 }
 
