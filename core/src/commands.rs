@@ -41,6 +41,28 @@ pub fn command_name(args: &[Vec<u8>]) -> String {
     name
 }
 
+/// Why a command is refused for its name before it is sent: a command
+/// name (and a container command's subcommand) is printable ASCII. The
+/// server echoes an unknown name in its error reply, and the `redis`
+/// crate's parser rejects an error line that is not UTF-8 by dropping the
+/// connection, which all clients of the backend share: one client's
+/// malformed name would fail the others' requests in flight on it.
+pub fn bad_name(args: &[Vec<u8>]) -> Option<&'static str> {
+    let printable = |a: &[u8]| !a.is_empty() && a.iter().all(|b| (0x21..=0x7e).contains(b));
+    let first = args.first()?;
+    if !printable(first) {
+        return Some("the command name must be printable ASCII");
+    }
+    if CONTAINERS.contains(&upper(first).as_str()) {
+        if let Some(sub) = args.get(1) {
+            if !printable(sub) {
+                return Some("the subcommand name must be printable ASCII");
+            }
+        }
+    }
+    None
+}
+
 /// Why a connection-state command is refused, naming the supported way;
 /// `None` for commands the engine runs. All clients of a backend share its
 /// connections, so a command that changes a connection's state would leak
@@ -293,6 +315,21 @@ pub fn response_policy(name: &str) -> Option<ResponsePolicy> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_must_be_printable_ascii() {
+        let v = |a: &[&[u8]]| a.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+        assert_eq!(bad_name(&v(&[b"GET", b"\xff\x00key"])), None);
+        assert_eq!(bad_name(&v(&[b"FT.SEARCH", b"idx"])), None);
+        assert_eq!(bad_name(&v(&[b"client", b"list"])), None);
+        assert_eq!(bad_name(&v(&[b"OBJECT"])), None);
+        assert!(bad_name(&v(&[b"\xffGET"])).is_some());
+        assert!(bad_name(&v(&[b"GET KEY"])).is_some());
+        assert!(bad_name(&v(&[b""])).is_some());
+        assert!(bad_name(&v(&[b"CLIENT", b"\xfe"])).is_some());
+        // A non-container's second argument is data.
+        assert_eq!(bad_name(&v(&[b"SET", b"\xfe", b"\xff"])), None);
+    }
 
     fn argv(s: &str) -> Vec<Vec<u8>> {
         s.split(' ').map(|a| a.as_bytes().to_vec()).collect()

@@ -595,6 +595,30 @@ async fn refused_commands_name_the_alternative() {
     assert_eq!(ok(&b, &[b"PING"]).await, simple("PONG"));
 }
 
+/// A non-ASCII command or subcommand name is refused before it is sent:
+/// the server would echo it in an error line that the `redis` crate cannot
+/// parse, and the shared connection (other clients' requests in flight on
+/// it) would be dropped. CLIENT ID shows the connection is the same after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_command_names_are_refused_without_touching_the_connection() {
+    let (_e, b) = backend(shared_standalone().addr(), Protocol::Resp3).await;
+    let before = ok(&b, &[b"CLIENT", b"ID"]).await;
+    for args in [
+        &[&b"\xffGET"[..], b"k"][..],
+        &[b"CLIENT", b"\xfe\xff"],
+        &[b"OBJECT", b"\x80", b"k"],
+    ] {
+        let e = err(&b, args).await;
+        assert_eq!(e.kind, ErrorKind::InvalidRequest, "{args:?}: {e}");
+        assert!(e.message.contains("printable ASCII"), "{e}");
+    }
+    // Binary data in data positions is untouched.
+    ok(&b, &[b"SET", b"bin:\xff\x00", b"\xfe\xff"]).await;
+    assert_eq!(ok(&b, &[b"GET", b"bin:\xff\x00"]).await, bulk(b"\xfe\xff"));
+    ok(&b, &[b"DEL", b"bin:\xff\x00"]).await;
+    assert_eq!(ok(&b, &[b"CLIENT", b"ID"]).await, before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_on_a_standalone_server() {
     let server = shared_standalone();

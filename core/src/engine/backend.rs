@@ -321,6 +321,9 @@ impl Backend {
         if args.is_empty() {
             return Err(invalid("empty command"));
         }
+        if let Some(why) = commands::bad_name(args) {
+            return Err(invalid(why));
+        }
         let name = commands::command_name(args);
         if let Some(why) = commands::refusal(&name) {
             return Err(invalid(why));

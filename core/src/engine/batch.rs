@@ -535,6 +535,9 @@ impl Backend {
             if c.is_empty() {
                 return Err(invalid(format!("command {i} of the batch is empty")));
             }
+            if let Some(why) = commands::bad_name(c) {
+                return Err(invalid(format!("command {i} of the batch: {why}")));
+            }
             let name = commands::command_name(c);
             if let Some(why) = commands::refusal(&name) {
                 return Err(invalid(format!("command {i} of the batch ({name}): {why}")));
