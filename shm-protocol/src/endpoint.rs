@@ -52,6 +52,14 @@ impl WaitStrategy {
         yield_for: Duration::ZERO,
         park: true,
     };
+    /// What a Redis client waits with by default
+    /// ([`WaitStrategy::from_env`], used by `ClientOptions::default()`):
+    /// park at once. A client waits for a Redis round trip (tens of
+    /// microseconds even on loopback), which no spin worth its CPU covers;
+    /// measured with `vshm-bench seq` and `async` on 2 shared vCPUs, a 5 µs
+    /// spin made p50 latency 15-30 % worse and cost ~25 % more CPU per
+    /// request than parking at once (docs/performance.md).
+    pub const CLIENT: WaitStrategy = WaitStrategy::PARK;
     /// Spin only (benchmarks: the floor with both sides active).
     pub const SPIN: WaitStrategy = WaitStrategy {
         spin: Duration::from_secs(3600),
@@ -64,6 +72,30 @@ impl WaitStrategy {
         yield_for: Duration::ZERO,
         park: true,
     };
+}
+
+/// Polls between two clock reads while spinning (see [`wait_until`]).
+const CLOCK_EVERY: u32 = 8;
+
+impl WaitStrategy {
+    /// [`WaitStrategy::CLIENT`] (park at once), or, when the environment
+    /// variable `VSHM_SPIN_US` is set to a number, a spin of that many
+    /// microseconds (at most 1 s) before parking. Read once per process.
+    /// This is what [`ClientOptions::default`](crate::client::ClientOptions)
+    /// uses.
+    pub fn from_env() -> WaitStrategy {
+        static S: std::sync::OnceLock<WaitStrategy> = std::sync::OnceLock::new();
+        *S.get_or_init(|| {
+            let mut s = WaitStrategy::CLIENT;
+            if let Some(us) = std::env::var("VSHM_SPIN_US")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                s.spin = Duration::from_micros(us.min(1_000_000));
+            }
+            s
+        })
+    }
 }
 
 impl Default for WaitStrategy {
@@ -142,15 +174,18 @@ pub fn wait_until(
     mut ready: impl FnMut() -> Result<bool, EndpointError>,
 ) -> Result<(), EndpointError> {
     let start = Instant::now();
+    let spinning = !strategy.spin.is_zero();
     let mut n: u32 = 0;
     loop {
         if ready()? {
             return Ok(());
         }
         n = n.wrapping_add(1);
-        // Check the clock only every 64 polls: reading it costs more than a
-        // poll.
-        if !n.is_multiple_of(64) {
+        // While spinning, check the clock only every 8 polls (a clock read
+        // costs about as much as a poll; this bounds the overshoot of the
+        // spin budget to a fraction of a microsecond). With no spin budget,
+        // go to the next phase at once.
+        if spinning && !n.is_multiple_of(CLOCK_EVERY) {
             spin_hint();
             continue;
         }
