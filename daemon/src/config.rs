@@ -34,9 +34,11 @@ pub struct SegmentConfig {
     pub sq_size: u64,
     /// Completion ring size of a client that asks for none. Default 1 MiB.
     pub cq_size: u64,
-    /// Largest submission ring a client may ask for. Default 16 MiB.
+    /// Largest submission ring a client may ask for; a registration asking
+    /// for more is refused with a reason naming this key. Default 16 MiB.
     pub max_sq_size: u64,
-    /// Largest completion ring a client may ask for. Default 16 MiB.
+    /// Largest completion ring a client may ask for (refused above, like
+    /// `max_sq_size`). Default 16 MiB.
     pub max_cq_size: u64,
 }
 
@@ -53,10 +55,16 @@ impl Default for SegmentConfig {
 
 impl SegmentConfig {
     /// The ring size for a client request `asked` (0: the default),
-    /// clamped to `[4 KiB, max]` and rounded up to a power of two.
-    pub fn ring_size(asked: u64, default: u64, max: u64) -> u64 {
+    /// raised to at least 4 KiB and rounded up to a power of two. Asking
+    /// for more than `max` is refused with a reason naming `key`.
+    pub fn ring_size(asked: u64, default: u64, max: u64, key: &str) -> Result<u64, String> {
         let want = if asked == 0 { default } else { asked };
-        want.clamp(MIN_RING, max).next_power_of_two().min(max)
+        if want > max {
+            return Err(format!(
+                "requested ring of {want} bytes exceeds this vshmd's limit of {max} bytes ([segment].{key})"
+            ));
+        }
+        Ok(want.max(MIN_RING).next_power_of_two().min(max))
     }
 }
 
@@ -72,6 +80,13 @@ pub struct Limits {
     /// the daemon stops reading that client's ring (backpressure for that
     /// client only). Default 1000.
     pub max_inflight: u32,
+    /// Bytes one client may have outstanding in the daemon: requests taken
+    /// but not completed (a fragmented request counts its whole size from
+    /// its first fragment) plus its completions waiting for ring space. At
+    /// the limit the daemon stops reading that client's ring; a single
+    /// request larger than the limit gets an `Overloaded` error (and the
+    /// client stays registered). Default 64 MiB; at least 64 KiB.
+    pub max_outstanding_bytes: u64,
 }
 
 impl Default for Limits {
@@ -80,6 +95,7 @@ impl Default for Limits {
             max_clients: 1024,
             max_clients_per_uid: 0,
             max_inflight: 1000,
+            max_outstanding_bytes: 64 << 20,
         }
     }
 }
@@ -247,6 +263,9 @@ impl DaemonConfig {
         if self.limits.max_inflight == 0 {
             return Err("[limits].max_inflight must be > 0".into());
         }
+        if self.limits.max_outstanding_bytes < 64 << 10 {
+            return Err("[limits].max_outstanding_bytes must be at least 65536 (64 KiB)".into());
+        }
         if self.limits.max_clients == 0 {
             return Err("[limits].max_clients must be > 0".into());
         }
@@ -332,6 +351,7 @@ mod tests {
             "[segment]\nsq_size = 33554432",
             "[server]\naddresses = []",
             "[server]\nmax_inflight = 5",
+            "[limits]\nmax_outstanding_bytes = 1000",
             "unknown = 1",
             "log_level = \"[[[\"",
         ] {
@@ -340,13 +360,15 @@ mod tests {
     }
 
     #[test]
-    fn ring_sizes_are_clamped() {
-        assert_eq!(SegmentConfig::ring_size(0, 1 << 20, 16 << 20), 1 << 20);
-        assert_eq!(SegmentConfig::ring_size(1, 1 << 20, 16 << 20), 4096);
-        assert_eq!(SegmentConfig::ring_size(5000, 1 << 20, 16 << 20), 8192);
-        assert_eq!(
-            SegmentConfig::ring_size(u64::MAX, 1 << 20, 16 << 20),
-            16 << 20
-        );
+    fn ring_sizes_are_rounded_and_bounded() {
+        let size = |asked| SegmentConfig::ring_size(asked, 1 << 20, 16 << 20, "max_sq_size");
+        assert_eq!(size(0), Ok(1 << 20));
+        assert_eq!(size(1), Ok(4096));
+        assert_eq!(size(5000), Ok(8192));
+        assert_eq!(size(16 << 20), Ok(16 << 20));
+        for too_big in [(16 << 20) + 1, u64::MAX] {
+            let e = size(too_big).unwrap_err();
+            assert!(e.contains("[segment].max_sq_size"), "{e}");
+        }
     }
 }

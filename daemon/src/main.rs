@@ -183,6 +183,7 @@ fn main() -> ExitCode {
     }
 
     init_logging(cfg.log_format, &cfg.log_level);
+    raise_nofile_limit();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.worker_threads > 0 {
         rt.worker_threads(cfg.worker_threads);
@@ -204,5 +205,33 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Each client holds three descriptors in the daemon (socket, segment
+/// memfd, doorbell eventfd): raise the soft RLIMIT_NOFILE to the hard
+/// limit so that `limits.max_clients` (default 1024) fit under the usual
+/// soft limit of 1024.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "getrlimit(RLIMIT_NOFILE)");
+        return;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        tracing::debug!(nofile = lim.rlim_cur, "descriptor limit");
+        return;
+    }
+    let old = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "setrlimit(RLIMIT_NOFILE)");
+    } else {
+        tracing::info!(from = old, to = lim.rlim_cur, "raised the descriptor limit");
     }
 }

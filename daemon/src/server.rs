@@ -307,6 +307,19 @@ impl Daemon {
             cfg.database = db;
         }
         self.check_limits(uid)?;
+        let s = &self.cfg.segment;
+        let sq = SegmentConfig::ring_size(
+            settings.sq_capacity,
+            s.sq_size,
+            s.max_sq_size,
+            "max_sq_size",
+        )?;
+        let cq = SegmentConfig::ring_size(
+            settings.cq_capacity,
+            s.cq_size,
+            s.max_cq_size,
+            "max_cq_size",
+        )?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let engine = &self.engines[(id % self.engines.len() as u64) as usize];
         let bound = cfg.connection_timeout() * 3 + Duration::from_secs(1);
@@ -320,9 +333,6 @@ impl Daemon {
                 ))
             }
         };
-        let s = &self.cfg.segment;
-        let sq = SegmentConfig::ring_size(settings.sq_capacity, s.sq_size, s.max_sq_size);
-        let cq = SegmentConfig::ring_size(settings.cq_capacity, s.cq_size, s.max_cq_size);
         let layout = Layout::new(sq, cq, features::SQ_DOORBELL)
             .map_err(|e| format!("segment layout: {e}"))?;
         let seg = Arc::new(
@@ -332,6 +342,7 @@ impl Daemon {
         let name = sanitize(settings.client_name.as_deref().unwrap_or("-"));
         let opts = AttachOptions {
             max_inflight: self.cfg.limits.max_inflight as usize,
+            max_outstanding_bytes: self.cfg.limits.max_outstanding_bytes,
             label: format!("{id}:{name}:{}", cred.pid()),
             ..AttachOptions::default()
         };
@@ -419,12 +430,27 @@ impl Daemon {
         }
         drop(doorbell);
         // The client sends nothing after registering: anything it does send
-        // is ignored; EOF (or an error) means it is gone.
+        // is ignored; EOF (or an error) means it is gone. A client whose
+        // segment the dispatcher found corrupt is disconnected: its entry
+        // goes, and dropping the socket tells the client.
+        let mut watch_segment = true;
         let why = loop {
-            match conn.recv().await {
-                Ok(Recv::Msg(_)) => continue,
-                Ok(Recv::Eof) => break "socket closed".to_string(),
-                Err(e) => break format!("socket error: {e}"),
+            tokio::select! {
+                r = conn.recv() => match r {
+                    Ok(Recv::Msg(_)) => continue,
+                    Ok(Recv::Eof) => break "socket closed".to_string(),
+                    Err(e) => break format!("socket error: {e}"),
+                },
+                _ = reg.conn.closed(), if watch_segment => {
+                    match reg.conn.broken_reason() {
+                        Some(r) => {
+                            warn!(client = reg.id, reason = %r, "disconnecting client: its segment is corrupt");
+                            break format!("disconnected: corrupt segment: {r}");
+                        }
+                        // Closed by shutdown: wait for the client to go.
+                        None => watch_segment = false,
+                    }
+                }
             }
         };
         self.remove(reg.id, &why);

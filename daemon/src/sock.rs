@@ -263,6 +263,10 @@ fn recv_once(fd: RawFd) -> std::io::Result<Recv> {
         ));
     }
     buf.truncate(n);
+    // The registration message is kept for the whole session: do not keep
+    // the 64 KiB receive buffer with it (it was most of an idle client's
+    // cost).
+    buf.shrink_to_fit();
     Ok(Recv::Msg(buf))
 }
 

@@ -397,6 +397,22 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, ProtocolError> {
     rkyv::deserialize::<Request, RkyvError>(a).map_err(bad)
 }
 
+/// What the core does with a message taken from a submission ring (its
+/// private, aligned copy, see `frame::Reassembler`): validate it, check that
+/// the request's id is the id of the record(s) it came in, deserialize it
+/// into owned memory. An error is answered with an `InvalidRequest`
+/// completion for `record_id`.
+pub fn decode_submitted(bytes: &[u8], record_id: u64) -> Result<Request, ProtocolError> {
+    let a = access_request(bytes)?;
+    let id = a.id.to_native();
+    if id != record_id {
+        return Err(ProtocolError::BadMessage(format!(
+            "request id {id} does not match its record id {record_id}"
+        )));
+    }
+    rkyv::deserialize::<Request, RkyvError>(a).map_err(bad)
+}
+
 /// Validate and deserialize a completion into owned memory.
 pub fn decode_completion(bytes: &[u8]) -> Result<Completion, ProtocolError> {
     let a = access_completion(bytes)?;
@@ -418,6 +434,29 @@ pub fn request_size_bound(arg_lens: impl Iterator<Item = usize>, route_extra: us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_submitted_checks_the_record_id() {
+        let r = Request {
+            id: 9,
+            timeout_ms: 0,
+            flags: 0,
+            route: Route::Auto,
+            op: Op::Command {
+                args: vec![b"GET".to_vec(), b"k".to_vec()],
+            },
+        };
+        let b = encode_request(&r);
+        assert_eq!(decode_submitted(&b, 9).unwrap(), r);
+        let e = decode_submitted(&b, 10).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("request id 9 does not match its record id 10"));
+        assert!(matches!(
+            decode_submitted(&b[..b.len() - 4], 9),
+            Err(ProtocolError::BadMessage(_))
+        ));
+    }
 
     #[test]
     fn borrowed_args_archive_like_owned() {

@@ -43,7 +43,8 @@ pub struct Settings {
     /// One of the daemon's configured auth profiles; `None`: the default.
     pub auth_profile: Option<String>,
     /// Requested ring capacities (0: the daemon's default). The daemon
-    /// clamps them to its limits.
+    /// rounds them up to a power of two (at least 4 KiB) and refuses the
+    /// registration above its `max_sq_size`/`max_cq_size`.
     pub sq_capacity: u64,
     pub cq_capacity: u64,
 }

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use vshm_protocol::frame::{FragmentWriter, Message, Reassembler};
 use vshm_protocol::layout::state;
 use vshm_protocol::msg::{self, ClientError, Completion, ErrorKind, Request};
-use vshm_protocol::ring::{kind, Consumer, Producer};
+use vshm_protocol::ring::{kind, rflags, Consumer, DataArea, Producer, Record};
 use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, Side};
 use vshm_protocol::ProtocolError;
@@ -34,6 +34,8 @@ pub struct ConnStats {
     /// Push records dropped because [`MAX_PENDING_PUSHES`] were already
     /// waiting for ring space (a client that does not read its ring).
     pub pushes_dropped: AtomicU64,
+    /// Requests refused because they alone exceed `max_outstanding_bytes`.
+    pub overloaded: AtomicU64,
     /// Taken from the ring → completion queued, per executed request.
     pub latency: super::latency::LatencyHistogram,
 }
@@ -68,6 +70,9 @@ pub struct Connection {
     doorbell: Doorbell,
     cq: Mutex<CqWriter>,
     inflight: AtomicUsize,
+    /// Bytes of requests taken and not completed plus completions queued
+    /// for ring space (see `AttachOptions::max_outstanding_bytes`).
+    outstanding: AtomicU64,
     /// Signalled when a completion leaves the in-flight set.
     progress: Notify,
     /// No new requests are taken (shutdown or detach).
@@ -107,6 +112,7 @@ impl Connection {
             opts,
             doorbell,
             inflight: AtomicUsize::new(0),
+            outstanding: AtomicU64::new(0),
             progress: Notify::new(),
             intake_stopped: AtomicBool::new(false),
             closed_tx,
@@ -135,6 +141,18 @@ impl Connection {
 
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Bytes counted against `max_outstanding_bytes` now.
+    pub fn outstanding_bytes(&self) -> u64 {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Wait until the connection is closed, detached or marked broken
+    /// (the daemon then hangs up on the client; see `broken_reason`).
+    pub async fn closed(&self) {
+        let mut rx = self.closed_tx.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     /// Why the segment was marked broken, if it was.
@@ -183,10 +201,25 @@ impl Connection {
         doorbell_kick(&self.doorbell_fd());
         {
             let mut w = lock(&self.cq);
-            w.pending.clear();
-            w.pending_pushes = 0;
+            self.forget_pending(&mut w);
         }
-        self.seg.set_state(state::CLOSED);
+        // A broken segment stays BROKEN: that is what the client learns.
+        if lock(&self.broken).is_none() {
+            self.seg.set_state(state::CLOSED);
+        }
+    }
+
+    /// Drop every queued completion (connection gone or broken).
+    fn forget_pending(&self, w: &mut CqWriter) {
+        let bytes: u64 = w
+            .pending
+            .iter()
+            .filter(|p| p.counted)
+            .map(|p| p.bytes.len() as u64)
+            .sum();
+        w.pending.clear();
+        w.pending_pushes = 0;
+        self.outstanding.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     fn mark_broken(&self, why: String) {
@@ -199,7 +232,14 @@ impl Connection {
 
     /// Queue a completion and write as much as fits.
     pub fn complete(&self, id: u64, c: &Completion) {
-        self.complete_kind(id, kind::MSG, c, true)
+        self.complete_kind(id, kind::MSG, c, true, 0)
+    }
+
+    /// Complete a request whose `req_bytes` count against the
+    /// outstanding-bytes limit (released now; the completion's own bytes
+    /// count until it is written).
+    fn complete_req(&self, id: u64, c: &Completion, req_bytes: u64) {
+        self.complete_kind(id, kind::MSG, c, true, req_bytes)
     }
 
     /// Queue an out-of-band push record (pub/sub). Dropped when the
@@ -211,11 +251,12 @@ impl Connection {
             return;
         }
         self.stats.pushes.fetch_add(1, Ordering::Relaxed);
-        self.complete_kind(0, kind::PUSH, c, false)
+        self.complete_kind(0, kind::PUSH, c, false, 0)
     }
 
-    fn complete_kind(&self, id: u64, k: u8, c: &Completion, counted: bool) {
+    fn complete_kind(&self, id: u64, k: u8, c: &Completion, counted: bool, req_bytes: u64) {
         if self.is_closed() && self.seg.state() != state::OPEN {
+            self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
             if counted {
                 self.finish_one();
             }
@@ -228,6 +269,14 @@ impl Connection {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         let bytes = msg::encode_completion(c);
+        // Relaxed: a counter compared against a limit by the serve loop,
+        // which re-checks after every `progress` notification; no memory
+        // is published through it. Add before subtracting: never wraps.
+        if counted {
+            self.outstanding
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
         let mut w = lock(&self.cq);
         if k == kind::PUSH {
             w.pending_pushes += 1;
@@ -254,6 +303,7 @@ impl Connection {
         let (ctl, area) = self.seg.cq();
         let before = w.prod.tail();
         let mut done = 0usize;
+        let mut written = 0u64;
         loop {
             let CqWriter {
                 prod,
@@ -267,6 +317,7 @@ impl Connection {
                     let p = pending.pop_front().expect("front exists");
                     if p.counted {
                         done += 1;
+                        written += p.bytes.len() as u64;
                     }
                     if p.kind == kind::PUSH {
                         *pending_pushes = pending_pushes.saturating_sub(1);
@@ -275,8 +326,8 @@ impl Connection {
                 }
                 Ok(false) => break,
                 Err(e) => {
-                    drop(pending.drain(..));
-                    *pending_pushes = 0;
+                    self.outstanding.fetch_sub(written, Ordering::Relaxed);
+                    self.forget_pending(w);
                     self.mark_broken(format!("completion ring: {e}"));
                     return;
                 }
@@ -285,17 +336,28 @@ impl Connection {
         if w.prod.tail() != before && w.prod.publish(ctl) {
             wake::wake(ctl, Side::Consumer);
         }
+        let mut recheck = false;
         if !w.pending.is_empty() && !w.space_wanted {
             // Ask the client to ring the doorbell when it frees space; the
             // serve loop retries the flush when the doorbell rings.
             wake::prepare_sleep(ctl, Side::Producer);
             w.space_wanted = true;
+            recheck = true;
         } else if w.pending.is_empty() && w.space_wanted {
             wake::cancel_sleep(ctl, Side::Producer);
             w.space_wanted = false;
         }
+        self.outstanding.fetch_sub(written, Ordering::Relaxed);
         for _ in 0..done {
             self.finish_one();
+        }
+        if recheck {
+            // Announce, then re-check: space the client freed after the
+            // pump above but before it could see the announcement rang no
+            // doorbell (the completion would wait for the serve loop's
+            // safety-net nap, 250 ms). `space_wanted` is set now, so this
+            // recurses at most once.
+            self.flush_locked(w);
         }
     }
 
@@ -310,20 +372,13 @@ impl Connection {
         !lock(&self.cq).pending.is_empty()
     }
 
-    /// Handle one message taken from the submission ring.
-    fn dispatch(self: &Arc<Self>, m: Message) {
+    /// Handle one message taken from the submission ring. Its `req_bytes`
+    /// are already counted in `outstanding`.
+    fn dispatch(self: &Arc<Self>, m: Message, req_bytes: u64) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let req: Result<Request, String> = match msg::access_request(&m.bytes) {
-            Ok(a) if a.id.to_native() != m.id => Err(format!(
-                "request id {} does not match its record id {}",
-                a.id.to_native(),
-                m.id
-            )),
-            Ok(a) => {
-                rkyv::deserialize::<Request, rkyv::rancor::Error>(a).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
+        // The same function the request_intake fuzz target drives.
+        let req: Result<Request, String> =
+            msg::decode_submitted(&m.bytes, m.id).map_err(|e| e.to_string());
         drop(m.bytes);
         self.inflight.fetch_add(1, Ordering::AcqRel);
         let req = match req {
@@ -335,7 +390,7 @@ impl Connection {
                     ErrorKind::InvalidRequest,
                     format!("malformed request: {e}"),
                 ));
-                self.complete(m.id, &c);
+                self.complete_req(m.id, &c, req_bytes);
                 return;
             }
         };
@@ -348,6 +403,7 @@ impl Connection {
             let guard = CompletionGuard {
                 conn: &me,
                 id,
+                req_bytes,
                 done: false,
             };
             tokio::select! {
@@ -355,7 +411,7 @@ impl Connection {
                     let mut guard = guard;
                     guard.done = true;
                     me.stats.latency.record(started.elapsed());
-                    me.complete(id, &c);
+                    me.complete_req(id, &c, req_bytes);
                 }
                 _ = closed.wait_for(|c| *c) => {
                     // Dropped with the connection: the guard writes a
@@ -378,8 +434,16 @@ impl Connection {
         let (sq_ctl, sq_area) = self.seg.sq();
         let l = *self.seg.layout();
         let mut cons = Consumer::new(l.sq_capacity, l.max_record);
-        let mut reasm = Reassembler::new(l.max_message);
+        let limit = self.opts.max_outstanding_bytes;
+        // Reassembly never reserves more than the outstanding-bytes limit.
+        let mut reasm = Reassembler::new(l.max_message.min(limit));
+        // Bytes charged for the fragmented message being reassembled.
+        let mut partial_bytes = 0u64;
+        // The id of a refused fragmented message whose rest is skipped.
+        let mut skip: Option<u64> = None;
         let mut closed = self.closed_tx.subscribe();
+        // Consecutive safety-net naps without work (backs the nap off).
+        let mut idle_naps = 0u32;
         loop {
             if self.intake_stopped.load(Ordering::Acquire) {
                 break;
@@ -387,10 +451,17 @@ impl Connection {
             if self.has_pending() {
                 self.flush();
             }
-            // Take up to DRAIN_BUDGET requests while under the limit.
+            // Take up to DRAIN_BUDGET requests while under the limits (the
+            // byte limit does not interrupt a message already begun).
             let mut n = 0;
             let mut broken = None;
+            let mut byte_blocked = false;
             while n < DRAIN_BUDGET && self.inflight() < self.opts.max_inflight {
+                let mid_message = reasm.in_progress() || skip.is_some();
+                if !mid_message && self.outstanding_bytes() >= limit {
+                    byte_blocked = true;
+                    break;
+                }
                 let rec = match cons.peek(sq_ctl, &sq_area) {
                     Ok(Some(r)) => r,
                     Ok(None) => break,
@@ -399,15 +470,59 @@ impl Connection {
                         break;
                     }
                 };
+                if let Some(id) = skip {
+                    let h = rec.hdr;
+                    if h.id != id || h.kind != kind::MSG || h.flags & rflags::FIRST != 0 {
+                        broken = Some(
+                            "submission ring framing: fragments of a refused message interleaved with another"
+                                .into(),
+                        );
+                        break;
+                    }
+                    cons.advance(&rec);
+                    if h.flags & rflags::MORE == 0 {
+                        skip = None;
+                    }
+                    if cons.release(sq_ctl) {
+                        wake::wake(sq_ctl, Side::Producer);
+                    }
+                    continue;
+                }
+                if !reasm.in_progress() {
+                    match self.admit_first(&sq_area, &rec, l.max_message) {
+                        Admit::Take(total) => {
+                            partial_bytes = total;
+                            self.outstanding.fetch_add(total, Ordering::Relaxed);
+                        }
+                        Admit::Wait => {
+                            byte_blocked = true;
+                            break;
+                        }
+                        Admit::Refused => {
+                            cons.advance(&rec);
+                            skip = Some(rec.hdr.id);
+                            n += 1;
+                            continue;
+                        }
+                    }
+                }
                 match reasm.push(&sq_area, &rec) {
                     Ok(Some(m)) => {
                         cons.advance(&rec);
                         n += 1;
-                        self.dispatch(m);
+                        // Charge the real size (a single record, or a
+                        // fragmented message whose total was charged).
+                        let len = m.bytes.len() as u64;
+                        self.outstanding.fetch_add(len, Ordering::Relaxed);
+                        self.outstanding.fetch_sub(partial_bytes, Ordering::Relaxed);
+                        partial_bytes = 0;
+                        self.dispatch(m, len);
                     }
                     Ok(None) => cons.advance(&rec),
                     Err(fe) => {
                         cons.advance(&rec);
+                        self.outstanding.fetch_sub(partial_bytes, Ordering::Relaxed);
+                        partial_bytes = 0;
                         match fe.id {
                             // Fragmentation errors poison the stream: we
                             // cannot know where the next message starts.
@@ -415,6 +530,8 @@ impl Connection {
                                 broken = Some(format!("submission ring framing: {}", fe.error));
                                 break;
                             }
+                            // Only when the client rewrote the total under
+                            // us (admit_first refuses oversized ones).
                             Some(id) => {
                                 self.inflight.fetch_add(1, Ordering::AcqRel);
                                 self.complete(
@@ -452,9 +569,10 @@ impl Connection {
                 continue;
             }
             if n > 0 {
+                idle_naps = 0;
                 continue;
             }
-            let at_limit = self.inflight() >= self.opts.max_inflight;
+            let at_limit = byte_blocked || self.inflight() >= self.opts.max_inflight;
             // Idle: spin briefly (yielding to other tasks) before sleeping.
             if !at_limit {
                 let start = std::time::Instant::now();
@@ -477,8 +595,14 @@ impl Connection {
                 continue;
             }
             let progress = self.progress.notified();
+            // Safety net: re-check the rings periodically even if a
+            // doorbell was lost (a misbehaving client). The nap doubles
+            // while nothing happens (250 ms up to 4 s), so that idle
+            // clients cost the daemon next to nothing.
+            let nap = Duration::from_millis(250) * (1u32 << idle_naps.min(4));
             tokio::select! {
                 r = afd.readable() => {
+                    idle_naps = 0;
                     if let Ok(mut g) = r {
                         doorbell::drain(afd.get_ref().as_raw_fd());
                         g.clear_ready();
@@ -486,9 +610,7 @@ impl Connection {
                 }
                 _ = progress, if at_limit => {}
                 _ = closed.wait_for(|c| *c) => {}
-                // Safety net: re-check the rings periodically even if a
-                // doorbell was lost (a dead or misbehaving client).
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(nap) => idle_naps += 1,
             }
             wake::cancel_sleep(sq_ctl, Side::Consumer);
         }
@@ -512,23 +634,79 @@ impl Connection {
     }
 }
 
+/// What to do with the record at the head of the submission ring.
+enum Admit {
+    /// Take it; a first fragment's announced total (charged now), else 0.
+    Take(u64),
+    /// Over the outstanding-bytes limit with other requests outstanding:
+    /// leave it in the ring until some complete.
+    Wait,
+    /// Refused with its one completion; skip the rest of its fragments.
+    Refused,
+}
+
+impl Connection {
+    /// Check a record that starts a message against the outstanding-bytes
+    /// limit (single records are bounded by `max_record` and checked by
+    /// the drain loop before they are peeked).
+    fn admit_first<A: DataArea>(&self, area: &A, rec: &Record, max_message: u64) -> Admit {
+        let h = rec.hdr;
+        if h.flags != rflags::FIRST | rflags::MORE || h.len < 8 || h.kind != kind::MSG {
+            // Not a first fragment (the reassembler judges the rest).
+            return Admit::Take(0);
+        }
+        let mut tot = [0u8; 8];
+        // SAFETY: `peek` checked that the record, header and `len >= 8`
+        // payload bytes, lies inside the data area and the published range.
+        unsafe { area.read(rec.payload_off, &mut tot) };
+        let total = u64::from_le_bytes(tot);
+        let limit = self.opts.max_outstanding_bytes;
+        if total > limit || total > max_message {
+            let (k, why) = if total > max_message {
+                (
+                    ErrorKind::InvalidRequest,
+                    format!("request of {total} bytes exceeds the segment's max_message ({max_message} bytes)"),
+                )
+            } else {
+                self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                (
+                    ErrorKind::Overloaded,
+                    format!("request of {total} bytes exceeds this client's max_outstanding_bytes ({limit} bytes)"),
+                )
+            };
+            debug!(conn = self.id, id = h.id, reason = %why, "request refused");
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.inflight.fetch_add(1, Ordering::AcqRel);
+            self.complete(h.id, &Completion::Err(ClientError::new(k, why)));
+            return Admit::Refused;
+        }
+        let cur = self.outstanding_bytes();
+        if cur > 0 && cur.saturating_add(total) > limit {
+            return Admit::Wait;
+        }
+        Admit::Take(total)
+    }
+}
+
 /// Guarantees one completion per request taken, even if the request's
 /// task is cancelled.
 struct CompletionGuard<'a> {
     conn: &'a Arc<Connection>,
     id: u64,
+    req_bytes: u64,
     done: bool,
 }
 
 impl Drop for CompletionGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.conn.complete(
+            self.conn.complete_req(
                 self.id,
                 &Completion::Err(ClientError::new(
                     ErrorKind::Closing,
                     "connection closed before the request completed",
                 )),
+                self.req_bytes,
             );
         }
     }

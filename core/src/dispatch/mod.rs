@@ -21,6 +21,18 @@
 //! client's ring; the client's submissions then wait for ring space (with
 //! their own timeout). Completions that do not fit in the completion ring
 //! wait in a per-client queue that the same limit bounds.
+//!
+//! Outstanding bytes: the bytes of a client's requests taken but not yet
+//! completed (a fragmented message counts its announced total from its
+//! first fragment on, so reassembly memory is covered too), plus the bytes
+//! of its completions waiting for ring space, are bounded by
+//! `max_outstanding_bytes`. At the limit the dispatcher stops draining that
+//! client's ring (backpressure, like the in-flight limit). A single
+//! request larger than the limit can never be taken: it gets exactly one
+//! `Overloaded` completion (an `InvalidRequest` one above the segment's
+//! `max_message`), its remaining fragments are skipped, and the client
+//! stays connected. The bound is soft by one reply: a reply already
+//! produced is queued even if it crosses the limit.
 
 mod conn;
 pub mod doorbell;
@@ -58,6 +70,10 @@ pub trait Execute: Send + Sync + 'static {
 pub struct AttachOptions {
     /// Requests taken but not yet completed (see the module docs).
     pub max_inflight: usize,
+    /// Bytes of requests taken but not completed plus completions waiting
+    /// for ring space (see the module docs). Default: no limit (the
+    /// in-process mode trusts its caller; the daemon sets one).
+    pub max_outstanding_bytes: u64,
     /// Spin (yielding to tokio) this long before sleeping on the doorbell.
     pub spin: Duration,
     /// A label for logs and stats (client name, pid).
@@ -68,6 +84,7 @@ impl Default for AttachOptions {
     fn default() -> Self {
         AttachOptions {
             max_inflight: 1000,
+            max_outstanding_bytes: u64::MAX,
             spin: Duration::from_micros(20),
             label: String::new(),
         }
