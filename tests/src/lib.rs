@@ -13,6 +13,8 @@
 //! under one per-process dir (`$TMPDIR/vshm-test-<pid>`), removed at process exit; dirs left by
 //! killed test processes are removed by the next test process that starts a server.
 
+pub mod cluster_ops;
+pub mod soak;
 pub mod vshmd;
 
 use std::collections::HashSet;

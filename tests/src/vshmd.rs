@@ -126,8 +126,14 @@ impl Vshmd {
         let socket = dir.path().join("vshmd.sock");
         let config = dir.path().join("vshmd.toml");
         let log = dir.path().join("vshmd.log");
+        // `top` may set its own log_level (benchmarks use "warn").
+        let log_level = if top.lines().any(|l| l.trim_start().starts_with("log_level")) {
+            ""
+        } else {
+            "log_level = \"info,vshmd=debug\"\n"
+        };
         let text = format!(
-            "socket_path = \"{}\"\nlog_level = \"info,vshmd=debug\"\n{top}\n{}\n{tables}\n",
+            "socket_path = \"{}\"\n{log_level}{top}\n{}\n{tables}\n",
             socket.display(),
             server_toml(&servers)
         );
