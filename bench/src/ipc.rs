@@ -40,7 +40,6 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +55,7 @@ use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, Side};
 
 use crate::child::{self, Peer};
+use crate::plot::Metric;
 use crate::report::{self, Row};
 use crate::BoxResult;
 
@@ -76,31 +76,42 @@ const RING_BYTES: u64 = 64 << 10;
 /// Written to the floor's word to stop the peer.
 const STOP: u64 = u64::MAX;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Also write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// 10x fewer round trips.
-    #[arg(long)]
-    quick: bool,
+    /// `--quick`: 10x fewer round trips; `--json FILE`, `--plot FILE.svg`.
+    #[command(flatten)]
+    pub common: report::CommonArgs,
     /// Interleave the variants over this many rounds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    rounds: u64,
+    pub rounds: u64,
     /// Pin this process to CPU 0 and the peer to CPU 1 (default: let the
     /// scheduler place them).
     #[arg(long)]
-    pin: bool,
+    pub pin: bool,
     /// Payload bytes per message.
     #[arg(long, default_value_t = 100)]
-    payload: usize,
+    pub payload: usize,
     /// Run only these variants (comma-separated names).
     #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
+    pub only: Vec<String>,
     /// Also run the diagnostic variants and the in-process micro-costs
     /// (printed only, never in the JSON).
     #[arg(long)]
-    diag: bool,
+    pub diag: bool,
+}
+
+impl Default for Args {
+    /// What the command line gives without options.
+    fn default() -> Args {
+        Args {
+            common: report::CommonArgs::default(),
+            rounds: 10,
+            pin: false,
+            payload: 100,
+            only: Vec::new(),
+            diag: false,
+        }
+    }
 }
 
 /// What the hidden peer subcommand does.
@@ -217,7 +228,7 @@ struct Sample {
     elapsed: Duration,
 }
 
-pub fn run(args: Args) -> BoxResult<()> {
+pub fn run(args: Args) -> BoxResult<Vec<Row>> {
     for name in &args.only {
         if !VARIANTS.iter().any(|v| v.name == name) {
             let known: Vec<_> = VARIANTS.iter().map(|v| v.name).collect();
@@ -242,7 +253,7 @@ pub fn run(args: Args) -> BoxResult<()> {
             }
         })
         .collect();
-    let div = if args.quick { 10 } else { 1 };
+    let div = if args.common.quick { 10 } else { 1 };
     let total = |v: &Variant| (if v.slow { N_SLOW } else { N_SPIN }) / div;
     let rounds = args.rounds.min(N_SLOW / div);
     let payload: Vec<u8> = (0..args.payload).map(|i| i as u8).collect();
@@ -318,16 +329,18 @@ pub fn run(args: Args) -> BoxResult<()> {
         micro_costs();
     }
 
-    if let Some(path) = &args.json {
-        let main: Vec<Row> = rows
-            .into_iter()
-            .filter(|(d, _)| !d)
-            .map(|(_, r)| r)
-            .collect();
-        report::write_json(path, "ipc", &main)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    let main: Vec<Row> = rows
+        .into_iter()
+        .filter(|(d, _)| !d)
+        .map(|(_, r)| r)
+        .collect();
+    args.common.write(
+        "ipc",
+        &format!("ipc round trip, {} B", args.payload),
+        &main,
+        &[Metric::P50, Metric::P99],
+    )?;
+    Ok(main)
 }
 
 fn run_chunk(c: &Chunk<'_>, mode: PeerMode) -> BoxResult<Sample> {

@@ -1,13 +1,122 @@
 //! Results shared by every scenario: latency histograms, the console
 //! table, and the JSON file (`{"scenario": ..., "results": [...]}`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::plot::{self, Metric};
 use crate::BoxResult;
+
+/// The options every scenario takes (`#[command(flatten)] pub common`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// Fewer operations (a smoke run: the figures are rough).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also draw the results as a bar chart to FILE (`.svg`).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// Write the JSON and the plot if asked (and say so on stdout).
+    /// `metrics`: one chart per metric; the first goes to `--plot FILE`,
+    /// the others to `FILE-<metric>.svg` beside it.
+    pub fn write(
+        &self,
+        scenario: &str,
+        title: &str,
+        rows: &[Row],
+        metrics: &[Metric],
+    ) -> BoxResult<()> {
+        if let Some(path) = &self.json {
+            write_json(path, scenario, rows)?;
+            println!("wrote {}", path.display());
+        }
+        if let Some(path) = &self.plot {
+            for (i, m) in metrics.iter().enumerate() {
+                let p = if i == 0 {
+                    path.clone()
+                } else {
+                    plot::sibling(path, m.slug())
+                };
+                plot::write(&p, &format!("{title}: {}", m.label()), rows, *m)?;
+                println!("wrote {}", p.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A progress bar of `len` steps (hidden when stderr is not a terminal,
+/// as in CI logs: then each step's message is printed on its own line by
+/// [`Progress::step`]).
+pub struct Progress {
+    bar: ProgressBar,
+    tty: bool,
+}
+
+/// A progress bar over `len` steps titled `what`.
+pub fn progress(len: u64, what: &str) -> Progress {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let bar = ProgressBar::with_draw_target(
+        Some(len),
+        if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_owned());
+    Progress { bar, tty }
+}
+
+impl Progress {
+    /// Start the next step: shows `msg` (the bar advances on `done`).
+    pub fn step(&self, msg: &str) {
+        if self.tty {
+            self.bar.set_message(msg.to_owned());
+        } else {
+            eprintln!(
+                "[{}/{}] {msg}",
+                self.bar.position() + 1,
+                self.bar.length().unwrap_or(0)
+            );
+        }
+    }
+
+    /// The current step is finished.
+    pub fn done(&self) {
+        self.bar.inc(1);
+    }
+
+    /// Print a line above the bar (plain `println!` would tear it).
+    pub fn println(&self, line: &str) {
+        if self.tty {
+            self.bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Remove the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
 
 /// A latency histogram in nanoseconds (1 ns .. 60 s, 3 significant digits).
 pub fn new_histogram() -> Histogram<u64> {
