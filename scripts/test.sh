@@ -55,23 +55,31 @@ stage_c() {
     bash scripts/test-c.sh
 }
 
-# LATER: short fuzz runs (cargo fuzz / fixed-time runs of each target).
-# stage_fuzz() {
-#     ...
-# }
+stage_sanitizers() {
+    # The ring and client code under AddressSanitizer and ThreadSanitizer (stable toolchain
+    # with RUSTC_BOOTSTRAP=1 -Zsanitizer=...), own target dirs; any report fails the run.
+    bash scripts/sanitizers.sh
+}
 
-# LATER: sanitizers (ASan/TSan builds of the protocol and core tests, valgrind on the C tests).
-# stage_sanitizers() {
-#     ...
-# }
+stage_fuzz() {
+    # Every cargo-fuzz target for a short fixed time from the committed corpus.
+    bash scripts/fuzz.sh "${VSHM_FUZZ_SECONDS:-30}"
+}
 
-# LATER: benchmark smoke run (vshm-bench --quick; no speed assertions).
-# stage_bench() {
-#     ...
-# }
+stage_soak() {
+    # Soak + chaos through vshmd: client processes submit mixed commands while faults are
+    # injected; every submission must complete and every acknowledged write read back.
+    bash scripts/soak.sh "${VSHM_SOAK_SECONDS:-60}"
+}
+
+stage_bench() {
+    # Every benchmark scenario in its quick form, so the benchmarks cannot rot (no speed
+    # assertions: the figures are printed, not checked).
+    cargo run --release -p vshm-bench -- all --quick --out target/bench-quick
+}
 
 # Order in which stages run. Add new stages here.
-ALL_STAGES=(deps rust loom c)
+ALL_STAGES=(deps rust loom c sanitizers fuzz soak bench)
 
 # ---------------------------------------------------------------------------------------------
 

@@ -21,13 +21,20 @@ mod error;
 mod handle;
 mod uri;
 
-// The API by group, in the order of the header.
+// The API by group. cbindgen writes the header in this order, so each
+// stands alone (rustfmt sorts adjacent `mod` lines).
 mod requests;
+
 mod submit;
+
 mod pubsub;
+
 mod script;
+
 mod batch;
+
 mod reply;
+
 mod value;
 
 pub use batch::*;
