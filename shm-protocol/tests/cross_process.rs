@@ -210,10 +210,13 @@ fn child_entry() {
         match &fault {
             Some((what, id)) if *id == m.id && what == "exit" => std::process::exit(3),
             Some((what, id)) if *id == m.id && what == "corrupt" => {
+                // Flip a byte; an empty message (the seed decides the
+                // sizes) gets one instead, so the echo always differs.
                 let mut b = m.bytes.to_vec();
-                b.push(0);
-                b[0] ^= 1;
-                b.pop();
+                match b.first_mut() {
+                    Some(x) => *x ^= 1,
+                    None => b.push(1),
+                }
                 tx.send(m.id, kind::MSG, &b, Instant::now() + STALL)
                     .expect("child send");
                 continue;
