@@ -19,7 +19,8 @@ case $SECONDS_ARG in
 esac
 
 bash scripts/install-redis.sh
-cargo build --release -p vshm-tests --bin vshm-soak -p vshmd
+# --workspace: the same build (feature resolution) as the other stages of scripts/test.sh.
+cargo build --release --workspace
 
 args=(run --seconds "$SECONDS_ARG" --workers "${VSHM_SOAK_WORKERS:-6}"
     --json "target/soak/soak-${SECONDS_ARG}s.json")

@@ -58,11 +58,13 @@ trap cleanup EXIT
 # build and install
 
 log "building libvshm ($PROFILE)"
+# --workspace, not -p vshm: one feature resolution for every stage of scripts/test.sh (a -p build
+# resolves dependency features differently and recompiles much of the dependency tree).
 if [ "$PROFILE" = release ]; then
-    cargo build --release -p vshm
+    cargo build --release --workspace
     bash scripts/install-c.sh "$PREFIX"
 else
-    cargo build -p vshm
+    cargo build --workspace
     bash scripts/install-c.sh "$PREFIX" --debug
 fi
 export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
@@ -189,7 +191,7 @@ start_daemon() {
     log "building vshmd ($PROFILE)"
     local flag=
     [ "$PROFILE" = release ] && flag=--release
-    if ! cargo build $flag -p vshmd >"$WORK/vshmd-build.log" 2>&1; then
+    if ! cargo build $flag --workspace >"$WORK/vshmd-build.log" 2>&1; then
         PENDING_NOTES+=("vshmd does not build: daemon-mode C tests not run (see the build log below)")
         tail -n 20 "$WORK/vshmd-build.log" >&2
         return 1

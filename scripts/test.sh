@@ -75,7 +75,10 @@ stage_soak() {
 stage_bench() {
     # Every benchmark scenario in its quick form, so the benchmarks cannot rot (no speed
     # assertions: the figures are printed, not checked).
-    cargo run --release -p vshm-bench -- all --quick --out target/bench-quick
+    # The workspace build the other stages use (a `cargo run -p vshm-bench` would resolve
+    # dependency features for vshm-bench alone and recompile them), then the binary itself.
+    cargo build --release --workspace &&
+        "${CARGO_TARGET_DIR:-target}/release/vshm-bench" all --quick --out target/bench-quick
 }
 
 # Order in which stages run. Add new stages here.
