@@ -796,10 +796,9 @@ impl FloorWord {
     }
 
     fn word(&self) -> &AtomicU64 {
-        // SAFETY: the mapping is 4096 bytes, page-aligned (so 8-aligned),
-        // shared, and lives as long as `self`; AtomicU64 has u64's layout
-        // and every bit pattern is valid; both processes access the word
-        // only through atomics.
+        // SAFETY: the mapping is 4096 bytes, page-aligned (so 8-aligned), shared and lives as long
+        // as `self`; AtomicU64 has u64's layout, any bit pattern is valid, and both processes
+        // access the word only through atomics.
         unsafe { &*(self.map.as_ptr() as *const AtomicU64) }
     }
 }

@@ -527,11 +527,9 @@ impl CqSide {
             while let Some(rec) = ring.cons.peek(ctl, &area)? {
                 let h = rec.hdr;
                 if h.flags == 0 && h.kind == kind::MSG && !ring.reasm.in_progress() {
-                    // SAFETY: peek validated that the payload lies inside
-                    // the data area and in the published, unreleased range;
-                    // the core does not write it until we release it, which
-                    // happens only after every Reply pointing into it is
-                    // gone (it is pinned below).
+                    // SAFETY: peek validated the payload lies in the data area, published and not
+                    // released; the core does not write it until we release it, which happens only
+                    // after every Reply pointing into it is gone (it is pinned below).
                     let bytes = unsafe { area.slice(rec.payload_off, u64::from(h.len)) };
                     ring.cons.advance(&rec);
                     let aligned = (bytes.as_ptr() as usize).is_multiple_of(REC_ALIGN as usize);
@@ -883,11 +881,9 @@ impl Reply {
 
     /// The archived completion.
     pub fn completion(&self) -> &ArchivedCompletion {
-        // SAFETY: every Reply's bytes were validated with
-        // `msg::access_completion` when the Reply was made (or were
-        // produced by our own serializer), are 16-byte aligned, and do not
-        // change while the Reply lives (pinned ring bytes, or private heap
-        // memory).
+        // SAFETY: a Reply's bytes were validated by `msg::access_completion` when it was made (or
+        // come from our own serializer), are 16-byte aligned, and do not change while it lives
+        // (pinned ring bytes or private heap memory).
         unsafe { rkyv::access_unchecked::<ArchivedCompletion>(self.bytes()) }
     }
 

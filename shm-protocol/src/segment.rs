@@ -137,11 +137,9 @@ impl Segment {
     }
 
     pub fn ctl(&self) -> &SegmentCtl {
-        // SAFETY: CTL_OFFSET + size_of::<SegmentCtl>() <= HEADER_SIZE <=
-        // mapping size (const-asserted in layout); the offset is 128-byte
-        // aligned within a page-aligned mapping; SegmentCtl consists only of
-        // atomics, for which every bit pattern (the mapping starts zeroed)
-        // is valid, and atomics may be shared and mutated through `&`.
+        // SAFETY: CTL_OFFSET + size_of::<SegmentCtl>() <= HEADER_SIZE <= mapping size (const-asserted),
+        // 128-byte aligned in a page-aligned mapping; SegmentCtl is only atomics (any bit pattern is
+        // valid, the mapping starts zeroed), which may be shared and mutated through `&`.
         unsafe { &*(self.map.as_ptr().add(CTL_OFFSET as usize) as *const SegmentCtl) }
     }
 

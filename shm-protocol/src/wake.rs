@@ -124,10 +124,9 @@ pub mod futex {
             tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
-        // SAFETY: `word` is a valid, aligned u32 for the duration of the
-        // call (AtomicU32 has u32's layout); the kernel only reads it and
-        // compares. `ts` outlives the call. FUTEX_WAIT without the private
-        // flag works across processes sharing the mapping.
+        // SAFETY: `word` is a valid, aligned u32 during the call (AtomicU32 has u32's layout); the
+        // kernel only reads and compares it; `ts` outlives the call. FUTEX_WAIT without the
+        // private flag works across processes sharing the mapping.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_futex,

@@ -16,6 +16,7 @@ use vshm_protocol::client::into_result;
 use vshm_protocol::msg::{
     flags, ArgRef, ArgsRef, ClientError, Completion, ErrorKind, Op, Route, Value,
 };
+use vshm_tests::cluster_ops::wait_slots_settled;
 use vshm_tests::{key_slot, shared_cluster, shared_standalone, RedisCluster, RedisServer};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -186,29 +187,6 @@ fn write_keys(c: &EmbeddedClient, keys: &[Vec<u8>]) {
             .collect();
         let out = array(batch(c, false, &[], &cmds, 0));
         assert!(out.iter().all(|v| *v == ok_value()), "{out:?}");
-    }
-}
-
-/// Waits until every node's `CLUSTER SLOTS` lists all six nodes (replicas show up there a
-/// little after `CLUSTER NODES`).
-fn wait_slots_settled(cluster: &RedisCluster) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let running: Vec<_> = cluster.nodes.iter().filter(|n| n.is_running()).collect();
-        let settled = running.iter().all(|n| {
-            let slots = n.cli(&["CLUSTER", "SLOTS"]);
-            running
-                .iter()
-                .all(|m| slots.lines().any(|l| l.trim() == m.port().to_string()))
-        });
-        if settled {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CLUSTER SLOTS does not list every node"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
