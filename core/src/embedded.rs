@@ -23,6 +23,7 @@ use vshm_protocol::segment::Segment;
 
 use crate::dispatch::{AttachOptions, Connection, Dispatcher, Execute};
 use crate::engine::{PushSink, Subscriber};
+use crate::net::ticket::Ticket;
 use crate::{Backend, Config, Engine};
 
 /// Default ring sizes of an in-process segment.
@@ -38,6 +39,10 @@ impl Execute for BackendExec {
     fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>> {
         let b = self.0.clone();
         Box::pin(async move { b.execute(&req).await })
+    }
+
+    fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), (Request, Ticket)> {
+        self.0.try_submit(req, ticket)
     }
 }
 
@@ -74,6 +79,10 @@ impl Execute for ClientExec {
             }
             None => Box::pin(async move { b.execute(&req).await }),
         }
+    }
+
+    fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), (Request, Ticket)> {
+        self.backend.try_submit(req, ticket)
     }
 
     fn attached(&self, conn: &Arc<Connection>) {

@@ -13,6 +13,10 @@ pub mod config;
 pub mod dispatch;
 pub mod embedded;
 pub mod engine;
+pub mod keys;
+pub mod net;
+pub mod resp;
+pub mod topology;
 pub mod value;
 
 pub use config::Config;

@@ -20,6 +20,7 @@ use vshm_protocol::wake::{self, Side};
 use vshm_protocol::ProtocolError;
 
 use super::doorbell::{self, ArcFd, Doorbell};
+use crate::net::ticket::{Sink, Ticket};
 use super::{AttachOptions, Execute, DRAIN_BUDGET};
 
 /// Counters of one connection (read by stats).
@@ -394,30 +395,19 @@ impl Connection {
                 return;
             }
         };
-        let id = req.id;
-        let started = std::time::Instant::now();
+        let ticket = Ticket::new(self.clone(), req.id, req_bytes);
+        let (req, ticket) = match self.exec.try_submit(req, ticket) {
+            Ok(()) => return,
+            Err(back) => back,
+        };
         let fut = self.exec.execute(req);
-        let me = self.clone();
         let mut closed = self.closed_tx.subscribe();
         self.rt.spawn(async move {
-            let guard = CompletionGuard {
-                conn: &me,
-                id,
-                req_bytes,
-                done: false,
-            };
             tokio::select! {
-                c = fut => {
-                    let mut guard = guard;
-                    guard.done = true;
-                    me.stats.latency.record(started.elapsed());
-                    me.complete_req(id, &c, req_bytes);
-                }
-                _ = closed.wait_for(|c| *c) => {
-                    // Dropped with the connection: the guard writes a
-                    // Closing completion if the segment is still readable.
-                    drop(guard);
-                }
+                c = fut => ticket.complete(c),
+                // Dropped with the connection: the ticket writes a Closing
+                // completion if the segment is still readable.
+                _ = closed.wait_for(|c| *c) => drop(ticket),
             }
         });
     }
@@ -688,27 +678,12 @@ impl Connection {
     }
 }
 
-/// Guarantees one completion per request taken, even if the request's
-/// task is cancelled.
-struct CompletionGuard<'a> {
-    conn: &'a Arc<Connection>,
-    id: u64,
-    req_bytes: u64,
-    done: bool,
-}
-
-impl Drop for CompletionGuard<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.conn.complete_req(
-                self.id,
-                &Completion::Err(ClientError::new(
-                    ErrorKind::Closing,
-                    "connection closed before the request completed",
-                )),
-                self.req_bytes,
-            );
-        }
+impl Sink for Connection {
+    /// A request's completion (its `token` is the request's bytes counted
+    /// against `max_outstanding_bytes`).
+    fn complete(&self, id: u64, token: u64, started: std::time::Instant, c: Completion) {
+        self.stats.latency.record(started.elapsed());
+        self.complete_req(id, &c, token);
     }
 }
 

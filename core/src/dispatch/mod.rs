@@ -58,6 +58,17 @@ pub const DRAIN_BUDGET: usize = 64;
 pub trait Execute: Send + Sync + 'static {
     fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>>;
 
+    /// The fast path: take the request and complete it through `ticket`
+    /// without a task of its own (the core's node connections), or hand
+    /// both back for [`Execute::execute`]. Default: hand back.
+    fn try_submit(
+        &self,
+        req: Request,
+        ticket: crate::net::ticket::Ticket,
+    ) -> Result<(), (Request, crate::net::ticket::Ticket)> {
+        Err((req, ticket))
+    }
+
     /// Called once by [`Dispatcher::attach`] with the connection this
     /// executor serves, before its first request: an executor that sends
     /// out-of-band pushes (pub/sub) keeps a weak reference to it and calls

@@ -17,6 +17,7 @@ use tracing::{debug, info};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Op, Request, Route};
 
 use super::blocking::Pool;
+use super::fast::Links;
 use super::cluster::{self, Cluster};
 use super::pubsub::{PubSub, PushSink, Subscriber, Target};
 use super::standalone::{self, ReconnectStats, Standalone};
@@ -55,6 +56,12 @@ pub struct Backend {
     pub(super) scans: super::scan::Store,
     refresh: Option<JoinHandle<()>>,
     pubsub: PubSub,
+    /// The fast path's own node connections (`super::fast`).
+    pub(super) links: Links,
+    /// The fast path's topology refresh task (cluster).
+    links_refresh: Option<JoinHandle<()>>,
+    /// Rebuilds the slow paths' redis-rs cluster connection on disruptions.
+    watchdog: Option<Arc<cluster::Watchdog>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -68,6 +75,10 @@ impl Drop for Backend {
         if let Some(t) = self.refresh.take() {
             t.abort();
         }
+        if let Some(t) = self.links_refresh.take() {
+            t.abort();
+        }
+        self.links.close();
         debug!(key = ?self.key, "backend closed");
     }
 }
@@ -165,6 +176,24 @@ impl Backend {
                 )
             }
         };
+        let (links, links_refresh) = match Self::connect_links(&key, &config, &handle).await {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(t) = refresh {
+                    t.abort();
+                }
+                return Err(e);
+            }
+        };
+        let watchdog = match (&links, &kind) {
+            (Links::Cluster(router), Kind::Cluster { shared, .. }) => {
+                let wd = cluster::Watchdog::new(shared, handle.clone());
+                let w = wd.clone();
+                router.set_on_disruption(Box::new(move || w.report()));
+                Some(wd)
+            }
+            _ => None,
+        };
         info!(
             mode = ?config.mode,
             addresses = ?key.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
@@ -185,7 +214,47 @@ impl Backend {
             refresh,
             pubsub,
             scans: super::scan::Store::default(),
+            links,
+            links_refresh,
+            watchdog,
         }))
+    }
+
+    /// Open the fast path's connections: the one server (standalone, in the
+    /// background) or the cluster's topology and its nodes (discovered
+    /// before the backend is handed out).
+    async fn connect_links(
+        key: &PoolKey,
+        config: &Config,
+        handle: &Handle,
+    ) -> Result<(Links, Option<JoinHandle<()>>), ClientError> {
+        use crate::net::{cluster::ClusterRouter, connect::ConnSettings, refresh, single::Single};
+        use crate::topology::NodeAddr;
+        let addr = |e: &crate::config::Endpoint| NodeAddr {
+            host: e.host.clone(),
+            port: e.port,
+        };
+        match config.mode {
+            Mode::Standalone => {
+                let settings = Arc::new(ConnSettings::from_config(config, false)?);
+                let s = Single::start(addr(&key.endpoints[0]), settings, config.reconnect, handle);
+                Ok((Links::Single(s), None))
+            }
+            Mode::Cluster => {
+                let settings = Arc::new(ConnSettings::from_config(config, true)?);
+                let seeds = key.endpoints.iter().map(addr).collect();
+                let router =
+                    ClusterRouter::new(seeds, settings, config.reconnect, config.read_from, handle);
+                let bound = config.connection_timeout() * 2;
+                if let Err(e) = router.discover(bound).await {
+                    router.close();
+                    return Err(e);
+                }
+                let every = Duration::from_millis(u64::from(config.topology_refresh_interval_ms));
+                let task = handle.spawn(refresh::refresh_task(router.clone(), every));
+                Ok((Links::Cluster(router), Some(task)))
+            }
+        }
     }
 
     /// The key this backend is shared under.
@@ -228,6 +297,11 @@ impl Backend {
     /// left behind but, for a blocking command, a closed dedicated
     /// connection.
     pub async fn execute(&self, req: &Request) -> Completion {
+        if let Some(rx) = self.execute_fast(req) {
+            return rx.await.unwrap_or_else(|_| {
+                Completion::Err(ClientError::new(ErrorKind::Closing, "backend closed"))
+            });
+        }
         match self.run(req).await {
             Ok(c) => c,
             Err(e) => Completion::Err(e),
@@ -247,6 +321,19 @@ impl Backend {
         match &self.kind {
             Kind::Standalone { shared, .. } => Some(shared.stats()),
             Kind::Cluster { .. } => None,
+        }
+    }
+
+    /// The fast path's node connections (state, last error, requests,
+    /// `write` calls, reconnects) and, for a cluster, its topology
+    /// refreshes.
+    pub fn link_stats(&self) -> (Vec<crate::net::NodeStats>, Option<crate::net::TopologyStats>) {
+        match &self.links {
+            Links::Single(s) => (s.stats(), None),
+            Links::Cluster(c) => {
+                let (n, t) = c.stats();
+                (n, Some(t))
+            }
         }
     }
 
@@ -397,7 +484,13 @@ impl Backend {
                     let mut conn = shared.conn();
                     let fut = run_cluster(&mut conn, cmd.clone(), routing.clone());
                     let r = match tokio::time::timeout_at(deadline, fut).await {
-                        Err(_) => return Err(timed_out(name, bound)),
+                        Err(_) => {
+                            // Possibly a stuck redis-rs client: rebuild it.
+                            if let Some(w) = &self.watchdog {
+                                w.report();
+                            }
+                            return Err(timed_out(name, bound));
+                        }
                         Ok(r) => r,
                     };
                     // redis-rs gives up on a redirect or a "try again" once

@@ -463,3 +463,84 @@ mod tests {
         assert!(parse_slots(&Value::Int(1)).is_none());
     }
 }
+
+/// Keeps the slow paths' redis-rs cluster connection from staying stuck.
+///
+/// redis-rs's async cluster client can wedge after connection loss under
+/// load (a lock held across network awaits while it refreshes slots:
+/// redis-rs issues #2092 and #2277): every request through it then times
+/// out. The core's own topology (`crate::net::cluster`) does not go through
+/// it, and tells this watchdog about every disruption it sees (a node
+/// connection lost, the slot map changed); a slow-path cluster request that
+/// times out does too. Each disruption replaces the redis-rs connection by
+/// a fresh one, coalesced (one rebuild at a time, [`REBUILD_SETTLE`] after
+/// the first report) and bounded by the connection timeout; requests in
+/// flight on the old connection finish or time out on it.
+pub(crate) struct Watchdog {
+    cluster: Weak<Cluster>,
+    pending: std::sync::atomic::AtomicBool,
+    rebuilds: std::sync::atomic::AtomicU64,
+    handle: tokio::runtime::Handle,
+}
+
+/// Wait between a disruption report and the rebuild (reports of one event
+/// arrive together: every node connection sees a CLIENT KILL).
+pub(crate) const REBUILD_SETTLE: Duration = Duration::from_millis(100);
+
+impl Watchdog {
+    pub(crate) fn new(cluster: &Arc<Cluster>, handle: tokio::runtime::Handle) -> Arc<Watchdog> {
+        Arc::new(Watchdog {
+            cluster: Arc::downgrade(cluster),
+            pending: std::sync::atomic::AtomicBool::new(false),
+            rebuilds: std::sync::atomic::AtomicU64::new(0),
+            handle,
+        })
+    }
+
+    /// Rebuilds done so far.
+    pub(crate) fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Something went wrong: rebuild soon (once for a burst of reports).
+    pub(crate) fn report(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        // AcqRel: pairs with the Release store that ends a rebuild, so a
+        // report after it starts the next one.
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        self.handle.spawn(async move {
+            tokio::time::sleep(REBUILD_SETTLE).await;
+            // Release: reports from now on schedule another rebuild (pairs
+            // with the swap above).
+            me.pending.store(false, Ordering::Release);
+            let Some(cluster) = me.cluster.upgrade() else {
+                return;
+            };
+            match cluster.rebuild().await {
+                Ok(()) => {
+                    me.rebuilds.fetch_add(1, Ordering::Relaxed);
+                    debug!("slow-path cluster connection rebuilt");
+                }
+                Err(e) => warn!(error = %e.message, "rebuilding the slow-path cluster connection failed"),
+            }
+        });
+    }
+}
+
+impl Cluster {
+    /// Replace the shared redis-rs connection by a fresh one (bounded).
+    pub(crate) async fn rebuild(&self) -> Result<(), ClientError> {
+        let fresh = open(
+            &self.client,
+            self.client_name.as_deref(),
+            self.connection_timeout,
+            self.seeds,
+        )
+        .await?;
+        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}

@@ -14,6 +14,7 @@ mod backend;
 mod batch;
 mod blocking;
 mod cluster;
+mod fast;
 mod pubsub;
 mod scan;
 mod script;

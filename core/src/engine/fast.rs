@@ -1,0 +1,291 @@
+//! Which requests take the fast path (the core's own node connections,
+//! `crate::net`) and how they are sent; everything else runs on the slow
+//! path (`Backend::execute`).
+//!
+//! The decision is a pure function ([`plan`]), tested without I/O.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use vshm_protocol::msg::{Op, Request, Route};
+
+use super::Backend;
+use crate::commands;
+use crate::config::{Mode, ReadFrom};
+use crate::keys::{self, SlotPlacement};
+use crate::net::cluster::ClusterRouter;
+use crate::net::job::{Job, Target, Work};
+use crate::net::single::Single;
+use crate::net::ticket::Ticket;
+use crate::topology::{NodeAddr, SlotMap};
+
+/// The fast-path connections of a backend.
+pub(crate) enum Links {
+    Single(Arc<Single>),
+    Cluster(Arc<ClusterRouter>),
+}
+
+impl Links {
+    pub fn submit(&self, job: Box<Job>) {
+        match self {
+            Links::Single(s) => s.submit(job),
+            Links::Cluster(c) => c.submit(job),
+        }
+    }
+
+    pub fn close(&self) {
+        match self {
+            Links::Single(s) => s.close(),
+            Links::Cluster(c) => c.close(),
+        }
+    }
+}
+
+/// How a fast-path request is sent.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub target: Target,
+    pub bound_ms: u32,
+}
+
+/// Whether `req` takes the fast path, and where it goes. `None`: the slow
+/// path, which also produces every refusal and validation error (refused
+/// and blocking commands, multi-slot and fan-out commands, batches,
+/// scripts, scans, pub/sub, explicit multi-node routes, unknown
+/// addresses).
+pub(crate) fn plan(
+    mode: Mode,
+    read_from: ReadFrom,
+    map: Option<&SlotMap>,
+    req: &Request,
+) -> Option<Plan> {
+    let Op::Command { args } = &req.op else {
+        return None;
+    };
+    if args.is_empty() || commands::bad_name(args).is_some() {
+        return None;
+    }
+    let name = commands::command_name(args);
+    if commands::refusal(&name).is_some() || commands::block_timeout(&name, args).is_some() {
+        return None;
+    }
+    let plan = |target| {
+        Some(Plan {
+            target,
+            bound_ms: req.timeout_ms,
+        })
+    };
+    match mode {
+        Mode::Standalone => match &req.route {
+            // The slow path checks an address against the server.
+            Route::Address { .. } => None,
+            _ => plan(Target::Random),
+        },
+        Mode::Cluster => {
+            let read_only = commands::is_read_only(&name);
+            match &req.route {
+                Route::Auto => match keys::single_slot(&name, args) {
+                    SlotPlacement::Slot(slot) => plan(Target::Slot {
+                        slot,
+                        replica: read_only && read_from != ReadFrom::Primary,
+                    }),
+                    SlotPlacement::Keyless if !keys::fan_out(&name) => plan(Target::Random),
+                    _ => None,
+                },
+                Route::SlotKey { key, replica } => plan(Target::Slot {
+                    slot: keys::slot_of(key),
+                    replica: *replica && read_only,
+                }),
+                Route::SlotId { slot, replica } if *slot < keys::SLOTS => plan(Target::Slot {
+                    slot: *slot,
+                    replica: *replica && read_only,
+                }),
+                Route::Random => plan(Target::Random),
+                Route::Address { host, port } => {
+                    let addr = NodeAddr {
+                        host: host.clone(),
+                        port: *port,
+                    };
+                    if map?.nodes().contains(&addr) {
+                        plan(Target::Addr(addr))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+impl Backend {
+    /// The fast path for a caller that awaits the completion
+    /// ([`Backend::execute`]): `None` when the request takes the slow path.
+    pub(crate) fn execute_fast(
+        &self,
+        req: &Request,
+    ) -> Option<tokio::sync::oneshot::Receiver<vshm_protocol::msg::Completion>> {
+        let map = match &self.links {
+            Links::Cluster(c) => Some(c.slot_map()),
+            Links::Single(_) => None,
+        };
+        plan(self.config.mode, self.config.read_from, map.as_deref(), req)?;
+        let (ticket, rx) = crate::net::ticket::OneshotSink::ticket();
+        match self.try_submit(req.clone(), ticket) {
+            Ok(()) => Some(rx),
+            // Planned above, so taken; a hand-back would be a bug.
+            Err((_, t)) => {
+                drop(t);
+                Some(rx)
+            }
+        }
+    }
+
+    /// Take `req` on the fast path if it goes to one node (see [`plan`]);
+    /// otherwise hand it back for [`Backend::execute`].
+    pub fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), (Request, Ticket)> {
+        let map = match &self.links {
+            Links::Cluster(c) => Some(c.slot_map()),
+            Links::Single(_) => None,
+        };
+        let Some(p) = plan(self.config.mode, self.config.read_from, map.as_deref(), &req) else {
+            return Err((req, ticket));
+        };
+        let Op::Command { args } = req.op else {
+            unreachable!("plan only accepts commands")
+        };
+        let bound = self.request_timeout(p.bound_ms);
+        self.links.submit(Box::new(Job {
+            ticket,
+            work: Work::Command(args),
+            deadline: Instant::now() + bound,
+            bound,
+            target: p.target,
+            asking: false,
+            hops: 0,
+        }));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[&str], route: Route) -> Request {
+        Request {
+            id: 1,
+            timeout_ms: 0,
+            flags: 0,
+            route,
+            op: Op::Command {
+                args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            },
+        }
+    }
+
+    fn cluster(args: &[&str], route: Route, rf: ReadFrom) -> Option<Target> {
+        plan(Mode::Cluster, rf, None, &req(args, route)).map(|p| p.target)
+    }
+
+    #[test]
+    fn single_slot_commands_go_fast() {
+        let slot = keys::slot_of(b"k");
+        assert_eq!(
+            cluster(&["SET", "k", "v"], Route::Auto, ReadFrom::Primary),
+            Some(Target::Slot {
+                slot,
+                replica: false
+            })
+        );
+        assert_eq!(
+            cluster(&["GET", "k"], Route::Auto, ReadFrom::PreferReplica),
+            Some(Target::Slot {
+                slot,
+                replica: true
+            })
+        );
+        // A write never goes to a replica.
+        assert_eq!(
+            cluster(&["INCR", "k"], Route::Auto, ReadFrom::PreferReplica),
+            Some(Target::Slot {
+                slot,
+                replica: false
+            })
+        );
+        assert_eq!(
+            cluster(&["MGET", "{t}a", "{t}b"], Route::Auto, ReadFrom::Primary),
+            Some(Target::Slot {
+                slot: keys::slot_of(b"t"),
+                replica: false
+            })
+        );
+    }
+
+    #[test]
+    fn everything_else_goes_slow() {
+        let p = ReadFrom::Primary;
+        assert_eq!(cluster(&["MGET", "a", "b"], Route::Auto, p), None);
+        assert_eq!(cluster(&["DBSIZE"], Route::Auto, p), None);
+        assert_eq!(cluster(&["BLPOP", "q", "0"], Route::Auto, p), None);
+        assert_eq!(cluster(&["SELECT", "1"], Route::Auto, p), None);
+        assert_eq!(cluster(&["GET", "k"], Route::AllNodes, p), None);
+        assert_eq!(
+            cluster(
+                &["GET", "k"],
+                Route::Address {
+                    host: "127.0.0.1".into(),
+                    port: 1
+                },
+                p
+            ),
+            None
+        );
+        assert_eq!(cluster(&[], Route::Auto, p), None);
+        assert_eq!(cluster(&["\u{1}GET", "k"], Route::Auto, p), None);
+        assert_eq!(
+            cluster(
+                &["GET", "k"],
+                Route::SlotId {
+                    slot: 16384,
+                    replica: false
+                },
+                p
+            ),
+            None
+        );
+        let batch = Request {
+            id: 1,
+            timeout_ms: 0,
+            flags: 0,
+            route: Route::Auto,
+            op: Op::Batch {
+                atomic: false,
+                watch: vec![],
+                commands: vec![],
+            },
+        };
+        assert_eq!(plan(Mode::Standalone, p, None, &batch), None);
+    }
+
+    #[test]
+    fn standalone_routes() {
+        let p = ReadFrom::Primary;
+        assert!(plan(Mode::Standalone, p, None, &req(&["GET", "k"], Route::Auto)).is_some());
+        assert!(plan(Mode::Standalone, p, None, &req(&["DBSIZE"], Route::AllNodes)).is_some());
+        assert!(plan(
+            Mode::Standalone,
+            p,
+            None,
+            &req(
+                &["GET", "k"],
+                Route::Address {
+                    host: "h".into(),
+                    port: 1
+                }
+            )
+        )
+        .is_none());
+        assert!(plan(Mode::Standalone, p, None, &req(&["BLPOP", "q", "1"], Route::Auto)).is_none());
+    }
+}

@@ -1,0 +1,103 @@
+//! A [`Job`]: one request on its way through the node connections, with
+//! everything needed to send it again (a redirect, a retry, a connection
+//! that broke before it was written) and its [`Ticket`].
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
+
+use super::ticket::Ticket;
+use crate::resp::{self, Frame};
+use crate::topology::NodeAddr;
+
+/// Where a job goes (cluster); a standalone backend has one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The primary of a slot, or a replica of it when `replica` (reads).
+    Slot { slot: u16, replica: bool },
+    /// One node by address.
+    Addr(NodeAddr),
+    /// Any primary.
+    Random,
+}
+
+/// What the job sends.
+pub(crate) enum Work {
+    /// One command; its reply is the completion.
+    Command(Vec<Vec<u8>>),
+}
+
+pub(crate) struct Job {
+    pub ticket: Ticket,
+    pub work: Work,
+    pub deadline: Instant,
+    /// The request's whole bound (for the timeout message).
+    pub bound: Duration,
+    pub target: Target,
+    /// Send `ASKING` first (an ASK redirect).
+    pub asking: bool,
+    /// Redirects and retries so far (bounded).
+    pub hops: u8,
+}
+
+/// Most redirects/retries of one job before it fails.
+pub(crate) const MAX_HOPS: u8 = 32;
+
+impl Job {
+    /// The command's name, for messages.
+    pub fn name(&self) -> String {
+        match &self.work {
+            Work::Command(args) => crate::commands::command_name(args),
+        }
+    }
+
+    /// Append the job's commands; returns how many replies they produce.
+    pub fn encode(&self, out: &mut Vec<u8>) -> u32 {
+        let mut n = 0;
+        if self.asking {
+            resp::encode_command(out, &[b"ASKING".as_slice()]);
+            n += 1;
+        }
+        match &self.work {
+            Work::Command(args) => {
+                resp::encode_command(out, args);
+                n + 1
+            }
+        }
+    }
+
+    pub fn timed_out(self) {
+        let msg = format!(
+            "{} timed out after {} ms",
+            self.name(),
+            self.bound.as_millis()
+        );
+        self.ticket.fail(ClientError::new(ErrorKind::Timeout, msg));
+    }
+
+    pub fn fail(self, kind: ErrorKind, msg: impl Into<String>) {
+        self.ticket.fail(ClientError::new(kind, msg));
+    }
+}
+
+/// A command's reply frame as a completion.
+pub(crate) fn frame_completion(f: Frame) -> Completion {
+    match f {
+        Frame::Value(v) => Completion::Ok(v),
+        Frame::Error(e) => Completion::Err(resp::error_to_client(&e)),
+        Frame::TooDeep => Completion::Err(too_deep()),
+        // Not a reply; `Node` never hands pushes to jobs.
+        Frame::Push(v) => Completion::Ok(v),
+    }
+}
+
+pub(crate) fn too_deep() -> ClientError {
+    ClientError::new(
+        ErrorKind::Request,
+        format!(
+            "the reply is nested deeper than {} levels (the connection is unaffected)",
+            resp::MAX_DEPTH
+        ),
+    )
+}

@@ -1,0 +1,647 @@
+//! One server node: a single pipelined connection, re-established by
+//! itself, with every request's state in one FIFO.
+//!
+//! * **Submit** ([`Node::submit`], any thread, never awaits): under the
+//!   node's lock the job is encoded straight into the write buffer and its
+//!   slot pushed on the FIFO, then the writer is notified. Many clients'
+//!   requests of one drain pass end up in one buffer: one `write` per node
+//!   per pass (cross-process pipelining).
+//! * **Write** (the node task): takes the whole buffer, writes it, counts
+//!   the bytes handed to the kernel.
+//! * **Read** (the node task): reads, delimits frames with the resumable
+//!   [`Scanner`], decodes, pops one FIFO slot per reply (out-of-band pushes
+//!   pop nothing) and completes the slot's job outside the lock.
+//! * **Deadlines**: one heap of `(deadline, seq)` per node. An expired job
+//!   is completed with `Timeout` and its slot stays as a tombstone, so the
+//!   late reply is read and discarded and every later reply still meets its
+//!   own request. A connection whose oldest reply is overdue by
+//!   [`STALL_GRACE`] with nothing read meanwhile is dropped (a dead peer that
+//!   sent no RST).
+//! * **Loss**: slots whose bytes were all handed to the kernel may have run:
+//!   they fail with `Connection`. The rest were never complete on the wire,
+//!   so the server cannot have run them: they wait in the backlog and are
+//!   written first on the next connection (or re-routed, cluster). The
+//!   first reconnect attempt starts at once, later ones back off.
+
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use vshm_protocol::msg::ErrorKind;
+
+use super::connect::{self, ConnSettings, ReadHalf, WriteHalf};
+use super::job::{frame_completion, Job};
+use crate::config::Backoff;
+use crate::resp::{self, Frame, Scanner};
+use crate::topology::NodeAddr;
+
+/// How long a connection may owe an overdue reply with nothing read before
+/// it is considered dead.
+pub(crate) const STALL_GRACE: Duration = Duration::from_secs(2);
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What the node hands back to its owner.
+pub(crate) trait Router: Send + Sync + 'static {
+    /// Send a job again (after a redirect, a retry wait or a lost
+    /// connection), through the current routing.
+    fn route(&self, job: Box<Job>);
+    /// A command's error reply. Redirects and "try again" errors are taken
+    /// over (`None`); anything else is returned to fail the job with it.
+    fn on_error(&self, job: Box<Job>, err: &[u8], from: &NodeAddr) -> Option<Box<Job>>;
+    /// The node lost its connection (a cluster refreshes its topology).
+    fn node_down(&self, addr: &NodeAddr);
+}
+
+/// Connection state of a node, for stats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    Connected,
+    /// Not connected since then (never connected, or lost).
+    Reconnecting {
+        since: std::time::SystemTime,
+    },
+    Closed,
+}
+
+/// A node's figures (stats and Prometheus).
+#[derive(Debug, Clone)]
+pub struct NodeStats {
+    pub addr: String,
+    pub state: LinkState,
+    pub last_error: Option<String>,
+    /// Requests submitted to this node.
+    pub requests: u64,
+    /// `write` calls on its connections.
+    pub writes: u64,
+    /// Connections established (the first included).
+    pub connects: u64,
+    /// Connections lost.
+    pub disconnects: u64,
+    /// Requests that timed out on this node.
+    pub timeouts: u64,
+    /// Replies in flight now (tombstones of timed-out requests included).
+    pub inflight: usize,
+}
+
+struct Slot {
+    job: Option<Box<Job>>,
+    /// Replies this slot takes.
+    want: u32,
+    frames: Vec<Frame>,
+    /// End of its bytes in the connection's stream.
+    end: u64,
+    deadline: Instant,
+}
+
+struct State {
+    connected: bool,
+    wbuf: Vec<u8>,
+    /// Bytes appended to the current connection's stream.
+    appended: u64,
+    fifo: VecDeque<Slot>,
+    /// Sequence number of `fifo.front()`.
+    base: u64,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Jobs waiting for a connection, in order.
+    backlog: VecDeque<Box<Job>>,
+    last_error: Option<String>,
+    down_since: Option<std::time::SystemTime>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    writes: AtomicU64,
+    connects: AtomicU64,
+    disconnects: AtomicU64,
+    timeouts: AtomicU64,
+    /// Milliseconds since `epoch` of the last read (stall detection).
+    last_read_ms: AtomicU64,
+}
+
+/// One node connection. See the module docs.
+pub(crate) struct Node {
+    addr: NodeAddr,
+    st: Mutex<State>,
+    writer: Notify,
+    timer: Notify,
+    kill: Notify,
+    closed_signal: Notify,
+    counters: Counters,
+    settings: Arc<ConnSettings>,
+    backoff: Backoff,
+    router: Weak<dyn Router>,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("addr", &self.addr).finish()
+    }
+}
+
+impl Node {
+    /// A node whose task (connect, read, write, deadlines) runs on `rt`
+    /// until [`Node::close`].
+    pub fn start(
+        addr: NodeAddr,
+        settings: Arc<ConnSettings>,
+        backoff: Backoff,
+        router: Weak<dyn Router>,
+        rt: &tokio::runtime::Handle,
+    ) -> Arc<Node> {
+        let node = Arc::new(Node {
+            addr,
+            st: Mutex::new(State {
+                connected: false,
+                wbuf: Vec::new(),
+                appended: 0,
+                fifo: VecDeque::new(),
+                base: 0,
+                timers: BinaryHeap::new(),
+                backlog: VecDeque::new(),
+                last_error: None,
+                down_since: Some(std::time::SystemTime::now()),
+                closed: false,
+            }),
+            writer: Notify::new(),
+            timer: Notify::new(),
+            kill: Notify::new(),
+            closed_signal: Notify::new(),
+            counters: Counters::default(),
+            settings,
+            backoff,
+            router,
+            epoch: Instant::now(),
+        });
+        rt.spawn(node.clone().run());
+        node
+    }
+
+    pub fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.lock().connected
+    }
+
+    /// Replies owed now (tombstones included) plus jobs in the backlog.
+    pub fn load(&self) -> usize {
+        let st = self.lock();
+        st.fifo.len() + st.backlog.len()
+    }
+
+    /// Queue a job: encoded and written at once when connected, else kept
+    /// for the next connection. Never awaits.
+    pub fn submit(&self, job: Box<Job>) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            job.fail(
+                ErrorKind::Connection,
+                format!("{}: connection closed", self.addr),
+            );
+            return;
+        }
+        let deadline = job.deadline;
+        let earliest = st.timers.peek().is_none_or(|Reverse((t, _))| deadline < *t);
+        if st.connected {
+            let was_empty = st.wbuf.is_empty();
+            self.enqueue(&mut st, job);
+            drop(st);
+            if was_empty {
+                self.writer.notify_one();
+            }
+        } else {
+            st.backlog.push_back(job);
+            drop(st);
+        }
+        if earliest {
+            self.timer.notify_one();
+        }
+    }
+
+    /// Encode a job and push its slot (connected, lock held).
+    fn enqueue(&self, st: &mut State, job: Box<Job>) {
+        let before = st.wbuf.len();
+        let want = job.encode(&mut st.wbuf);
+        st.appended += (st.wbuf.len() - before) as u64;
+        let seq = st.base + st.fifo.len() as u64;
+        let deadline = job.deadline;
+        st.timers.push(Reverse((deadline, seq)));
+        st.fifo.push_back(Slot {
+            job: Some(job),
+            want,
+            frames: Vec::new(),
+            end: st.appended,
+            deadline,
+        });
+    }
+
+    /// Take the jobs waiting for a connection (to route them elsewhere).
+    pub fn take_backlog(&self) -> Vec<Box<Job>> {
+        self.lock().backlog.drain(..).collect()
+    }
+
+    /// Stop: the task ends, every job still held fails with `Connection`.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.closed_signal.notify_one();
+        self.kill.notify_one();
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let st = self.lock();
+        let c = &self.counters;
+        NodeStats {
+            addr: self.addr.to_string(),
+            state: if st.closed {
+                LinkState::Closed
+            } else if st.connected {
+                LinkState::Connected
+            } else {
+                LinkState::Reconnecting {
+                    since: st.down_since.unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+                }
+            },
+            last_error: st.last_error.clone(),
+            requests: c.requests.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            disconnects: c.disconnects.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            inflight: st.fifo.len() + st.backlog.len(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    async fn run(self: Arc<Self>) {
+        tokio::select! {
+            _ = self.timer_loop() => {}
+            _ = self.conn_loop() => {}
+            _ = self.closed_signal.notified() => {}
+        }
+        // Closed: nothing is sent any more; fail what is held.
+        let (slots, backlog) = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.connected = false;
+            st.timers.clear();
+            (
+                st.fifo.drain(..).collect::<Vec<_>>(),
+                st.backlog.drain(..).collect::<Vec<_>>(),
+            )
+        };
+        let why = format!("{}: connection closed", self.addr);
+        for job in slots.into_iter().filter_map(|s| s.job).chain(backlog) {
+            job.fail(ErrorKind::Connection, why.clone());
+        }
+        debug!(node = %self.addr, "node closed");
+    }
+
+    /// Connect, serve, and reconnect, until closed.
+    async fn conn_loop(&self) {
+        let mut attempt = 0u32;
+        loop {
+            if attempt > 0 {
+                tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
+            }
+            match connect::open(&self.settings, &self.addr).await {
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    debug!(node = %self.addr, error = %e.message, attempt, "connect failed");
+                    self.lock().last_error = Some(e.message);
+                }
+                Ok((r, w)) => {
+                    attempt = 0;
+                    let reconnected = self.counters.connects.fetch_add(1, Ordering::Relaxed) > 0;
+                    if reconnected {
+                        info!(node = %self.addr, "reconnected");
+                    }
+                    let why = self.serve(r, w).await;
+                    self.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                    warn!(node = %self.addr, reason = %why, "connection lost; reconnecting");
+                    if let Some(router) = self.router.upgrade() {
+                        router.node_down(&self.addr);
+                    }
+                    // First attempt at once (a killed connection on a live
+                    // server), the next ones back off.
+                    attempt = 0;
+                }
+            }
+        }
+    }
+
+    /// Run one connection until it fails; returns why.
+    async fn serve(&self, mut r: ReadHalf, mut w: WriteHalf) -> String {
+        {
+            let mut st = self.lock();
+            st.connected = true;
+            st.down_since = None;
+            st.appended = 0;
+            st.wbuf.clear();
+            let now = Instant::now();
+            let mut expired = Vec::new();
+            while let Some(job) = st.backlog.pop_front() {
+                if job.deadline <= now {
+                    expired.push(job);
+                } else {
+                    self.enqueue(&mut st, job);
+                }
+            }
+            drop(st);
+            for job in expired {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                job.timed_out();
+            }
+        }
+        self.counters
+            .last_read_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+        self.writer.notify_one();
+        self.timer.notify_one();
+        let written = Cell::new(0u64);
+        let why = tokio::select! {
+            e = self.read_loop(&mut r) => e,
+            e = self.write_loop(&mut w, &written) => e,
+            _ = self.kill.notified() => "no reply within the stall bound (dead peer?) or closed".to_string(),
+        };
+        // Down: fail what may have run, keep what cannot have.
+        let sent_end = written.get();
+        let mut lost = Vec::new();
+        {
+            let mut st = self.lock();
+            st.connected = false;
+            st.down_since = Some(std::time::SystemTime::now());
+            st.last_error = Some(why.clone());
+            st.wbuf.clear();
+            st.timers.clear();
+            let slots: Vec<Slot> = st.fifo.drain(..).collect();
+            st.base += slots.len() as u64;
+            let mut unsent = Vec::new();
+            for s in slots {
+                let Some(mut job) = s.job else { continue };
+                if s.end <= sent_end {
+                    lost.push(job);
+                } else {
+                    job.asking = false;
+                    unsent.push(job);
+                }
+            }
+            for job in unsent.into_iter().rev() {
+                st.backlog.push_front(job);
+            }
+            // Backlog deadlines are watched by the timer from now on.
+        }
+        self.timer.notify_one();
+        let msg = format!(
+            "{}: connection lost ({why}); the command may or may not have run",
+            self.addr
+        );
+        for job in lost {
+            job.fail(ErrorKind::Connection, msg.clone());
+        }
+        why
+    }
+
+    async fn write_loop(&self, w: &mut WriteHalf, written: &Cell<u64>) -> String {
+        let mut buf = Vec::new();
+        loop {
+            {
+                let mut st = self.lock();
+                if st.wbuf.is_empty() {
+                    drop(st);
+                    self.writer.notified().await;
+                    continue;
+                }
+                std::mem::swap(&mut st.wbuf, &mut buf);
+            }
+            let mut off = 0;
+            while off < buf.len() {
+                match w.write(&buf[off..]).await {
+                    Ok(0) => return "write returned 0".into(),
+                    Ok(n) => {
+                        off += n;
+                        written.set(written.get() + n as u64);
+                        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => return format!("write: {e}"),
+                }
+            }
+            if let Err(e) = w.flush().await {
+                return format!("write: {e}");
+            }
+            buf.clear();
+            if buf.capacity() > 4 << 20 {
+                buf = Vec::new();
+            }
+        }
+    }
+
+    async fn read_loop(&self, r: &mut ReadHalf) -> String {
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let mut start = 0usize;
+        let mut scanner = Scanner::new();
+        let mut frames: Vec<Frame> = Vec::new();
+        loop {
+            loop {
+                match scanner.scan(&buf[start..]) {
+                    Ok(Some(n)) => {
+                        match resp::decode(&buf[start..start + n]) {
+                            Ok(f) => frames.push(f),
+                            Err(e) => return format!("bad reply: {e}"),
+                        }
+                        start += n;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return format!("bad reply: {e}"),
+                }
+            }
+            if !frames.is_empty() {
+                if let Err(e) = self.deliver(&mut frames) {
+                    return e;
+                }
+            }
+            if start == buf.len() {
+                buf.clear();
+                start = 0;
+            } else if start > 0 && (start >= buf.len() / 2 || buf.capacity() - buf.len() < 4096) {
+                buf.drain(..start);
+                start = 0;
+            }
+            let pending = buf.len() - start;
+            let want = scanner.need().saturating_sub(pending).max(READ_CHUNK);
+            if buf.capacity() - buf.len() < want / 2 {
+                buf.reserve(want);
+            }
+            match r.read_buf(&mut buf).await {
+                Ok(0) => return "closed by the server".into(),
+                Ok(_) => self
+                    .counters
+                    .last_read_ms
+                    .store(self.now_ms(), Ordering::Relaxed),
+                Err(e) => return format!("read: {e}"),
+            }
+            if buf.capacity() > 8 * READ_CHUNK && buf.len() - start < READ_CHUNK && start == 0 {
+                // A big reply passed: give the memory back.
+                buf.shrink_to(READ_CHUNK.max(buf.len()));
+            }
+        }
+    }
+
+    /// Match replies to slots and complete their jobs.
+    fn deliver(&self, frames: &mut Vec<Frame>) -> Result<(), String> {
+        let mut done: Vec<(Box<Job>, Vec<Frame>)> = Vec::new();
+        {
+            let mut st = self.lock();
+            for f in frames.drain(..) {
+                if matches!(f, Frame::Push(_)) {
+                    // Out of band (client tracking, ...): not a reply.
+                    continue;
+                }
+                let Some(slot) = st.fifo.front_mut() else {
+                    return Err("a reply arrived with no request waiting".into());
+                };
+                slot.frames.push(f);
+                if slot.frames.len() as u32 >= slot.want {
+                    let slot = st.fifo.pop_front().expect("front exists");
+                    st.base += 1;
+                    if let Some(job) = slot.job {
+                        done.push((job, slot.frames));
+                    }
+                }
+            }
+        }
+        for (job, frames) in done {
+            self.finish(job, frames);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, mut job: Box<Job>, mut frames: Vec<Frame>) {
+        if job.asking {
+            // The reply to ASKING.
+            frames.remove(0);
+            job.asking = false;
+        }
+        let Some(f) = frames.pop() else { return };
+        if let Frame::Error(e) = &f {
+            let job = match self.router.upgrade() {
+                Some(router) => router.on_error(job, e, &self.addr),
+                None => Some(job),
+            };
+            if let Some(job) = job {
+                job.ticket.complete(frame_completion(f));
+            }
+            return;
+        }
+        job.ticket.complete(frame_completion(f));
+    }
+
+    /// Deadlines of slots and backlog jobs, and stall detection.
+    async fn timer_loop(&self) {
+        loop {
+            let next = self.expire();
+            match next {
+                Some(t) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t) => {}
+                        _ = self.timer.notified() => {}
+                    }
+                }
+                None => self.timer.notified().await,
+            }
+        }
+    }
+
+    /// Fail expired jobs; returns when to look again.
+    fn expire(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        let mut stalled = false;
+        {
+            let mut st = self.lock();
+            while let Some(Reverse((t, seq))) = st.timers.peek().copied() {
+                if seq < st.base {
+                    st.timers.pop();
+                    continue;
+                }
+                if t > now {
+                    next = Some(t);
+                    break;
+                }
+                st.timers.pop();
+                let idx = (seq - st.base) as usize;
+                if let Some(job) = st.fifo.get_mut(idx).and_then(|s| s.job.take()) {
+                    expired.push(job);
+                }
+            }
+            if !st.backlog.is_empty() {
+                let mut keep = VecDeque::with_capacity(st.backlog.len());
+                for job in st.backlog.drain(..) {
+                    if job.deadline <= now {
+                        expired.push(job);
+                    } else {
+                        next = Some(next.map_or(job.deadline, |n| n.min(job.deadline)));
+                        keep.push_back(job);
+                    }
+                }
+                st.backlog = keep;
+            }
+            // Stall: the oldest reply is overdue by the grace with nothing
+            // read meanwhile.
+            if st.connected {
+                if let Some(front) = st.fifo.front() {
+                    let overdue_at = front.deadline + STALL_GRACE;
+                    let last_read = self.epoch
+                        + Duration::from_millis(self.counters.last_read_ms.load(Ordering::Relaxed));
+                    if overdue_at <= now && last_read + STALL_GRACE <= now {
+                        stalled = true;
+                    } else {
+                        let check = overdue_at.max(last_read + STALL_GRACE);
+                        next = Some(next.map_or(check, |n| n.min(check)));
+                    }
+                }
+            }
+        }
+        if stalled {
+            self.kill.notify_one();
+        }
+        let not_connected = !self.is_connected();
+        let last_error = self.lock().last_error.clone();
+        for job in expired {
+            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            if not_connected {
+                let msg = format!(
+                    "not connected to {}: reconnecting (last error: {})",
+                    self.addr,
+                    last_error.as_deref().unwrap_or("none yet")
+                );
+                job.fail(ErrorKind::Connection, msg);
+            } else {
+                job.timed_out();
+            }
+        }
+        next
+    }
+}

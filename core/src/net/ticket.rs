@@ -1,0 +1,126 @@
+//! A [`Ticket`]: the right and the duty to complete one request.
+//!
+//! Whoever holds a request's ticket owns its one completion. The fast path
+//! moves the ticket with the request (dispatcher -> node FIFO -> reader, or
+//! to another node on a redirect); nothing else tracks the request. A
+//! ticket dropped without [`Ticket::complete`] (a task cancelled, a node
+//! torn down) completes its request with `Closing`, so "exactly one
+//! completion per request" holds by construction.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
+
+/// Where a request's completion goes.
+pub trait Sink: Send + Sync + 'static {
+    /// Deliver request `id`'s completion. `token` is the sink's own datum
+    /// (the dispatcher: the request's bytes counted against its limit),
+    /// `started` when the request was taken.
+    fn complete(&self, id: u64, token: u64, started: Instant, c: Completion);
+}
+
+/// One request's completion duty. See the module docs.
+pub struct Ticket {
+    sink: Option<Arc<dyn Sink>>,
+    id: u64,
+    token: u64,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("id", &self.id).finish()
+    }
+}
+
+impl Ticket {
+    pub fn new(sink: Arc<dyn Sink>, id: u64, token: u64) -> Ticket {
+        Ticket {
+            sink: Some(sink),
+            id,
+            token,
+            started: Instant::now(),
+        }
+    }
+
+    /// The request id this ticket completes.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Complete the request (consumes the ticket).
+    pub fn complete(mut self, c: Completion) {
+        if let Some(s) = self.sink.take() {
+            s.complete(self.id, self.token, self.started, c);
+        }
+    }
+
+    /// Complete with a typed error.
+    pub fn fail(self, e: ClientError) {
+        self.complete(Completion::Err(e))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(s) = self.sink.take() {
+            s.complete(
+                self.id,
+                self.token,
+                self.started,
+                Completion::Err(ClientError::new(
+                    ErrorKind::Closing,
+                    "connection closed before the request completed",
+                )),
+            );
+        }
+    }
+}
+
+/// A sink for the core's own control requests (topology queries, probes):
+/// hands the completion to an awaiting task.
+pub struct OneshotSink(Mutex<Option<tokio::sync::oneshot::Sender<Completion>>>);
+
+impl OneshotSink {
+    /// A ticket whose completion the returned receiver gets.
+    pub fn ticket() -> (Ticket, tokio::sync::oneshot::Receiver<Completion>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = Arc::new(OneshotSink(Mutex::new(Some(tx))));
+        (Ticket::new(sink, 0, 0), rx)
+    }
+}
+
+impl Sink for OneshotSink {
+    fn complete(&self, _id: u64, _token: u64, _started: Instant, c: Completion) {
+        let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(Mutex<Vec<(u64, Completion)>>);
+    impl Sink for Count {
+        fn complete(&self, id: u64, _t: u64, _s: Instant, c: Completion) {
+            self.0.lock().unwrap().push((id, c));
+        }
+    }
+
+    #[test]
+    fn completes_once_and_drop_means_closing() {
+        let s = Arc::new(Count::default());
+        let t = Ticket::new(s.clone(), 7, 0);
+        t.complete(Completion::Ok(vshm_protocol::msg::Value::Nil));
+        drop(Ticket::new(s.clone(), 8, 0));
+        let got = s.0.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, 7);
+        assert!(matches!(&got[1], (8, Completion::Err(e)) if e.kind == ErrorKind::Closing));
+    }
+}
