@@ -5,6 +5,7 @@
 //!   ([`Engine::connect`], [`Backend::execute`]).
 //! * [`commands`]: pure command classification (blocking, refused,
 //!   read-only, response policies).
+//! * [`keys`]: command keys and hash slots (pure).
 //! * [`value`]: conversion of redis crate values and errors to the wire
 //!   messages.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod dispatch;
 pub mod embedded;
 pub mod engine;
+pub mod keys;
 pub mod value;
 
 pub use config::Config;

@@ -50,6 +50,7 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind, SubKind, Value};
 use super::cluster::{self, Cluster};
 use super::standalone;
 use crate::config::{Config, Endpoint, Protocol};
+use crate::keys::{slot_of, SLOTS};
 use crate::value::{convert, map_error, server_error, server_error_text};
 
 /// An idle link is checked with a `PING` this often.
@@ -65,8 +66,6 @@ const TOPOLOGY_RETRY: Duration = Duration::from_millis(200);
 const OUTAGE_REFRESH: Duration = Duration::from_millis(500);
 /// How long a node whose link failed is not chosen as the home node.
 const AVOID_FOR: Duration = Duration::from_secs(10);
-/// Number of hash slots in a cluster.
-const SLOTS: u16 = 16384;
 
 /// Where a client's pub/sub messages go (its completion ring).
 pub trait PushSink: Send + Sync + 'static {
@@ -77,22 +76,6 @@ pub trait PushSink: Send + Sync + 'static {
 
 /// A subscription: kind and channel (or pattern).
 type Key = (SubKind, Vec<u8>);
-
-/// The cluster hash slot of a channel (CRC16-XMODEM of the first
-/// non-empty `{hashtag}` or of the whole name, mod 16384).
-fn slot_of(channel: &[u8]) -> u16 {
-    let hashed = channel
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &channel[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            Some(&rest[..close])
-        })
-        .filter(|tag| !tag.is_empty())
-        .unwrap_or(channel);
-    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
-}
 
 fn sub_command(kind: SubKind, subscribe: bool) -> &'static str {
     match (kind, subscribe) {
@@ -1154,10 +1137,6 @@ mod tests {
 
     #[test]
     fn slots_and_moved() {
-        // Known values (redis-cli CLUSTER KEYSLOT).
-        assert_eq!(slot_of(b"foo"), 12182);
-        assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
-        assert_eq!(slot_of(b"{}x"), slot_of(b"{}x"));
         assert_eq!(
             parse_moved("3999 127.0.0.1:6381"),
             Some((

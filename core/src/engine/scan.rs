@@ -45,8 +45,8 @@ use tracing::{debug, warn};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request, Route, Value};
 
 use super::backend::{check_standalone_route, invalid, timed_out, Backend, Kind};
-use super::batch::slot_of;
 use super::cluster::Cluster;
+use crate::keys::slot_of;
 use crate::value::{convert, map_error, server_error};
 
 /// Live cursor handles per backend.
