@@ -6,6 +6,7 @@
 //! * [`commands`]: pure command classification (blocking, refused,
 //!   read-only, response policies).
 //! * [`keys`]: command keys and hash slots (pure).
+//! * [`topology`]: `CLUSTER SLOTS` parsing and the slot map (pure).
 //! * [`value`]: conversion of redis crate values and errors to the wire
 //!   messages.
 
@@ -15,6 +16,7 @@ pub mod dispatch;
 pub mod embedded;
 pub mod engine;
 pub mod keys;
+pub mod topology;
 pub mod value;
 
 pub use config::Config;
