@@ -51,6 +51,7 @@ use super::cluster::{self, Cluster};
 use super::standalone;
 use crate::config::{Config, Endpoint, Protocol};
 use crate::keys::{slot_of, SLOTS};
+use crate::topology::Shard;
 use crate::value::{convert, map_error, server_error, server_error_text};
 
 /// An idle link is checked with a `PING` this often.
@@ -168,9 +169,6 @@ struct Link {
     wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
-
-/// One shard: slot range and nodes, primary first.
-type Shard = (u16, u16, Vec<Endpoint>);
 
 #[derive(Default)]
 struct State {
@@ -434,8 +432,8 @@ impl Shared {
                     }
                     st.shards
                         .iter()
-                        .find(|(a, b, _)| *a <= slot && slot <= *b)
-                        .and_then(|(_, _, nodes)| nodes.first().cloned())
+                        .find(|s| s.start <= slot && slot <= s.end)
+                        .map(|s| s.primary.clone().into())
                 }
             },
         }
@@ -514,11 +512,8 @@ impl Shared {
         let now = Instant::now();
         st.avoid
             .retain(|_, t| now.saturating_duration_since(*t) < AVOID_FOR);
-        let mut primaries: Vec<Endpoint> = st
-            .shards
-            .iter()
-            .filter_map(|(_, _, n)| n.first().cloned())
-            .collect();
+        let mut primaries: Vec<Endpoint> =
+            st.shards.iter().map(|s| s.primary.clone().into()).collect();
         primaries.sort();
         primaries.dedup();
         if let Some(h) = &st.home {
@@ -903,21 +898,7 @@ impl Shared {
         .await
         .map_err(|_| ClientError::new(ErrorKind::Timeout, "CLUSTER SLOTS timed out"))?
         .map_err(|e| map_error(&e))?;
-        let ranges = cluster::parse_slots(&reply).ok_or_else(|| {
-            ClientError::new(ErrorKind::Connection, "unexpected CLUSTER SLOTS reply")
-        })?;
-        Ok(ranges
-            .into_iter()
-            .filter_map(|(a, b, nodes)| {
-                let a = u16::try_from(a).ok()?;
-                let b = u16::try_from(b).ok()?;
-                let nodes: Vec<Endpoint> = nodes
-                    .into_iter()
-                    .map(|(host, port)| Endpoint { host, port })
-                    .collect();
-                (!nodes.is_empty()).then_some((a, b, nodes))
-            })
-            .collect())
+        cluster::parse_slots(reply)
     }
 }
 
