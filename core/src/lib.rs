@@ -5,6 +5,8 @@
 //!   ([`Engine::connect`], [`Backend::execute`]).
 //! * [`commands`]: pure command classification (blocking, refused,
 //!   read-only, response policies).
+//! * [`keys`]: command keys and hash slots (pure).
+//! * [`topology`]: `CLUSTER SLOTS` parsing and the slot map (pure).
 //! * [`value`]: conversion of redis crate values and errors to the wire
 //!   messages.
 

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
+use vshm_core::keys::SLOTS;
 
 /// Bound for a server to start answering, and for a cluster to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,7 +47,6 @@ const PORT_LOW: u16 = 20000;
 const PORT_HIGH: u16 = 30000;
 const BUS_OFFSET: u16 = 10000;
 const CLUSTER_NODES: usize = 6;
-const SLOTS: u16 = 16384;
 
 // ---------------------------------------------------------------------------------------------
 // redis installation
@@ -990,17 +990,7 @@ pub fn shared_cluster() -> &'static RedisCluster {
 // key slots
 
 /// The cluster hash slot of `key`: CRC16-XMODEM mod 16384, hashing only the first non-empty
-/// `{hashtag}` if there is one.
+/// `{hashtag}` if there is one (the core's [`vshm_core::keys::slot_of`]).
 pub fn key_slot(key: &[u8]) -> u16 {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            Some(&rest[..close])
-        })
-        .filter(|tag| !tag.is_empty())
-        .unwrap_or(key);
-    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
+    vshm_core::keys::slot_of(key)
 }

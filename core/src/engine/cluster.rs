@@ -22,10 +22,8 @@ use tracing::{debug, info, warn};
 use vshm_protocol::msg::{ClientError, ErrorKind};
 
 use crate::config::{Config, Endpoint, ReadFrom};
-use crate::value::map_error;
-
-/// One shard as `CLUSTER SLOTS` reports it: slot range, primary first.
-type SlotRange = (i64, i64, Vec<(String, u16)>);
+use crate::topology::{self, NodeAddr, Shard};
+use crate::value::{convert, map_error};
 
 /// Minimum time between two on-demand topology fetches (for Address
 /// routes naming a node not seen yet).
@@ -34,8 +32,8 @@ const ON_DEMAND_REFRESH_GAP: Duration = Duration::from_secs(1);
 struct Known {
     /// The topology the shared connection was built with (first fetch or
     /// last rebuild).
-    baseline: Option<Vec<SlotRange>>,
-    nodes: HashSet<(String, u16)>,
+    baseline: Option<Vec<Shard>>,
+    nodes: HashSet<NodeAddr>,
     fetched: Option<Instant>,
 }
 
@@ -165,51 +163,15 @@ async fn set_name(conn: &mut ClusterConnection, name: &str, bound: Duration) {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
-}
-
-/// Parse a `CLUSTER SLOTS` reply into sorted shards (nodes without a
-/// usable address are left out, as redis-rs does).
-pub(crate) fn parse_slots(v: &Value) -> Option<Vec<SlotRange>> {
-    let Value::Array(ranges) = v else {
-        return None;
-    };
-    let mut out = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        let Value::Array(items) = r else {
-            return None;
-        };
-        let (Some(Value::Int(start)), Some(Value::Int(end))) = (items.first(), items.get(1)) else {
-            return None;
-        };
-        let mut nodes = Vec::new();
-        for n in &items[2..] {
-            let Value::Array(node) = n else { continue };
-            let (Some(host), Some(Value::Int(port))) = (node.first().and_then(text), node.get(1))
-            else {
-                continue;
-            };
-            let Ok(port) = u16::try_from(*port) else {
-                continue;
-            };
-            if host.is_empty() || host == "?" || port == 0 {
-                continue;
-            }
-            nodes.push((host, port));
-        }
-        if nodes.len() > 1 {
-            nodes[1..].sort();
-        }
-        out.push((*start, *end, nodes));
-    }
-    out.sort();
-    Some(out)
+/// Parse a `CLUSTER SLOTS` reply from a node chosen at random (so node
+/// entries meaning "the node that answered" are left out).
+pub(crate) fn parse_slots(v: Value) -> Result<Vec<Shard>, ClientError> {
+    topology::parse_cluster_slots_unattributed(&convert(v)).map_err(|e| {
+        ClientError::new(
+            ErrorKind::Connection,
+            format!("unexpected CLUSTER SLOTS reply: {e}"),
+        )
+    })
 }
 
 impl Cluster {
@@ -270,19 +232,12 @@ impl Cluster {
     /// them.
     pub(crate) fn known_nodes(&self) -> BTreeSet<String> {
         let k = self.known.read().unwrap_or_else(|p| p.into_inner());
-        k.nodes
-            .iter()
-            .map(|(h, p)| Endpoint {
-                host: h.clone(),
-                port: *p,
-            })
-            .map(|e| e.to_string())
-            .collect()
+        k.nodes.iter().map(NodeAddr::to_string).collect()
     }
 
     fn is_known(&self, host: &str, port: u16) -> bool {
         let k = self.known.read().unwrap_or_else(|p| p.into_inner());
-        k.nodes.contains(&(host.to_string(), port))
+        k.nodes.contains(&NodeAddr::new(host, port))
     }
 
     /// Ok if `host:port` is a node of the cluster (refetching the topology
@@ -349,14 +304,13 @@ impl Cluster {
         .await
         .map_err(|_| ClientError::new(ErrorKind::Timeout, "CLUSTER SLOTS timed out"))?
         .map_err(|e| map_error(&e))?;
-        let topology = parse_slots(&reply).ok_or_else(|| {
-            ClientError::new(ErrorKind::Connection, "unexpected CLUSTER SLOTS reply")
-        })?;
+        let topology = parse_slots(reply)?;
         let changed = {
             let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
             k.nodes = topology
                 .iter()
-                .flat_map(|(_, _, n)| n.iter().cloned())
+                .flat_map(|s| std::iter::once(&s.primary).chain(&s.replicas))
+                .cloned()
                 .collect();
             k.fetched = Some(Instant::now());
             match &k.baseline {
@@ -444,23 +398,26 @@ mod tests {
                 node("?", 0),
             ]),
         ]);
-        let t = parse_slots(&v).unwrap();
+        let addr = |h: &str, p| NodeAddr::new(h, p);
         assert_eq!(
-            t,
+            parse_slots(v).unwrap(),
             vec![
-                (0, 5460, vec![("a".to_string(), 1)]),
-                (
-                    5461,
-                    16383,
-                    vec![
-                        ("b".to_string(), 2),
-                        ("c".to_string(), 3),
-                        ("z".to_string(), 9)
-                    ]
-                ),
+                Shard {
+                    start: 0,
+                    end: 5460,
+                    primary: addr("a", 1),
+                    replicas: vec![],
+                },
+                Shard {
+                    start: 5461,
+                    end: 16383,
+                    primary: addr("b", 2),
+                    replicas: vec![addr("c", 3), addr("z", 9)],
+                },
             ]
         );
-        assert!(parse_slots(&Value::Int(1)).is_none());
+        let e = parse_slots(Value::Int(1)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Connection);
     }
 }
 

@@ -50,6 +50,8 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind, SubKind, Value};
 use super::cluster::{self, Cluster};
 use super::standalone;
 use crate::config::{Config, Endpoint, Protocol};
+use crate::keys::{slot_of, SLOTS};
+use crate::topology::Shard;
 use crate::value::{convert, map_error, server_error, server_error_text};
 
 /// An idle link is checked with a `PING` this often.
@@ -65,8 +67,6 @@ const TOPOLOGY_RETRY: Duration = Duration::from_millis(200);
 const OUTAGE_REFRESH: Duration = Duration::from_millis(500);
 /// How long a node whose link failed is not chosen as the home node.
 const AVOID_FOR: Duration = Duration::from_secs(10);
-/// Number of hash slots in a cluster.
-const SLOTS: u16 = 16384;
 
 /// Where a client's pub/sub messages go (its completion ring).
 pub trait PushSink: Send + Sync + 'static {
@@ -77,22 +77,6 @@ pub trait PushSink: Send + Sync + 'static {
 
 /// A subscription: kind and channel (or pattern).
 type Key = (SubKind, Vec<u8>);
-
-/// The cluster hash slot of a channel (CRC16-XMODEM of the first
-/// non-empty `{hashtag}` or of the whole name, mod 16384).
-fn slot_of(channel: &[u8]) -> u16 {
-    let hashed = channel
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &channel[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            Some(&rest[..close])
-        })
-        .filter(|tag| !tag.is_empty())
-        .unwrap_or(channel);
-    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
-}
 
 fn sub_command(kind: SubKind, subscribe: bool) -> &'static str {
     match (kind, subscribe) {
@@ -185,9 +169,6 @@ struct Link {
     wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
-
-/// One shard: slot range and nodes, primary first.
-type Shard = (u16, u16, Vec<Endpoint>);
 
 #[derive(Default)]
 struct State {
@@ -451,8 +432,8 @@ impl Shared {
                     }
                     st.shards
                         .iter()
-                        .find(|(a, b, _)| *a <= slot && slot <= *b)
-                        .and_then(|(_, _, nodes)| nodes.first().cloned())
+                        .find(|s| s.start <= slot && slot <= s.end)
+                        .map(|s| s.primary.clone().into())
                 }
             },
         }
@@ -531,11 +512,8 @@ impl Shared {
         let now = Instant::now();
         st.avoid
             .retain(|_, t| now.saturating_duration_since(*t) < AVOID_FOR);
-        let mut primaries: Vec<Endpoint> = st
-            .shards
-            .iter()
-            .filter_map(|(_, _, n)| n.first().cloned())
-            .collect();
+        let mut primaries: Vec<Endpoint> =
+            st.shards.iter().map(|s| s.primary.clone().into()).collect();
         primaries.sort();
         primaries.dedup();
         if let Some(h) = &st.home {
@@ -920,21 +898,7 @@ impl Shared {
         .await
         .map_err(|_| ClientError::new(ErrorKind::Timeout, "CLUSTER SLOTS timed out"))?
         .map_err(|e| map_error(&e))?;
-        let ranges = cluster::parse_slots(&reply).ok_or_else(|| {
-            ClientError::new(ErrorKind::Connection, "unexpected CLUSTER SLOTS reply")
-        })?;
-        Ok(ranges
-            .into_iter()
-            .filter_map(|(a, b, nodes)| {
-                let a = u16::try_from(a).ok()?;
-                let b = u16::try_from(b).ok()?;
-                let nodes: Vec<Endpoint> = nodes
-                    .into_iter()
-                    .map(|(host, port)| Endpoint { host, port })
-                    .collect();
-                (!nodes.is_empty()).then_some((a, b, nodes))
-            })
-            .collect())
+        cluster::parse_slots(reply)
     }
 }
 
@@ -1154,10 +1118,6 @@ mod tests {
 
     #[test]
     fn slots_and_moved() {
-        // Known values (redis-cli CLUSTER KEYSLOT).
-        assert_eq!(slot_of(b"foo"), 12182);
-        assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
-        assert_eq!(slot_of(b"{}x"), slot_of(b"{}x"));
         assert_eq!(
             parse_moved("3999 127.0.0.1:6381"),
             Some((

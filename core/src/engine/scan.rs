@@ -45,8 +45,8 @@ use tracing::{debug, warn};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request, Route, Value};
 
 use super::backend::{check_standalone_route, invalid, timed_out, Backend, Kind};
-use super::batch::slot_of;
-use super::cluster::Cluster;
+use super::cluster::{self, Cluster};
+use crate::keys::slot_of;
 use crate::value::{convert, map_error, server_error};
 
 /// Live cursor handles per backend.
@@ -270,44 +270,6 @@ fn cursor_value(cursor: &[u8]) -> Result<i64, ClientError> {
         .ok_or_else(|| bad_reply("SCAN cursor"))
 }
 
-/// One shard of `CLUSTER SLOTS`: slot range and primary address.
-type Range = (u16, u16, String, u16);
-
-fn parse_slots(v: &redis::Value) -> Option<Vec<Range>> {
-    let redis::Value::Array(ranges) = v else {
-        return None;
-    };
-    let mut out = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        let redis::Value::Array(items) = r else {
-            return None;
-        };
-        let (
-            Some(redis::Value::Int(a)),
-            Some(redis::Value::Int(b)),
-            Some(redis::Value::Array(node)),
-        ) = (items.first(), items.get(1), items.get(2))
-        else {
-            return None;
-        };
-        let (Some(host), Some(redis::Value::Int(port))) =
-            (node.first().and_then(bytes_of), node.get(1))
-        else {
-            continue;
-        };
-        let host = String::from_utf8_lossy(host).into_owned();
-        let (Ok(a), Ok(b), Ok(port)) = (u16::try_from(*a), u16::try_from(*b), u16::try_from(*port))
-        else {
-            continue;
-        };
-        if host.is_empty() || host == "?" || port == 0 {
-            continue;
-        }
-        out.push((a, b, host, port));
-    }
-    Some(out)
-}
-
 /// The slot ranges a node serves as a primary by its own `CLUSTER NODES`
 /// (`myself` line); empty when it is not a primary.
 fn own_primary_slots(text: &str) -> Vec<(u16, u16)> {
@@ -383,10 +345,11 @@ async fn attempt(
             conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
         )
         .await?;
-        let topology = parse_slots(&reply).ok_or_else(|| bad_reply("CLUSTER SLOTS"))?;
-        let (_, _, host, port) = topology
+        let topology = cluster::parse_slots(reply)?;
+        let primary = topology
             .iter()
-            .find(|(a, b, _, _)| *a <= slot && slot <= *b)
+            .find(|s| s.start <= slot && slot <= s.end)
+            .map(|s| &s.primary)
             .ok_or_else(|| {
                 ClientError::new(
                     ErrorKind::Connection,
@@ -395,13 +358,13 @@ async fn attempt(
             })?;
         let owned = topology
             .iter()
-            .filter(|(_, _, h, p)| h == host && p == port)
-            .map(|(a, b, _, _)| (*a, *b))
+            .filter(|s| s.primary == *primary)
+            .map(|s| (s.start, s.end))
             .collect();
-        debug!(node = %format!("{host}:{port}"), first_slot = slot, "cluster scan: next node");
+        debug!(node = %primary, first_slot = slot, "cluster scan: next node");
         pos.node = Some(NodeScan {
-            host: host.clone(),
-            port: *port,
+            host: primary.host.clone(),
+            port: primary.port,
             owned,
             cursor: b"0".to_vec(),
         });
@@ -647,14 +610,5 @@ aaaa 127.0.0.1:30005@40005 slave e7d1 0 0 2 connected";
         assert!(parse_scan(R::Nil).is_err());
         assert_eq!(cursor_value(b"18446744073709551615").unwrap(), -1);
         assert!(cursor_value(b"x").is_err());
-        let slots = R::Array(vec![R::Array(vec![
-            R::Int(0),
-            R::Int(5460),
-            R::Array(vec![R::BulkString(b"127.0.0.1".to_vec()), R::Int(7000)]),
-        ])]);
-        assert_eq!(
-            parse_slots(&slots).unwrap(),
-            [(0, 5460, "127.0.0.1".to_string(), 7000)]
-        );
     }
 }
