@@ -150,7 +150,8 @@ impl Backend {
         let max_blocking = config.max_blocking_connections as usize;
         let (kind, refresh) = match config.mode {
             Mode::Standalone => {
-                let shared = Standalone::connect(&config, &key.endpoints[0], handle).await?;
+                let shared =
+                    Standalone::connect(&config, &key.endpoints[0], handle.clone()).await?;
                 (
                     Kind::Standalone {
                         shared,
@@ -331,7 +332,8 @@ impl Backend {
         match &self.links {
             Links::Single(s) => (s.stats(), None),
             Links::Cluster(c) => {
-                let (n, t) = c.stats();
+                let (n, mut t) = c.stats();
+                t.slow_path_rebuilds = self.watchdog.as_ref().map_or(0, |w| w.rebuilds());
                 (n, Some(t))
             }
         }

@@ -106,7 +106,7 @@ pub(crate) fn plan(
                         host: host.clone(),
                         port: *port,
                     };
-                    if map?.nodes().contains(&addr) {
+                    if map?.nodes().contains(&&addr) {
                         plan(Target::Addr(addr))
                     } else {
                         None
@@ -129,7 +129,7 @@ impl Backend {
             Links::Cluster(c) => Some(c.slot_map()),
             Links::Single(_) => None,
         };
-        plan(self.config.mode, self.config.read_from, map.as_deref(), req)?;
+        plan(self.config().mode, self.config().read_from, map.as_deref(), req)?;
         let (ticket, rx) = crate::net::ticket::OneshotSink::ticket();
         match self.try_submit(req.clone(), ticket) {
             Ok(()) => Some(rx),
@@ -148,7 +148,7 @@ impl Backend {
             Links::Cluster(c) => Some(c.slot_map()),
             Links::Single(_) => None,
         };
-        let Some(p) = plan(self.config.mode, self.config.read_from, map.as_deref(), &req) else {
+        let Some(p) = plan(self.config().mode, self.config().read_from, map.as_deref(), &req) else {
             return Err((req, ticket));
         };
         let Op::Command { args } = req.op else {

@@ -53,6 +53,9 @@ pub struct TopologyStats {
     pub ask: u64,
     /// Jobs sent again after a "not executed" error.
     pub retries: u64,
+    /// Times the slow paths' redis-rs cluster connection was replaced
+    /// (`engine::cluster::Watchdog`).
+    pub slow_path_rebuilds: u64,
 }
 
 pub(crate) struct ClusterRouter {
@@ -91,7 +94,7 @@ impl ClusterRouter {
             rt: rt.clone(),
             seeds,
             read_from,
-            map: RwLock::new(Arc::new(SlotMap::new(Vec::new()))),
+            map: RwLock::new(Arc::new(SlotMap::empty())),
             nodes: Mutex::new(HashMap::new()),
             refresh_wanted: Notify::new(),
             rr: AtomicUsize::new(0),
@@ -236,7 +239,7 @@ impl Router for ClusterRouter {
                     {
                         let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
                         if m.primary(slot) != Some(&addr) {
-                            *m = Arc::new(m.with_moved(slot, addr.clone()));
+                            *m = Arc::new(m.with_moved(slot, &addr));
                         }
                     }
                     self.ask_refresh();

@@ -23,7 +23,6 @@
 //!   written first on the next connection (or re-routed, cluster). The
 //!   first reconnect attempt starts at once, later ones back off.
 
-use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -343,9 +342,8 @@ impl Node {
                     if let Some(router) = self.router.upgrade() {
                         router.node_down(&self.addr);
                     }
-                    // First attempt at once (a killed connection on a live
-                    // server), the next ones back off.
-                    attempt = 0;
+                    // The next attempt starts at once (a killed connection
+                    // on a live server); later ones back off.
                 }
             }
         }
@@ -379,14 +377,16 @@ impl Node {
             .store(self.now_ms(), Ordering::Relaxed);
         self.writer.notify_one();
         self.timer.notify_one();
-        let written = Cell::new(0u64);
+        // Bytes handed to the kernel on this connection (only this task's
+        // two futures touch it; an atomic only to keep the future `Send`).
+        let written = AtomicU64::new(0);
         let why = tokio::select! {
             e = self.read_loop(&mut r) => e,
             e = self.write_loop(&mut w, &written) => e,
             _ = self.kill.notified() => "no reply within the stall bound (dead peer?) or closed".to_string(),
         };
         // Down: fail what may have run, keep what cannot have.
-        let sent_end = written.get();
+        let sent_end = written.load(Ordering::Relaxed);
         let mut lost = Vec::new();
         {
             let mut st = self.lock();
@@ -423,17 +423,19 @@ impl Node {
         why
     }
 
-    async fn write_loop(&self, w: &mut WriteHalf, written: &Cell<u64>) -> String {
+    async fn write_loop(&self, w: &mut WriteHalf, written: &AtomicU64) -> String {
         let mut buf = Vec::new();
         loop {
-            {
+            let took = {
                 let mut st = self.lock();
-                if st.wbuf.is_empty() {
-                    drop(st);
-                    self.writer.notified().await;
-                    continue;
-                }
                 std::mem::swap(&mut st.wbuf, &mut buf);
+                !buf.is_empty()
+            };
+            if !took {
+                // `notify_one` keeps a permit: a submit between the check
+                // and this await is not missed.
+                self.writer.notified().await;
+                continue;
             }
             let mut off = 0;
             while off < buf.len() {
@@ -441,7 +443,7 @@ impl Node {
                     Ok(0) => return "write returned 0".into(),
                     Ok(n) => {
                         off += n;
-                        written.set(written.get() + n as u64);
+                        written.fetch_add(n as u64, Ordering::Relaxed);
                         self.counters.writes.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => return format!("write: {e}"),

@@ -55,10 +55,11 @@ impl ClusterRouter {
         let started = Instant::now();
         let current = self.slot_map();
         let mut asked: Vec<NodeAddr> = Vec::new();
-        for a in current
-            .primaries()
-            .iter()
-            .chain(current.nodes().iter())
+        let primaries = current.primaries();
+        let all = current.nodes();
+        for a in primaries
+            .into_iter()
+            .chain(all)
             .chain(self.seeds.iter())
         {
             if !asked.contains(a) && asked.len() < MAX_ASKED {
@@ -97,8 +98,9 @@ impl ClusterRouter {
         let mut changed = false;
         let result = match chosen {
             None => Err(last_err.unwrap_or_else(|| "no node answered".into())),
-            Some(shards) => {
-                let new = SlotMap::new(shards);
+            Some(shards) => match SlotMap::new(shards) {
+                Err(e) => Err(e),
+                Ok(new) => {
                 {
                     let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
                     if **m != new {
@@ -107,7 +109,8 @@ impl ClusterRouter {
                     }
                 }
                 Ok(changed)
-            }
+                }
+            },
         };
         {
             let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,12 +170,15 @@ impl ClusterRouter {
             }
         }
         // Drop idle connections to nodes that left the topology.
-        let known = map.nodes();
+        let known: Vec<NodeAddr> = map.nodes().into_iter().cloned().collect();
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<NodeAddr> = nodes
             .iter()
             .filter(|(a, n)| {
-                !known.contains(a) && !self.seeds.contains(a) && n.load() == 0 && !map.shards().is_empty()
+                !known.contains(a)
+                    && !self.seeds.contains(a)
+                    && n.load() == 0
+                    && !map.shards().is_empty()
             })
             .map(|(a, _)| a.clone())
             .collect();
@@ -193,7 +199,7 @@ impl ClusterRouter {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         map.primaries()
             .iter()
-            .any(|p| nodes.get(p).is_some_and(|n| !n.is_connected()))
+            .any(|p| nodes.get(*p).is_some_and(|n| !n.is_connected()))
     }
 
     /// The first topology, before the backend is handed out: retried until

@@ -43,10 +43,6 @@ impl Single {
         self.node.submit(job)
     }
 
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
-    }
-
     pub fn stats(&self) -> Vec<NodeStats> {
         vec![self.node.stats()]
     }
