@@ -188,6 +188,7 @@ impl Backend {
         };
         let watchdog = match (&links, &kind) {
             (Links::Cluster(router), Kind::Cluster { shared, .. }) => {
+                shared.set_topology(router.clone());
                 let wd = cluster::Watchdog::new(shared, handle.clone());
                 let w = wd.clone();
                 router.set_on_disruption(Box::new(move || w.report()));

@@ -14,7 +14,7 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_read_routing::{RandomReplicaStrategy, RoundRobinReplicaStrategy};
 use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
 };
 use redis::Value;
 use tokio::time::Instant;
@@ -22,8 +22,9 @@ use tracing::{debug, info, warn};
 use vshm_protocol::msg::{ClientError, ErrorKind};
 
 use crate::config::{Config, Endpoint, ReadFrom};
-use crate::topology::{self, NodeAddr, Shard};
-use crate::value::{convert, map_error};
+use crate::net::cluster::ClusterRouter;
+use crate::topology::{NodeAddr, Shard};
+use crate::value::map_error;
 
 /// Minimum time between two on-demand topology fetches (for Address
 /// routes naming a node not seen yet).
@@ -45,6 +46,9 @@ pub(crate) struct Cluster {
     client_name: Option<String>,
     connection_timeout: Duration,
     seeds: usize,
+    /// The core's own topology (`crate::net::cluster`): the one source of
+    /// slot owners for every path. Set once the backend's router exists.
+    topology: std::sync::OnceLock<Arc<ClusterRouter>>,
 }
 
 /// Build the redis-rs cluster client of a config.
@@ -163,18 +167,37 @@ async fn set_name(conn: &mut ClusterConnection, name: &str, bound: Duration) {
     }
 }
 
-/// Parse a `CLUSTER SLOTS` reply from a node chosen at random (so node
-/// entries meaning "the node that answered" are left out).
-pub(crate) fn parse_slots(v: Value) -> Result<Vec<Shard>, ClientError> {
-    topology::parse_cluster_slots_unattributed(&convert(v)).map_err(|e| {
-        ClientError::new(
-            ErrorKind::Connection,
-            format!("unexpected CLUSTER SLOTS reply: {e}"),
-        )
-    })
-}
 
 impl Cluster {
+    /// Use the core's router as the topology source (once, at connect).
+    pub(crate) fn set_topology(&self, router: Arc<ClusterRouter>) {
+        let _ = self.topology.set(router);
+    }
+
+    /// The shards as the core's topology knows them; `fresh`: refresh it
+    /// first (bounded by one `CLUSTER SLOTS` round of the router).
+    pub(crate) async fn shards(&self, fresh: bool) -> Result<Vec<Shard>, ClientError> {
+        let Some(router) = self.topology.get() else {
+            return Err(ClientError::new(
+                ErrorKind::Connection,
+                "the cluster topology is not known yet",
+            ));
+        };
+        if fresh {
+            if let Err(e) = router.refresh_once().await {
+                debug!(error = %e, "topology refresh for a slow path failed; using the last map");
+            }
+        }
+        let map = router.slot_map();
+        if map.shards().is_empty() {
+            return Err(ClientError::new(
+                ErrorKind::Connection,
+                "no slot owners known (cluster topology unavailable)",
+            ));
+        }
+        Ok(map.shards().to_vec())
+    }
+
     pub(crate) async fn connect(
         c: &Config,
         seeds: &[Endpoint],
@@ -199,10 +222,8 @@ impl Cluster {
             client_name: c.client_name.clone(),
             connection_timeout: c.connection_timeout(),
             seeds: seeds.len(),
+            topology: std::sync::OnceLock::new(),
         });
-        if let Err(e) = cluster.check_topology(false).await {
-            warn!(error = %e, "cannot read the cluster topology");
-        }
         Ok(cluster)
     }
 
@@ -295,16 +316,7 @@ impl Cluster {
     pub(crate) async fn check_topology(&self, rebuild: bool) -> Result<(), ClientError> {
         let _guard = self.refresh_lock.lock().await;
         let mut conn = self.conn();
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("SLOTS");
-        let reply = tokio::time::timeout(
-            self.connection_timeout,
-            conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
-        )
-        .await
-        .map_err(|_| ClientError::new(ErrorKind::Timeout, "CLUSTER SLOTS timed out"))?
-        .map_err(|e| map_error(&e))?;
-        let topology = parse_slots(reply)?;
+        let topology = self.shards(true).await?;
         let changed = {
             let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
             k.nodes = topology

@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{PushInfo, PushKind};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
@@ -47,12 +46,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, SubKind, Value};
 
-use super::cluster::{self, Cluster};
+use super::cluster::Cluster;
 use super::standalone;
 use crate::config::{Config, Endpoint, Protocol};
 use crate::keys::{slot_of, SLOTS};
 use crate::topology::Shard;
-use crate::value::{convert, map_error, server_error, server_error_text};
+use crate::value::{convert, server_error, server_error_text};
 
 /// An idle link is checked with a `PING` this often.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -888,17 +887,7 @@ impl Shared {
         let Target::Cluster(c) = &self.target else {
             return Ok(Vec::new());
         };
-        let mut conn = c.conn();
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("SLOTS");
-        let reply = tokio::time::timeout(
-            self.config.connection_timeout(),
-            conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
-        )
-        .await
-        .map_err(|_| ClientError::new(ErrorKind::Timeout, "CLUSTER SLOTS timed out"))?
-        .map_err(|e| map_error(&e))?;
-        cluster::parse_slots(reply)
+        c.shards(true).await
     }
 }
 

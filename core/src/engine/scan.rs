@@ -45,7 +45,7 @@ use tracing::{debug, warn};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request, Route, Value};
 
 use super::backend::{check_standalone_route, invalid, timed_out, Backend, Kind};
-use super::cluster::{self, Cluster};
+use super::cluster::Cluster;
 use crate::keys::slot_of;
 use crate::value::{convert, map_error, server_error};
 
@@ -328,6 +328,7 @@ async fn bounded<T>(
 
 /// One attempt of a step: returns the keys to give back and updates `pos`.
 async fn attempt(
+    cluster: &Cluster,
     conn: &mut ClusterConnection,
     pos: &mut Position,
     opts: &ScanOpts<'_>,
@@ -337,15 +338,10 @@ async fn attempt(
         let Some(slot) = pos.first_pending() else {
             return Ok(Vec::new());
         };
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("SLOTS");
-        let reply = bounded(
-            deadline,
-            "CLUSTER SLOTS",
-            conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
-        )
-        .await?;
-        let topology = cluster::parse_slots(reply)?;
+        let topology = match tokio::time::timeout_at(deadline, cluster.shards(false)).await {
+            Ok(t) => t?,
+            Err(_) => return Err(ClientError::new(ErrorKind::Timeout, "cluster topology timed out")),
+        };
         let primary = topology
             .iter()
             .find(|s| s.start <= slot && slot <= s.end)
@@ -495,7 +491,7 @@ impl Backend {
         };
         let mut conn = cluster.conn();
         loop {
-            match attempt(&mut conn, &mut pos, opts, deadline).await {
+            match attempt(cluster, &mut conn, &mut pos, opts, deadline).await {
                 Ok(keys) => {
                     if pos.first_pending().is_none() {
                         self.scans.finished(handle);

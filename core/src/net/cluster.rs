@@ -264,7 +264,10 @@ impl Router for ClusterRouter {
             }
             return None;
         }
-        let class = retry_class(err)?;
+        let Some(class) = retry_class(err) else {
+            // The command's own error.
+            return Some(job);
+        };
         lock(&self.stats).retries += 1;
         if matches!(
             class,
