@@ -5,6 +5,8 @@
 //!   ([`Engine::connect`], [`Backend::execute`]).
 //! * [`commands`]: pure command classification (blocking, refused,
 //!   read-only, response policies).
+//! * [`resp`]: the RESP2/RESP3 wire format (encoder, resumable frame
+//!   scanner, iterative decoder, cluster redirections).
 //! * [`value`]: conversion of redis crate values and errors to the wire
 //!   messages.
 
@@ -13,6 +15,7 @@ pub mod config;
 pub mod dispatch;
 pub mod embedded;
 pub mod engine;
+pub mod resp;
 pub mod value;
 
 pub use config::Config;
