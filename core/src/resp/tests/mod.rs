@@ -3,10 +3,12 @@
 //! * [`unit`]: every type, nil forms, errors, limits, depth, encoder.
 //! * [`scanner`]: resumption, `need`, concatenated frames, big inputs.
 //! * [`redirect`]: `parse_redirect` / `retry_class` tables.
-//! * [`prop`]: property tests with a test-only RESP3 writer.
+//! * [`gen`]: a test-only RESP writer and value generators.
+//! * [`prop`]: property tests.
 //! * [`diff`]: differential against the redis crate's parser.
 
 mod diff;
+mod gen;
 mod prop;
 mod redirect;
 mod scanner;
