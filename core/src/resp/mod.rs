@@ -15,10 +15,12 @@
 //! depth (100) with a parse error, which drops the shared connection and
 //! fails every request multiplexed on it, and it insists on UTF-8 error
 //! (and simple string) text, so an error reply echoing binary user input
-//! drops the connection too. The redis-protocol crate is recursive as
-//! well. Here nesting beyond [`MAX_DEPTH`] fails only its own request
-//! (the frame is still consumed), nothing recurses, and every string is
-//! binary-safe.
+//! drops the connection too. The redis-protocol crate (4.x/5.x
+//! `resp3::decode`) is a recursive nom parser with no depth limit, and it
+//! re-parses a frame from its first byte after every incomplete read.
+//! Here nesting beyond [`MAX_DEPTH`] fails only its own request (the frame
+//! is still consumed), nothing recurses, a frame split over many reads
+//! costs O(its bytes), and every string is binary-safe.
 //!
 //! Supported: every RESP2 and RESP3 type Valkey/Redis send (`+ - : $ * _ ,
 //! # ( ! = % ~ | >`; `$-1`/`*-1` nil). An attribute (`|`) precedes the
