@@ -7,6 +7,9 @@
 //!   read-only, response policies).
 //! * [`keys`]: command keys and hash slots (pure).
 //! * [`topology`]: `CLUSTER SLOTS` parsing and the slot map (pure).
+//! * [`net`]: the core's own server connections (the fast path).
+//! * [`resp`]: the RESP2/RESP3 wire format (encoder, resumable frame
+//!   scanner, iterative decoder, cluster redirections).
 //! * [`value`]: conversion of redis crate values and errors to the wire
 //!   messages.
 

@@ -1,0 +1,26 @@
+//! [`encode_command`]: a command as a RESP array of bulk strings.
+
+use super::wire::{digits, push_usize};
+
+/// Append one command (`["SET", "k", "v"]`) as a RESP array of bulk
+/// strings: `*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n`. Reserves the exact
+/// size once; lengths are written without formatting machinery.
+pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
+    let mut total = 1 + digits(args.len()) + 2;
+    for a in args {
+        let n = a.as_ref().len();
+        total += 1 + digits(n) + 2 + n + 2;
+    }
+    out.reserve(total);
+    out.push(b'*');
+    push_usize(out, args.len());
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        let a = a.as_ref();
+        out.push(b'$');
+        push_usize(out, a.len());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}

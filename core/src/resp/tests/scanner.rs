@@ -1,0 +1,152 @@
+use super::*;
+
+/// Feed `wire` to one scanner in pieces ending at `cuts` (then the rest),
+/// returning the frame lengths it reports, consuming each frame as a
+/// reader would.
+fn frames_in_pieces(wire: &[u8], cuts: &[usize]) -> Vec<usize> {
+    let mut s = Scanner::new();
+    let mut start = 0;
+    let mut out = Vec::new();
+    let ends = cuts.iter().copied().chain([wire.len()]);
+    for end in ends {
+        loop {
+            match s.scan(&wire[start..end]).expect("valid RESP") {
+                Some(n) => {
+                    out.push(n);
+                    start += n;
+                }
+                None => {
+                    assert!(
+                        s.need() > end - start,
+                        "need {} at {}",
+                        s.need(),
+                        end - start
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(start, wire.len(), "all consumed");
+    out
+}
+
+#[test]
+fn every_split_point() {
+    let wire: &[u8] =
+        b"*2\r\n$5\r\nhello\r\n%1\r\n+a\r\n|1\r\n+k\r\n+v\r\n~1\r\n,1.5\r\n>2\r\n+m\r\n:1\r\n";
+    let first = b"*2\r\n$5\r\nhello\r\n%1\r\n+a\r\n|1\r\n+k\r\n+v\r\n~1\r\n,1.5\r\n".len();
+    for cut in 0..=wire.len() {
+        assert_eq!(
+            frames_in_pieces(wire, &[cut]),
+            vec![first, wire.len() - first],
+            "cut {cut}"
+        );
+    }
+    // Byte by byte.
+    let cuts: Vec<usize> = (0..wire.len()).collect();
+    assert_eq!(
+        frames_in_pieces(wire, &cuts),
+        vec![first, wire.len() - first]
+    );
+}
+
+#[test]
+fn need_covers_a_big_bulk() {
+    let payload = vec![b'x'; 16 << 20];
+    let mut wire = format!("${}\r\n", payload.len()).into_bytes();
+    let header = wire.len();
+    wire.extend_from_slice(&payload);
+    wire.extend_from_slice(b"\r\n");
+    let mut s = Scanner::new();
+    assert_eq!(s.need(), 1);
+    assert_eq!(s.scan(&wire[..3]), Ok(None));
+    assert_eq!(s.need(), 4);
+    assert_eq!(s.scan(&wire[..header + 10]), Ok(None));
+    assert_eq!(s.need(), wire.len());
+    assert_eq!(s.scan(&wire[..wire.len() - 1]), Ok(None));
+    assert_eq!(s.need(), wire.len());
+    assert_eq!(s.scan(&wire), Ok(Some(wire.len())));
+    assert_eq!(s.need(), 1, "reset after a frame");
+}
+
+#[test]
+fn big_inputs_in_64k_reads_are_linear() {
+    // 16 MiB bulk, an array of 1M small elements and a 4 MiB simple string
+    // arriving in 64 KiB reads, each read followed by a scan. Quadratic
+    // rescanning would take minutes in a debug build; assert the scanner
+    // never looks at more than a few times the input.
+    let mut big_bulk = format!("${}\r\n", 16 << 20).into_bytes();
+    big_bulk.resize(big_bulk.len() + (16 << 20), b'b');
+    big_bulk.extend_from_slice(b"\r\n");
+    let mut many = b"*1000000\r\n".to_vec();
+    for i in 0..1_000_000u32 {
+        many.extend_from_slice(if i % 2 == 0 {
+            b":1\r\n".as_slice()
+        } else {
+            b"$1\r\nx\r\n"
+        });
+    }
+    let mut long_line = b"+".to_vec();
+    long_line.resize(4 << 20, b'l');
+    long_line.extend_from_slice(b"\r\n");
+    for wire in [&big_bulk, &many, &long_line] {
+        let t = std::time::Instant::now();
+        let mut s = Scanner::new();
+        let mut got = None;
+        let mut end = 0;
+        while end < wire.len() {
+            end = (end + (64 << 10)).min(wire.len());
+            got = s.scan(&wire[..end]).expect("valid");
+            if got.is_some() {
+                assert_eq!(end, wire.len());
+            }
+        }
+        assert_eq!(got, Some(wire.len()));
+        assert!(t.elapsed().as_secs() < 20, "{:?}", t.elapsed());
+    }
+    assert_eq!(val(&many).clone(), {
+        let v: Vec<Value> = (0..1_000_000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Value::Int(1)
+                } else {
+                    bulk(b"x")
+                }
+            })
+            .collect();
+        Value::Array(v)
+    });
+}
+
+#[test]
+fn concatenated_frames_delimited_exactly() {
+    let parts: [&[u8]; 6] = [
+        b"+OK\r\n",
+        b"$-1\r\n",
+        b"-ERR x\r\n",
+        b">2\r\n+message\r\n$1\r\na\r\n",
+        b"*2\r\n*0\r\n%0\r\n",
+        b"|1\r\n+a\r\n+b\r\n$2\r\n\r\n\r\n",
+    ];
+    let wire = parts.concat();
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    assert_eq!(frames_in_pieces(&wire, &[]), lens);
+    assert_eq!(frames_in_pieces(&wire, &[1, 7, 20, 21, 22]), lens);
+}
+
+#[test]
+fn error_leaves_no_panic_and_reset_recovers() {
+    let mut s = Scanner::new();
+    assert_eq!(s.scan(b"*2\r\n:1\r\n"), Ok(None));
+    assert_eq!(s.scan(b"*2\r\n:1\r\n?"), Err(RespError::BadType(b'?')));
+    s.reset();
+    assert_eq!(s.scan(b":1\r\n"), Ok(Some(4)));
+    // A shorter buffer than promised (misuse) does not panic.
+    let mut s = Scanner::new();
+    assert_eq!(s.scan(b"*2\r\n+aaaa"), Ok(None));
+    assert_eq!(s.scan(b"*2"), Ok(None));
+    let mut s = Scanner::new();
+    assert_eq!(s.scan(b"$10\r\nab"), Ok(None));
+    assert_eq!(s.scan(b""), Ok(None));
+}
