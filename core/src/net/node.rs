@@ -101,6 +101,17 @@ struct Slot {
     deadline: Instant,
 }
 
+impl State {
+    fn next_deadline(&self) -> Option<Instant> {
+        let a = self.in_order.front().map(|x| x.0);
+        let b = self.timers.peek().map(|Reverse(x)| x.0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 struct State {
     connected: bool,
     wbuf: Vec<u8>,
@@ -109,6 +120,10 @@ struct State {
     fifo: VecDeque<Slot>,
     /// Sequence number of `fifo.front()`.
     base: u64,
+    /// Deadlines in submission order while they do not decrease (the
+    /// common case: one timeout for everything): O(1) in and out.
+    in_order: VecDeque<(Instant, u64)>,
+    /// Deadlines earlier than one submitted before them.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Jobs waiting for a connection, in order.
     backlog: VecDeque<Box<Job>>,
@@ -167,6 +182,7 @@ impl Node {
                 appended: 0,
                 fifo: VecDeque::new(),
                 base: 0,
+                in_order: VecDeque::new(),
                 timers: BinaryHeap::new(),
                 backlog: VecDeque::new(),
                 last_error: None,
@@ -219,7 +235,7 @@ impl Node {
             return;
         }
         let deadline = job.deadline;
-        let earliest = st.timers.peek().is_none_or(|Reverse((t, _))| deadline < *t);
+        let earliest = st.next_deadline().is_none_or(|t| deadline < t);
         if st.connected {
             let was_empty = st.wbuf.is_empty();
             self.enqueue(&mut st, job);
@@ -243,7 +259,11 @@ impl Node {
         st.appended += (st.wbuf.len() - before) as u64;
         let seq = st.base + st.fifo.len() as u64;
         let deadline = job.deadline;
-        st.timers.push(Reverse((deadline, seq)));
+        if st.in_order.back().is_none_or(|(t, _)| *t <= deadline) {
+            st.in_order.push_back((deadline, seq));
+        } else {
+            st.timers.push(Reverse((deadline, seq)));
+        }
         st.fifo.push_back(Slot {
             job: Some(job),
             want,
@@ -305,6 +325,7 @@ impl Node {
             st.closed = true;
             st.connected = false;
             st.timers.clear();
+            st.in_order.clear();
             (
                 st.fifo.drain(..).collect::<Vec<_>>(),
                 st.backlog.drain(..).collect::<Vec<_>>(),
@@ -395,6 +416,7 @@ impl Node {
             st.last_error = Some(why.clone());
             st.wbuf.clear();
             st.timers.clear();
+            st.in_order.clear();
             let slots: Vec<Slot> = st.fifo.drain(..).collect();
             st.base += slots.len() as u64;
             let mut unsent = Vec::new();
@@ -583,16 +605,30 @@ impl Node {
         let mut stalled = false;
         {
             let mut st = self.lock();
-            while let Some(Reverse((t, seq))) = st.timers.peek().copied() {
-                if seq < st.base {
-                    st.timers.pop();
-                    continue;
-                }
-                if t > now {
+            loop {
+                // The earlier of the two queues' fronts.
+                let a = st.in_order.front().copied();
+                let b = st.timers.peek().map(|Reverse(x)| *x);
+                let from_heap = match (a, b) {
+                    (None, None) => break,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some(x), Some(y)) => y.0 < x.0,
+                };
+                let (t, seq) = if from_heap { b.expect("some") } else { a.expect("some") };
+                if seq >= st.base && t > now {
                     next = Some(t);
                     break;
                 }
-                st.timers.pop();
+                if from_heap {
+                    st.timers.pop();
+                } else {
+                    st.in_order.pop_front();
+                }
+                if seq < st.base {
+                    // Answered already.
+                    continue;
+                }
                 let idx = (seq - st.base) as usize;
                 if let Some(job) = st.fifo.get_mut(idx).and_then(|s| s.job.take()) {
                     expired.push(job);
