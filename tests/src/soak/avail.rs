@@ -74,6 +74,8 @@ pub struct FaultResult {
     /// The worker that recovered last (or never).
     pub slowest_worker: Option<u64>,
     pub workers_counted: usize,
+    /// Each counted worker's recovery: `(worker, ms)` (None: never).
+    pub per_worker: Vec<(u64, Option<u64>)>,
     /// Failed requests that belong to this fault, and how many of them timed out.
     pub failed: u64,
     pub timeouts: u64,
@@ -149,6 +151,7 @@ pub fn compute(
         let (at, next) = (f.at_ms, next_at(i));
         let mut slowest: Option<(Option<u64>, u64)> = None;
         let mut counted = 0;
+        let mut per_worker = Vec::new();
         for w in workers {
             let alive = w.start_ms <= next && w.killed_ms.is_none_or(|k| k >= next);
             if !alive {
@@ -167,6 +170,7 @@ pub fn compute(
                 w.ok.iter()
                     .find(|(_, _, max_sub)| *max_sub > last_fail)
                     .map(|(end, _, _)| end.saturating_sub(at));
+            per_worker.push((w.id, rec));
             let worse = match slowest {
                 None => true,
                 Some((None, _)) => false,
@@ -200,6 +204,7 @@ pub fn compute(
             recovery_ms: recovery,
             slowest_worker: slowest.map(|(_, id)| id),
             workers_counted: counted,
+            per_worker,
             failed: failed[i],
             timeouts: timeouts[i],
             missed,
@@ -217,7 +222,7 @@ pub fn compute(
         av.kinds.push(KindRow {
             kind: kind.name().into(),
             count: rs.len(),
-            recovery_p50_ms: rec.get(rec.len() / 2).copied(),
+            recovery_p50_ms: rec.get(rec.len().saturating_sub(1) / 2).copied(),
             recovery_max_ms: if never { None } else { rec.last().copied() },
             bound: format!(
                 "{} + {} ms",
