@@ -29,7 +29,7 @@
 //! could starve nodes past their node timeout and cause failovers nobody asked for.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -295,13 +295,7 @@ impl Drop for Load {
     }
 }
 
-fn sync_client(
-    socket: &PathBuf,
-    tags: &[String],
-    st: &ClientState,
-    stop: &AtomicBool,
-    t0: Instant,
-) {
+fn sync_client(socket: &Path, tags: &[String], st: &ClientState, stop: &AtomicBool, t0: Instant) {
     let mut client = connect(socket, &st.name);
     let mut n = 0u64;
     // Acquire: pairs with the test thread's Release store.
@@ -329,13 +323,7 @@ fn sync_client(
     }
 }
 
-fn queued_client(
-    socket: &PathBuf,
-    tags: &[String],
-    st: &ClientState,
-    stop: &AtomicBool,
-    t0: Instant,
-) {
+fn queued_client(socket: &Path, tags: &[String], st: &ClientState, stop: &AtomicBool, t0: Instant) {
     let mut client = connect(socket, &st.name);
     let mut pending: HashMap<u64, (usize, u64)> = HashMap::new();
     let mut replies: Vec<Reply> = Vec::new();
@@ -506,8 +494,9 @@ fn recovers_after_client_kill_on_one_node() {
         let node = primaries[rep % primaries.len()];
         let at = Instant::now();
         let killed = kill_clients(node);
+        // A daemon stuck since an earlier repetition may have no connection left.
         assert!(
-            killed > 0,
+            killed > 0 || outcomes.iter().any(Result::is_err),
             "the daemon had no connection to {}",
             node.addr()
         );
@@ -538,8 +527,9 @@ fn recovers_after_client_kill_on_all_nodes() {
                 .map(|h| h.join().expect("CLIENT KILL thread"))
                 .collect()
         });
+        // A daemon stuck since an earlier repetition may have no connection left.
         assert!(
-            killed.iter().sum::<u64>() > 0,
+            killed.iter().sum::<u64>() > 0 || outcomes.iter().any(Result::is_err),
             "the daemon had no connection"
         );
         let o = recovered(&s.load, at, CLIENT_KILL_BOUND);

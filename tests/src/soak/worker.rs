@@ -354,9 +354,7 @@ impl Worker {
         let free: Vec<u32> = (0..self.groups.len() as u32)
             .filter(|g| !self.groups[*g as usize].busy)
             .collect();
-        let Some(&group) = free.get(rng.random_range(0..free.len().max(1))) else {
-            return None;
-        };
+        let &group = free.get(rng.random_range(0..free.len().max(1)))?;
         let (id, s, c) = (
             self.args.id,
             string_key(self.args.id, group),
