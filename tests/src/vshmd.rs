@@ -116,6 +116,16 @@ impl Vshmd {
 
     /// [`Vshmd::start`] with an explicit `vshmd` binary.
     pub fn start_bin(bin: &Path, top: &str, servers: Servers<'_>, tables: &str) -> Vshmd {
+        Vshmd::start_raw(bin, top, &server_toml(&servers), tables)
+    }
+
+    /// Like [`Vshmd::start`] with a `[server]` section of the caller's (e.g. another
+    /// `request_timeout_ms`).
+    pub fn start_with_server(top: &str, server_section: &str, tables: &str) -> Vshmd {
+        Vshmd::start_raw(&vshmd_bin(), top, server_section, tables)
+    }
+
+    fn start_raw(bin: &Path, top: &str, server_section: &str, tables: &str) -> Vshmd {
         let dir = tempfile::Builder::new()
             .prefix("vshmd-test-")
             .tempdir()
@@ -133,9 +143,8 @@ impl Vshmd {
             "log_level = \"info,vshmd=debug\"\n"
         };
         let text = format!(
-            "socket_path = \"{}\"\n{log_level}{top}\n{}\n{tables}\n",
+            "socket_path = \"{}\"\n{log_level}{top}\n{server_section}\n{tables}\n",
             socket.display(),
-            server_toml(&servers)
         );
         std::fs::write(&config, text).expect("write config");
         let mut d = Vshmd {

@@ -30,18 +30,29 @@ enum Cmd {
         /// Client processes running at once.
         #[arg(long, default_value_t = 6)]
         workers: usize,
+        /// How many of them run one request at a time (submit + wait by id); the others keep
+        /// `--inflight` queued requests (default: half).
+        #[arg(long)]
+        sync_workers: Option<usize>,
         /// Seed of the fault schedule and the workloads (random if not given; printed).
         #[arg(long)]
         seed: Option<u64>,
-        /// Requests each worker keeps in flight.
-        #[arg(long, default_value_t = 4)]
+        /// Requests each queued worker keeps in flight (at most).
+        #[arg(long, default_value_t = 64)]
         inflight: usize,
         /// Key groups each worker owns (a string and a counter each).
         #[arg(long, default_value_t = 16)]
         groups: u32,
-        /// Submissions per second per worker (0: unpaced).
+        /// Submissions per second per sync worker (0: unpaced).
         #[arg(long, default_value_t = 250)]
         rate: u32,
+        /// Submissions per second per queued worker (0: unpaced).
+        #[arg(long, default_value_t = 1000)]
+        queued_rate: u32,
+        /// Inject every fault kind at least this many times (the run goes on past --seconds
+        /// until it has); also VSHM_SOAK_MIN_EACH.
+        #[arg(long, default_value_t = 0)]
+        min_each: u32,
         /// Shortest pause between two faults, ms.
         #[arg(long, default_value_t = 1000)]
         gap_min_ms: u64,
@@ -67,6 +78,8 @@ enum Cmd {
         groups: u32,
         #[arg(long)]
         rate: u32,
+        #[arg(long)]
+        sync: bool,
     },
 }
 
@@ -75,22 +88,36 @@ fn main() {
         Cmd::Run {
             seconds,
             workers,
+            sync_workers,
             seed,
             inflight,
             groups,
             rate,
+            queued_rate,
+            mut min_each,
             gap_min_ms,
             gap_max_ms,
             json,
-        } => driver::run(DriverArgs {
-            seconds,
-            workers: workers.max(1),
-            seed,
-            inflight: inflight.max(1),
-            groups: groups.max(inflight as u32).max(1),
-            rate,
-            gap_ms: (gap_min_ms, gap_max_ms.max(gap_min_ms)),
-            json,
+        } => driver::run({
+            if min_each == 0 {
+                min_each = std::env::var("VSHM_SOAK_MIN_EACH")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+            }
+            DriverArgs {
+                seconds,
+                workers: workers.max(1),
+                sync_workers: sync_workers.unwrap_or(workers / 2).min(workers),
+                queued_rate,
+                min_each,
+                seed,
+                inflight: inflight.max(1),
+                groups: groups.max(inflight as u32).max(1),
+                rate,
+                gap_ms: (gap_min_ms, gap_max_ms.max(gap_min_ms)),
+                json,
+            }
         }),
         Cmd::Worker {
             socket,
@@ -99,13 +126,15 @@ fn main() {
             inflight,
             groups,
             rate,
+            sync,
         } => worker::run(WorkerArgs {
             socket,
             id,
             seed,
-            inflight: inflight.max(1),
+            inflight: if sync { 1 } else { inflight.max(1) },
             groups,
             rate,
+            sync,
         }),
     };
     std::process::exit(code);

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::chaos::{self, Fault};
-use super::{group_tag, WorkerReport};
+use super::avail::{self, Availability, FaultRec, WorkerHistory};
+use super::chaos::{self, Fault, Injected};
+use super::{group_tag, mono_ms, Tick, WorkerReport};
 use crate::cluster_ops::wait_slots_settled;
 use crate::vshmd::{parse_clients, spawn_tied, Servers, Vshmd};
 use crate::RedisCluster;
@@ -26,6 +27,14 @@ use crate::RedisCluster;
 pub struct DriverArgs {
     pub seconds: u64,
     pub workers: usize,
+    /// How many of the workers run one request at a time (`worker --sync`); the others keep
+    /// `inflight` queued requests.
+    pub sync_workers: usize,
+    /// Submissions per second of a queued worker (a sync worker uses `rate`).
+    pub queued_rate: u32,
+    /// Every fault kind at least this many times: the chaos loop goes on past `seconds`
+    /// (rounds of every kind) until each kind has run this often.
+    pub min_each: u32,
     pub seed: Option<u64>,
     pub inflight: usize,
     pub groups: u32,
@@ -51,6 +60,7 @@ enum Msg {
 
 struct Proc {
     id: u64,
+    hist: WorkerHistory,
     child: Child,
     stdin: Option<ChildStdin>,
     ready: bool,
@@ -88,6 +98,8 @@ pub struct Summary {
     pub verify_retries: u64,
     pub faults: BTreeMap<String, u64>,
     pub fault_log: Vec<String>,
+    /// Recovery after every fault, per kind, and the longest span without a success.
+    pub availability: Availability,
     pub daemon_rss_kb_start: u64,
     pub daemon_rss_kb_end: u64,
     pub daemon_rss_kb_idle: u64,
@@ -107,6 +119,21 @@ struct Driver {
     tx: mpsc::Sender<Msg>,
     rx: mpsc::Receiver<Msg>,
     sum: Summary,
+    /// Faults injected (for the availability figures).
+    records: Vec<FaultRec>,
+    /// The daemon's pid (it changes with `kill_daemon`), for the RSS sampler.
+    daemon_pid: Arc<AtomicI32>,
+}
+
+/// Instant -> `mono_ms` (both are CLOCK_MONOTONIC).
+fn ms_of(t: Instant) -> u64 {
+    let now = Instant::now();
+    let m = mono_ms();
+    if t <= now {
+        m - (now - t).as_millis() as u64
+    } else {
+        m + (t - now).as_millis() as u64
+    }
 }
 
 /// VmRSS of `pid` in kB (0 if unreadable).
@@ -124,8 +151,19 @@ pub fn rss_kb(pid: i32) -> u64 {
 pub fn run(args: DriverArgs) -> i32 {
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
-        "vshm-soak: seed {seed}, {} s, {} workers x {} in flight at <= {}/s",
-        args.seconds, args.workers, args.inflight, args.rate
+        "vshm-soak: seed {seed}, {} s, {} workers ({} sync at <= {}/s, {} queued x {} in flight at <= {}/s){}",
+        args.seconds,
+        args.workers,
+        args.sync_workers,
+        args.rate,
+        args.workers - args.sync_workers,
+        args.inflight,
+        args.queued_rate,
+        if args.min_each > 0 {
+            format!(", every fault kind >= {} times", args.min_each)
+        } else {
+            String::new()
+        }
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cluster = RedisCluster::start();
@@ -145,18 +183,21 @@ pub fn run(args: DriverArgs) -> i32 {
             workers: args.workers,
             ..Summary::default()
         },
+        records: Vec::new(),
+        daemon_pid: Arc::new(AtomicI32::new(0)),
         args,
     };
+    d.daemon_pid.store(d.vshmd.pid(), Ordering::Relaxed);
 
     // Peak RSS, sampled every 200 ms.
     let peak = Arc::new(AtomicU64::new(0));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (peak, sampling, pid) = (peak.clone(), sampling.clone(), d.vshmd.pid());
+        let (peak, sampling, pid) = (peak.clone(), sampling.clone(), d.daemon_pid.clone());
         std::thread::spawn(move || {
-            // Relaxed: a flag and a maximum; nothing else is published through them.
+            // Relaxed: a flag, a pid and a maximum; nothing else is published through them.
             while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                peak.fetch_max(rss_kb(pid.load(Ordering::Relaxed)), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(200));
             }
         })
@@ -173,11 +214,15 @@ pub fn run(args: DriverArgs) -> i32 {
     // Chaos: rounds of every fault kind in a random order, a random gap between two.
     let load_end = d.t0 + Duration::from_secs(d.args.seconds);
     let chaos_end = load_end.checked_sub(QUIET_TAIL).unwrap_or(d.t0);
+    let mut load_end = load_end;
     let mut round: Vec<Fault> = Vec::new();
     loop {
         let gap = rng.random_range(d.args.gap_ms.0..=d.args.gap_ms.1.max(d.args.gap_ms.0));
         d.pump(Duration::from_millis(gap));
-        if Instant::now() >= chaos_end {
+        let short = chaos::ALL
+            .iter()
+            .any(|f| d.sum.faults.get(f.name()).copied().unwrap_or(0) < u64::from(d.args.min_each));
+        if Instant::now() >= chaos_end && !short {
             break;
         }
         if round.is_empty() {
@@ -185,15 +230,25 @@ pub fn run(args: DriverArgs) -> i32 {
             round.shuffle(&mut rng);
         }
         let fault = round.pop().expect("non-empty round");
-        let what = d.inject(fault, &mut cluster, &mut rng);
+        let inj = d.inject(fault, &mut cluster, &mut rng);
         let line = format!(
-            "[{:7.1} s] {}: {what}",
+            "[{:7.1} s] {}: {} (bound from the injection {} ms)",
             d.t0.elapsed().as_secs_f64(),
-            fault.name()
+            fault.name(),
+            inj.what,
+            (inj.reference - inj.at + fault.allowance()).as_millis()
         );
         println!("{line}");
         d.sum.fault_log.push(line);
+        d.records.push(FaultRec {
+            kind: fault,
+            what: inj.what,
+            at_ms: ms_of(inj.at),
+            ref_ms: ms_of(inj.reference),
+        });
         *d.sum.faults.entry(fault.name().to_string()).or_default() += 1;
+        // --min-each: the load lasts until the last fault has had its quiet tail.
+        load_end = load_end.max(Instant::now() + QUIET_TAIL);
     }
     while Instant::now() < load_end {
         d.pump(load_end.saturating_duration_since(Instant::now()));
@@ -203,6 +258,7 @@ pub fn run(args: DriverArgs) -> i32 {
     cluster.wait_settled(chaos::SETTLE);
     wait_slots_settled(&cluster);
     d.sum.seconds = d.t0.elapsed().as_secs_f64();
+    let (t0_ms, end_ms) = (ms_of(d.t0), ms_of(load_end));
     d.check_clients("end of the load");
     d.sum.daemon_rss_kb_end = rss_kb(d.vshmd.pid());
     d.stop_workers();
@@ -216,7 +272,7 @@ pub fn run(args: DriverArgs) -> i32 {
         .max(d.sum.daemon_rss_kb_start)
         .max(d.sum.daemon_rss_kb_end)
         .max(d.sum.daemon_rss_kb_idle);
-    d.finish()
+    d.finish(t0_ms, end_ms)
 }
 
 impl Driver {
@@ -230,6 +286,16 @@ impl Driver {
         let id = self.next_id;
         self.next_id += 1;
         let exe = std::env::current_exe().expect("current_exe");
+        // Workers alternate sync / queued until `sync_workers` sync ones are live.
+        let live_sync = self
+            .live()
+            .iter()
+            .filter(|&&i| self.procs[i].hist.sync)
+            .count();
+        let live = self.live().len();
+        let sync = live_sync < self.args.sync_workers
+            && (live - live_sync >= self.args.workers - self.args.sync_workers
+                || live_sync <= live - live_sync);
         let mut cmd = Command::new(exe);
         cmd.arg("worker")
             .arg("--socket")
@@ -241,7 +307,16 @@ impl Driver {
             ])
             .args(["--inflight", &self.args.inflight.to_string()])
             .args(["--groups", &self.args.groups.to_string()])
-            .args(["--rate", &self.args.rate.to_string()])
+            .args([
+                "--rate",
+                &if sync {
+                    self.args.rate
+                } else {
+                    self.args.queued_rate
+                }
+                .to_string(),
+            ])
+            .args(sync.then_some("--sync"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -264,6 +339,12 @@ impl Driver {
         let stdin = child.stdin.take();
         self.procs.push(Proc {
             id,
+            hist: WorkerHistory {
+                id,
+                sync,
+                start_ms: mono_ms(),
+                ..WorkerHistory::default()
+            },
             child,
             stdin,
             ready: false,
@@ -301,6 +382,19 @@ impl Driver {
             };
             match line {
                 Some(l) if l.starts_with("ready ") => p.ready = true,
+                Some(l) if l.starts_with("tick ") => match serde_json::from_str::<Tick>(&l[5..]) {
+                    Ok(t) => {
+                        p.hist.ok.extend(t.ok);
+                        p.hist.fail.extend(t.fail);
+                    }
+                    Err(e) => self
+                        .sum
+                        .failures
+                        .push(format!("worker {id}: bad tick: {e}")),
+                },
+                Some(l) if l.starts_with("died ") => {
+                    p.hist.deaths.extend(l[5..].trim().parse::<u64>().ok());
+                }
                 Some(l) => match l.strip_prefix("report ") {
                     Some(json) => match serde_json::from_str::<WorkerReport>(json) {
                         Ok(r) => p.report = Some(r),
@@ -324,36 +418,65 @@ impl Driver {
         }
     }
 
-    fn inject(&mut self, fault: Fault, cluster: &mut RedisCluster, rng: &mut StdRng) -> String {
+    fn inject(&mut self, fault: Fault, cluster: &mut RedisCluster, rng: &mut StdRng) -> Injected {
         match fault {
             Fault::KillWorker => {
                 let live = self.live();
                 let i = live[rng.random_range(0..live.len())];
                 let p = &mut self.procs[i];
                 p.killed = true;
+                let at = Instant::now();
+                p.hist.killed_ms = Some(mono_ms());
                 let _ = p.child.kill();
                 let _ = p.child.wait();
                 let id = p.id;
                 self.spawn_worker();
+                let ready = Instant::now();
                 let n = self.check_clients("after a worker was killed");
-                format!(
-                    "SIGKILLed worker {id}, started worker {}; daemon clients back to {n}",
-                    self.next_id - 1
-                )
+                Injected {
+                    what: format!(
+                        "SIGKILLed worker {id}, started worker {}; daemon clients back to {n}",
+                        self.next_id - 1
+                    ),
+                    at,
+                    reference: ready,
+                }
             }
             Fault::StopWorker => {
                 let live = self.live();
                 let i = live[rng.random_range(0..live.len())];
                 let (id, pid) = (self.procs[i].id, self.procs[i].child.id() as i32);
                 let ms = rng.random_range(1000..=3000u64);
+                let at = Instant::now();
                 let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
                 self.pump(Duration::from_millis(ms));
                 let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-                format!("SIGSTOPped worker {id} for {ms} ms")
+                Injected {
+                    what: format!("SIGSTOPped worker {id} for {ms} ms"),
+                    at,
+                    reference: Instant::now(),
+                }
             }
             Fault::KillPrimary => chaos::kill_primary(cluster, rng),
             Fault::ClientKill => chaos::client_kill(cluster, rng),
+            Fault::ClientKillAll => chaos::client_kill_all(cluster),
             Fault::ClientPause => chaos::client_pause(cluster, rng),
+            Fault::KillDaemon => {
+                let at = Instant::now();
+                // Vshmd::restart: SIGKILL, start on the same socket, wait until it answers.
+                self.vshmd.restart();
+                let back = Instant::now();
+                self.daemon_pid.store(self.vshmd.pid(), Ordering::Relaxed);
+                let n = self.check_clients("after the daemon restarted");
+                Injected {
+                    what: format!(
+                        "SIGKILLed vshmd, restarted on the same socket in {} ms; clients back to {n}",
+                        (back - at).as_millis()
+                    ),
+                    at,
+                    reference: back,
+                }
+            }
             Fault::Migrate => {
                 let tags: Vec<String> = self
                     .live()
@@ -427,7 +550,32 @@ impl Driver {
         }
     }
 
-    fn finish(mut self) -> i32 {
+    fn finish(mut self, t0_ms: u64, end_ms: u64) -> i32 {
+        let hists: Vec<WorkerHistory> = self.procs.iter().map(|p| p.hist.clone()).collect();
+        let av = avail::compute(t0_ms, end_ms, &hists, &self.records);
+        for m in &av.misses {
+            self.sum
+                .failures
+                .push(format!("availability bound missed: {m}"));
+        }
+        // A registration may only die when the daemon was killed (until 5 s after it was
+        // back: the worker notices within its watcher's poll).
+        for h in &hists {
+            for &t in &h.deaths {
+                let expected = self
+                    .records
+                    .iter()
+                    .any(|r| r.kind == Fault::KillDaemon && r.at_ms <= t && t <= r.ref_ms + 5000);
+                if !expected {
+                    self.sum.failures.push(format!(
+                        "worker {}: registration died at {:.1} s, not during a daemon restart",
+                        h.id,
+                        t.saturating_sub(t0_ms) as f64 / 1000.0
+                    ));
+                }
+            }
+        }
+        self.sum.availability = av;
         let s = &mut self.sum;
         s.killed_workers = self.procs.iter().filter(|p| p.killed).count();
         for p in self.procs.iter().filter(|p| p.stopped) {
@@ -481,7 +629,6 @@ impl Driver {
             (s.unexpected, "unexpected replies"),
             (s.check_failures, "acknowledged writes not read back"),
             (s.overdue, "completions later than their bound"),
-            (s.client_deaths, "client registrations lost"),
         ];
         for (n, what) in checks {
             if n > 0 {
@@ -550,7 +697,10 @@ fn print_summary(s: &Summary) {
         "duplicate increments (at least once)",
         s.duplicates.to_string(),
     );
-    row("client registrations lost", s.client_deaths.to_string());
+    row(
+        "client registrations died (restarts)",
+        s.client_deaths.to_string(),
+    );
     for (k, n) in &s.faults {
         row(&format!("faults: {k}"), n.to_string());
     }
@@ -561,6 +711,7 @@ fn print_summary(s: &Summary) {
             s.daemon_rss_kb_start, s.daemon_rss_kb_end, s.daemon_rss_kb_peak, s.daemon_rss_kb_idle
         ),
     );
+    print_availability(&s.availability);
     for (k, v) in &s.error_samples {
         for m in v {
             println!("  sample {k}: {m}");
@@ -573,4 +724,37 @@ fn print_summary(s: &Summary) {
         println!("  FAILURE: {f}");
     }
     println!("result: {}", if s.ok { "OK (lost = 0)" } else { "FAILED" });
+}
+
+fn print_availability(av: &Availability) {
+    let ms = |v: Option<u64>| v.map_or("never".to_string(), |v| format!("{v} ms"));
+    println!("\n  availability: recovery = injection until every live worker succeeds again");
+    println!(
+        "  {:<16} {:>5} {:>10} {:>10}  {:<28} {:>6} {:>8} {:>8}",
+        "fault", "count", "p50", "max", "bound", "misses", "failed", "timeouts"
+    );
+    for k in &av.kinds {
+        println!(
+            "  {:<16} {:>5} {:>10} {:>10}  {:<28} {:>6} {:>8} {:>8}",
+            k.kind,
+            k.count,
+            ms(k.recovery_p50_ms),
+            ms(k.recovery_max_ms),
+            k.bound,
+            k.misses,
+            k.failed,
+            k.timeouts
+        );
+    }
+    println!(
+        "  longest span without a successful request: {} ms (from {:.1} s)",
+        av.longest_gap_ms, av.longest_gap_at_s
+    );
+    println!(
+        "  failures outside any fault: {} ({} timeouts)\n",
+        av.unattributed_failures, av.unattributed_timeouts
+    );
+    for m in &av.misses {
+        println!("  MISS: {m}");
+    }
 }

@@ -25,6 +25,14 @@
 //!   (values carry the worker id and key group): a reply meant for another request would
 //!   show up as `mismatched`.
 
+//!
+//! Availability (issue 12): every worker also reports *when* its requests succeed and fail
+//! (a [`Tick`] line every 100 ms, times on the machine-wide monotonic clock, [`mono_ms`]), so
+//! the driver can tell, for every fault it injects, how long it took until every live worker
+//! completed requests successfully again, and fail the run when that misses the fault kind's
+//! bound (see `driver::availability` and docs/reliability.md).
+
+pub mod avail;
 pub mod chaos;
 pub mod driver;
 pub mod worker;
@@ -45,6 +53,33 @@ pub fn string_key(worker: u64, group: u32) -> String {
 
 pub fn counter_key(worker: u64, group: u32) -> String {
     format!("soak:{{{}}}:c", group_tag(worker, group))
+}
+
+/// Milliseconds on `CLOCK_MONOTONIC`: the same clock in every process of the machine, so the
+/// driver can compare its fault times with the workers' request times.
+pub fn mono_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Successful completions are counted in windows of this many ms.
+pub const WINDOW_MS: u64 = 10;
+
+/// What a worker saw since its previous tick (a `tick <json>` line, about every 100 ms, only
+/// when something completed).
+#[derive(Serialize, Deserialize, Default, Debug, Clone)]
+pub struct Tick {
+    /// Windows with successful completions: `[end_ms, count, latest submission ms]`; a window
+    /// covers `[end_ms - WINDOW_MS, end_ms)` of completion times.
+    pub ok: Vec<(u64, u32, u64)>,
+    /// Failed completions (a typed error, or an error inside a batch): `[submitted_ms,
+    /// completed_ms, kind]`.
+    pub fail: Vec<(u64, u64, String)>,
 }
 
 /// What one worker reports at exit (a `report {json}` line on stdout).

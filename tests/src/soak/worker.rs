@@ -2,7 +2,13 @@
 //!
 //! Protocol with the driver: the worker prints `ready <client id>` once registered, runs its
 //! workload until a line `stop` (or EOF) arrives on stdin, then waits for every pending
-//! completion (bounded), reads its keys back, prints `report <json>` and exits 0.
+//! completion (bounded), reads its keys back, prints `report <json>` and exits 0. While it
+//! runs it prints `tick <json>` lines ([`super::Tick`]: when requests succeeded and failed)
+//! and `died <ms>` when its registration died (then it registers again at once).
+//!
+//! Two modes: queued (`--inflight N` requests in flight with `submit_queued`/`wait_queued`,
+//! the async pattern) and sync (`--sync`: one request at a time, `submit` + `wait` by id, the
+//! blocking pattern of the C API's `vshm_call`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -18,7 +24,7 @@ use vshm_protocol::daemon::DaemonClient;
 use vshm_protocol::msg::{ArgRef, ArgsRef, ClientError, Completion, ErrorKind, Op, Route, Value};
 use vshm_protocol::register::Settings;
 
-use super::{counter_key, group_tag, string_key, WorkerReport};
+use super::{counter_key, group_tag, mono_ms, string_key, Tick, WorkerReport, WINDOW_MS};
 
 /// Settings of one worker.
 #[derive(Debug, Clone)]
@@ -32,6 +38,8 @@ pub struct WorkerArgs {
     pub groups: u32,
     /// Submissions per second (pacing; 0 = as fast as completions allow).
     pub rate: u32,
+    /// One request at a time, submitted and waited for by id (`inflight` is ignored).
+    pub sync: bool,
 }
 
 /// Bound for registering with the daemon.
@@ -43,6 +51,11 @@ const OVERDUE_SLACK: Duration = Duration::from_secs(5);
 const DRAIN_SLACK: Duration = Duration::from_secs(20);
 /// Read-back attempts per key (the cluster has settled by then; a failure is asked again).
 const VERIFY_ATTEMPTS: u32 = 40;
+/// A `tick` line at most this often.
+const TICK_EVERY: Duration = Duration::from_millis(100);
+/// Pause between two attempts to register again after the registration died (a daemon
+/// restart): short, the availability bound is the restart + 1 s.
+const REREGISTER_PAUSE: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -92,6 +105,8 @@ struct Pending {
     /// The string value written (Set: `Some(seq)`, Del: `None`).
     wrote: StrVal,
     at: Instant,
+    /// `at` on the machine-wide clock ([`mono_ms`]).
+    at_ms: u64,
 }
 
 struct Worker {
@@ -102,6 +117,10 @@ struct Worker {
     seq: u64,
     /// Bound for one request's completion (client's wait bound + slack).
     overdue_after: Duration,
+    /// Availability records not yet printed, and the open window of successes.
+    tick: Tick,
+    window: Option<(u64, u32, u64)>,
+    last_tick: Instant,
 }
 
 fn settings(id: u64) -> Settings {
@@ -168,10 +187,14 @@ pub fn run(args: WorkerArgs) -> i32 {
         },
         seq: 0,
         overdue_after: bound + OVERDUE_SLACK,
+        tick: Tick::default(),
+        window: None,
+        last_tick: Instant::now(),
         args,
     };
     let client = w.load(client, &stop);
     let client = w.drain(client, bound);
+    w.flush_tick(true);
     w.verify(&client);
     let json = serde_json::to_string(&w.report).expect("report to json");
     println!("report {json}");
@@ -191,9 +214,33 @@ impl Worker {
         let mut replies = Vec::new();
         // Acquire: pairs with the stdin thread's Release store.
         while !stop.load(Ordering::Acquire) {
+            self.flush_tick(false);
             let now = Instant::now();
             if now.saturating_duration_since(next_at) > Duration::from_secs(1) {
                 next_at = now; // do not burst after a stop (SIGSTOP) or a slow phase
+            }
+            if self.args.sync {
+                if now < next_at {
+                    std::thread::sleep((next_at - now).min(Duration::from_millis(50)));
+                    continue;
+                }
+                next_at += interval;
+                if let Some(id) = self.submit_one(&client, &mut rng) {
+                    match client.wait(id, None) {
+                        Ok(c) => self.complete(id, c),
+                        // The local wait bound passed (the id is abandoned), or the
+                        // registration died (below).
+                        Err(e) => self.complete(id, Completion::Err(e)),
+                    }
+                }
+                // A dead registration refuses submissions at once: register again.
+                if !client.healthy() {
+                    let e = client.dead().unwrap_or_else(|| {
+                        ClientError::new(ErrorKind::Connection, "registration lost")
+                    });
+                    client = self.client_died(client, e);
+                }
+                continue;
             }
             while self.pending.len() < self.args.inflight && Instant::now() >= next_at {
                 self.submit_one(&client, &mut rng);
@@ -250,6 +297,9 @@ impl Worker {
     /// again (bounded attempts; the daemon is expected to be up).
     fn client_died(&mut self, client: DaemonClient, e: ClientError) -> DaemonClient {
         self.report.client_deaths += 1;
+        self.flush_tick(true);
+        println!("died {}", mono_ms());
+        let _ = std::io::stdout().flush();
         self.report
             .problem(format!("client died: {e} ({} pending)", self.pending.len()));
         let ids: Vec<u64> = self.pending.keys().copied().collect();
@@ -262,8 +312,10 @@ impl Worker {
             match connect(&self.args) {
                 Ok(c) => return c,
                 Err(e) if Instant::now() < deadline => {
-                    eprintln!("vshm-soak worker {}: re-register: {e}", self.args.id);
-                    std::thread::sleep(Duration::from_millis(200));
+                    if self.report.client_deaths <= 3 {
+                        eprintln!("vshm-soak worker {}: re-register: {e}", self.args.id);
+                    }
+                    std::thread::sleep(REREGISTER_PAUSE);
                 }
                 Err(e) => {
                     eprintln!("vshm-soak worker {}: cannot re-register: {e}", self.args.id);
@@ -282,7 +334,9 @@ impl Worker {
         }
     }
 
-    fn submit_one(&mut self, client: &DaemonClient, rng: &mut StdRng) {
+    /// Submits one request on a free key group (queued, or by id in sync mode); returns its
+    /// id if it is pending (not refused at once).
+    fn submit_one(&mut self, client: &DaemonClient, rng: &mut StdRng) -> Option<u64> {
         let total: u32 = WEIGHTS.iter().map(|(_, w)| w).sum();
         let mut pick = rng.random_range(0..total);
         let kind = WEIGHTS
@@ -300,9 +354,7 @@ impl Worker {
         let free: Vec<u32> = (0..self.groups.len() as u32)
             .filter(|g| !self.groups[*g as usize].busy)
             .collect();
-        let Some(&group) = free.get(rng.random_range(0..free.len().max(1))) else {
-            return;
-        };
+        let &group = free.get(rng.random_range(0..free.len().max(1)))?;
         let (id, s, c) = (
             self.args.id,
             string_key(self.args.id, group),
@@ -354,19 +406,79 @@ impl Worker {
             kind,
             wrote,
             at,
+            at_ms: mono_ms(),
         };
         // Completions are only taken by this thread, after this returns: filing the id
         // afterwards is safe.
-        match client.submit_queued(&op, &Route::Auto, None, 0, &mut |_| {}) {
+        let r = if self.args.sync {
+            client.submit_op(&op, &Route::Auto, None, 0)
+        } else {
+            client.submit_queued(&op, &Route::Auto, None, 0, &mut |_| {})
+        };
+        match r {
             Ok(rid) => {
                 self.pending.insert(rid, pending);
+                Some(rid)
             }
             Err(e) => {
                 // Refused before it was sent: that is its completion.
                 self.pending.insert(0, pending);
                 self.complete(0, Completion::Err(e));
+                None
             }
         }
+    }
+
+    /// Records a completion for the availability ticks.
+    fn record(&mut self, sub_ms: u64, c: &Completion) {
+        let done = mono_ms();
+        let failed = match c {
+            Completion::Ok(Value::Array(a)) => a.iter().any(|v| matches!(v, Value::Error(_))),
+            Completion::Ok(_) => false,
+            Completion::Err(e) => {
+                self.tick.fail.push((sub_ms, done, kind_name(e.kind)));
+                return;
+            }
+            Completion::Push(_) => true,
+        };
+        if failed {
+            self.tick.fail.push((sub_ms, done, "BatchElement".into()));
+            return;
+        }
+        let end = (done / WINDOW_MS + 1) * WINDOW_MS;
+        match &mut self.window {
+            Some((e, n, s)) if *e == end => {
+                *n += 1;
+                *s = (*s).max(sub_ms);
+            }
+            w => {
+                if let Some(old) = w.take() {
+                    self.tick.ok.push(old);
+                }
+                *w = Some((end, 1, sub_ms));
+            }
+        }
+    }
+
+    /// Prints a `tick` line if `TICK_EVERY` has passed (or `now`) and something completed.
+    fn flush_tick(&mut self, now: bool) {
+        if !now && self.last_tick.elapsed() < TICK_EVERY {
+            return;
+        }
+        self.last_tick = Instant::now();
+        // The open window is complete once its end has passed.
+        let closed = self
+            .window
+            .is_some_and(|(end, _, _)| now || end <= mono_ms());
+        if closed {
+            self.tick.ok.extend(self.window.take());
+        }
+        if self.tick.ok.is_empty() && self.tick.fail.is_empty() {
+            return;
+        }
+        let t = std::mem::take(&mut self.tick);
+        println!("tick {}", serde_json::to_string(&t).expect("tick to json"));
+        let _ = std::io::stdout().flush();
     }
 
     fn complete(&mut self, id: u64, c: Completion) {
@@ -377,6 +489,7 @@ impl Worker {
             return;
         };
         self.report.completed += 1;
+        self.record(p.at_ms, &c);
         let took = p.at.elapsed();
         self.report.max_latency_ms = self.report.max_latency_ms.max(took.as_millis() as u64);
         if took > self.overdue_after {
