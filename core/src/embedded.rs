@@ -109,7 +109,7 @@ impl PushSink for ConnSink {
 
 /// The core running inside this process.
 pub struct EmbeddedCore {
-    rt: Option<tokio::runtime::Runtime>,
+    rt: Option<crate::runtime::CoreRuntime>,
     engine: Arc<Engine>,
     dispatcher: Arc<Dispatcher>,
 }
@@ -141,13 +141,11 @@ impl Drop for EmbeddedClient {
 }
 
 impl EmbeddedCore {
-    /// Start the core with `threads` tokio worker threads.
+    /// Start the core with `threads` threads (1: a current-thread runtime
+    /// on its own thread, the default and fastest here; see
+    /// [`crate::runtime`]).
     pub fn start(threads: usize) -> std::io::Result<EmbeddedCore> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("vshm-core")
-            .enable_all()
-            .build()?;
+        let rt = crate::runtime::CoreRuntime::start(threads, "vshm-core")?;
         let engine = Arc::new(Engine::new(rt.handle().clone()));
         let dispatcher = Dispatcher::new(rt.handle().clone());
         Ok(EmbeddedCore {
@@ -165,7 +163,7 @@ impl EmbeddedCore {
         &self.dispatcher
     }
 
-    fn rt(&self) -> &tokio::runtime::Runtime {
+    fn rt(&self) -> &crate::runtime::CoreRuntime {
         self.rt.as_ref().expect("runtime lives until shutdown")
     }
 
@@ -236,7 +234,7 @@ impl EmbeddedCore {
         if let Some(rt) = self.rt.take() {
             let d = self.dispatcher.clone();
             rt.block_on(async move { d.shutdown(grace).await });
-            rt.shutdown_timeout(grace);
+            rt.shutdown(grace);
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   read-only, response policies).
 //! * [`keys`]: command keys and hash slots (pure).
 //! * [`topology`]: `CLUSTER SLOTS` parsing and the slot map (pure).
+//! * [`runtime`]: the core's tokio runtime (one thread by default).
 //! * [`net`]: the core's own server connections (the fast path).
 //! * [`resp`]: the RESP2/RESP3 wire format (encoder, resumable frame
 //!   scanner, iterative decoder, cluster redirections).
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod keys;
 pub mod net;
 pub mod resp;
+pub mod runtime;
 pub mod topology;
 pub mod value;
 

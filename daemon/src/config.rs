@@ -155,7 +155,10 @@ pub struct DaemonConfig {
     /// Serve Prometheus metrics over HTTP on this loopback address
     /// (`127.0.0.1:9187`). Default none (off).
     pub metrics_addr: Option<SocketAddr>,
-    /// Tokio worker threads (0: one per CPU). Default 0.
+    /// Threads of the core. 1 (default): one thread runs everything (a
+    /// current-thread runtime: no hand-off between threads; measured best
+    /// where clients, daemon and servers share few cores). More: a
+    /// multi-thread runtime with that many workers; 0: one per CPU.
     pub worker_threads: usize,
     /// Shared multiplexed connections per server node (per auth profile
     /// and database); clients are spread over them round robin. Default 1.
@@ -189,7 +192,7 @@ impl Default for DaemonConfig {
             log_format: LogFormat::Human,
             log_level: "info".into(),
             metrics_addr: None,
-            worker_threads: 0,
+            worker_threads: 1,
             pool_size: 1,
             preconnect: true,
             shutdown_grace_ms: 5000,

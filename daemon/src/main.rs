@@ -184,10 +184,18 @@ fn main() -> ExitCode {
 
     init_logging(cfg.log_format, &cfg.log_level);
     raise_nofile_limit();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if cfg.worker_threads > 0 {
-        rt.worker_threads(cfg.worker_threads);
-    }
+    // One thread (the default): a current-thread runtime on this thread,
+    // measured best on a 2-core machine (see vshm_core::runtime); more: a
+    // multi-thread runtime (0: one worker per CPU).
+    let mut rt = if cfg.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if cfg.worker_threads > 1 {
+            b.worker_threads(cfg.worker_threads);
+        }
+        b
+    };
     let rt = match rt.thread_name("vshmd").enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
