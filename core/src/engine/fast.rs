@@ -14,6 +14,7 @@ use crate::commands;
 use crate::config::{Mode, ReadFrom};
 use crate::keys::{self, SlotPlacement};
 use crate::net::cluster::ClusterRouter;
+use crate::net::batch::BatchWork;
 use crate::net::job::{Job, Target, Work};
 use crate::net::single::Single;
 use crate::net::ticket::Ticket;
@@ -59,63 +60,169 @@ pub(crate) fn plan(
     map: Option<&SlotMap>,
     req: &Request,
 ) -> Option<Plan> {
-    let Op::Command { args } = &req.op else {
-        return None;
-    };
+    match &req.op {
+        Op::Command { args } => plan_command(mode, read_from, map, req, args),
+        Op::Batch {
+            atomic,
+            watch,
+            commands,
+        } => plan_batch(mode, read_from, map, req, *atomic, watch, commands),
+        _ => None,
+    }
+}
+
+/// A command the fast path may send: not empty, a printable name, not
+/// refused; its upper-case name.
+fn sendable(args: &[Vec<u8>]) -> Option<String> {
     if args.is_empty() || commands::bad_name(args).is_some() {
         return None;
     }
     let name = commands::command_name(args);
-    if commands::refusal(&name).is_some() || commands::block_timeout(&name, args).is_some() {
+    commands::refusal(&name).is_none().then_some(name)
+}
+
+/// Where an explicit single-node route goes (cluster); `None` for
+/// multi-node routes, bad slots and addresses the topology does not know
+/// (the slow path reports those).
+fn explicit(route: &Route, map: Option<&SlotMap>, read_only: bool) -> Option<Target> {
+    match route {
+        Route::SlotKey { key, replica } => Some(Target::Slot {
+            slot: keys::slot_of(key),
+            replica: *replica && read_only,
+        }),
+        Route::SlotId { slot, replica } if *slot < keys::SLOTS => Some(Target::Slot {
+            slot: *slot,
+            replica: *replica && read_only,
+        }),
+        Route::Random => Some(Target::Random),
+        Route::Address { host, port } => {
+            let addr = NodeAddr {
+                host: host.clone(),
+                port: *port,
+            };
+            map?.nodes().contains(&&addr).then_some(Target::Addr(addr))
+        }
+        _ => None,
+    }
+}
+
+fn plan_command(
+    mode: Mode,
+    read_from: ReadFrom,
+    map: Option<&SlotMap>,
+    req: &Request,
+    args: &[Vec<u8>],
+) -> Option<Plan> {
+    let name = sendable(args)?;
+    if commands::block_timeout(&name, args).is_some() {
         return None;
     }
-    let plan = |target| {
-        Some(Plan {
-            target,
-            bound_ms: req.timeout_ms,
-        })
-    };
-    match mode {
+    let target = match mode {
         Mode::Standalone => match &req.route {
             // The slow path checks an address against the server.
-            Route::Address { .. } => None,
-            _ => plan(Target::Random),
+            Route::Address { .. } => return None,
+            _ => Target::Random,
         },
         Mode::Cluster => {
             let read_only = commands::is_read_only(&name);
             match &req.route {
                 Route::Auto => match keys::single_slot(&name, args) {
-                    SlotPlacement::Slot(slot) => plan(Target::Slot {
+                    SlotPlacement::Slot(slot) => Target::Slot {
                         slot,
                         replica: read_only && read_from != ReadFrom::Primary,
-                    }),
-                    SlotPlacement::Keyless if !keys::fan_out(&name) => plan(Target::Random),
-                    _ => None,
+                    },
+                    SlotPlacement::Keyless if !keys::fan_out(&name) => Target::Random,
+                    _ => return None,
                 },
-                Route::SlotKey { key, replica } => plan(Target::Slot {
-                    slot: keys::slot_of(key),
-                    replica: *replica && read_only,
-                }),
-                Route::SlotId { slot, replica } if *slot < keys::SLOTS => plan(Target::Slot {
-                    slot: *slot,
-                    replica: *replica && read_only,
-                }),
-                Route::Random => plan(Target::Random),
-                Route::Address { host, port } => {
-                    let addr = NodeAddr {
-                        host: host.clone(),
-                        port: *port,
-                    };
-                    if map?.nodes().contains(&&addr) {
-                        plan(Target::Addr(addr))
-                    } else {
-                        None
-                    }
+                r => explicit(r, map, read_only)?,
+            }
+        }
+    };
+    Some(Plan {
+        target,
+        bound_ms: req.timeout_ms,
+    })
+}
+
+/// A batch takes the fast path when it goes to one node as a whole: a
+/// transaction (standalone, or all its keys and watch keys in one slot, or
+/// no keys at all), or a pipeline without blocking commands whose keys are
+/// all in one slot (standalone: any). Invalid batches (refused commands,
+/// watch keys without `atomic`, keys in several slots of a transaction,
+/// multi-node routes) and multi-slot pipelines take the slow path.
+fn plan_batch(
+    mode: Mode,
+    read_from: ReadFrom,
+    map: Option<&SlotMap>,
+    req: &Request,
+    atomic: bool,
+    watch: &[Vec<u8>],
+    cmds: &[Vec<Vec<u8>>],
+) -> Option<Plan> {
+    if cmds.is_empty() || (!atomic && !watch.is_empty()) {
+        return None;
+    }
+    let mut read_only = !atomic;
+    let mut slot: Option<u16> = None;
+    let mut keyless = false;
+    let mut one_slot = |k: &[u8]| {
+        let s = keys::slot_of(k);
+        match slot {
+            None => {
+                slot = Some(s);
+                true
+            }
+            Some(x) => x == s,
+        }
+    };
+    for k in watch {
+        if !one_slot(k) {
+            return None;
+        }
+    }
+    for c in cmds {
+        let name = sendable(c)?;
+        // Blocking commands of a pipeline need a dedicated connection
+        // (inside MULTI they do not block).
+        if !atomic && commands::block_timeout(&name, c).is_some() {
+            return None;
+        }
+        read_only &= commands::is_read_only(&name);
+        if mode == Mode::Cluster {
+            let ks = keys::command_keys(&name, c);
+            keyless |= ks.is_empty();
+            for k in ks {
+                if !one_slot(k) {
+                    return None;
                 }
-                _ => None,
             }
         }
     }
+    let target = match mode {
+        Mode::Standalone => match &req.route {
+            Route::Address { .. } => return None,
+            Route::AllNodes | Route::AllPrimaries => return None,
+            _ => Target::Random,
+        },
+        Mode::Cluster => match &req.route {
+            Route::Auto => match slot {
+                // A keyless command in a pipeline runs with its own routing
+                // (fan-out, ...) on the slow path.
+                Some(_) if keyless && !atomic => return None,
+                Some(s) => Target::Slot {
+                    slot: s,
+                    replica: read_only && read_from != ReadFrom::Primary,
+                },
+                None if atomic => Target::Random,
+                None => return None,
+            },
+            r => explicit(r, map, read_only)?,
+        },
+    };
+    Some(Plan {
+        target,
+        bound_ms: req.timeout_ms,
+    })
 }
 
 impl Backend {
@@ -151,13 +258,20 @@ impl Backend {
         let Some(p) = plan(self.config().mode, self.config().read_from, map.as_deref(), &req) else {
             return Err((req, ticket));
         };
-        let Op::Command { args } = req.op else {
-            unreachable!("plan only accepts commands")
+        let raise = req.flags & vshm_protocol::msg::flags::RAISE_ON_ERROR != 0;
+        let work = match req.op {
+            Op::Command { args } => Work::Command(args),
+            Op::Batch {
+                atomic,
+                watch,
+                commands,
+            } => Work::Batch(Box::new(BatchWork::new(atomic, watch, commands, raise))),
+            _ => unreachable!("plan only accepts commands and batches"),
         };
         let bound = self.request_timeout(p.bound_ms);
         self.links.submit(Box::new(Job {
             ticket,
-            work: Work::Command(args),
+            work,
             deadline: Instant::now() + bound,
             bound,
             target: p.target,

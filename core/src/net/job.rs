@@ -7,8 +7,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
 
+use super::batch::BatchWork;
 use super::ticket::Ticket;
-use crate::resp::{self, Frame};
+pub(crate) use crate::resp::Frame;
+use crate::resp;
 use crate::topology::NodeAddr;
 
 /// Where a job goes (cluster); a standalone backend has one node.
@@ -26,6 +28,8 @@ pub(crate) enum Target {
 pub(crate) enum Work {
     /// One command; its reply is the completion.
     Command(Vec<Vec<u8>>),
+    /// A pipeline or transaction to one node (`super::batch`).
+    Batch(Box<BatchWork>),
 }
 
 pub(crate) struct Job {
@@ -49,11 +53,16 @@ impl Job {
     pub fn name(&self) -> String {
         match &self.work {
             Work::Command(args) => crate::commands::command_name(args),
+            Work::Batch(b) if b.atomic => "transaction".into(),
+            Work::Batch(_) => "pipeline".into(),
         }
     }
 
     /// Append the job's commands; returns how many replies they produce.
     pub fn encode(&self, out: &mut Vec<u8>) -> u32 {
+        if let Work::Batch(b) = &self.work {
+            return b.encode(out, self.asking);
+        }
         let mut n = 0;
         if self.asking {
             resp::encode_command(out, &[b"ASKING".as_slice()]);
@@ -64,6 +73,7 @@ impl Job {
                 resp::encode_command(out, args);
                 n + 1
             }
+            Work::Batch(_) => unreachable!("encoded above"),
         }
     }
 

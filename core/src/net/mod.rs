@@ -13,6 +13,7 @@
 //! * [`single`] / [`cluster`]: the routers; [`refresh`]: the cluster's
 //!   topology, owned here, independent of any request path.
 
+pub(crate) mod batch;
 pub(crate) mod cluster;
 pub(crate) mod connect;
 pub(crate) mod job;

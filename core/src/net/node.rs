@@ -36,7 +36,8 @@ use tracing::{debug, info, warn};
 use vshm_protocol::msg::ErrorKind;
 
 use super::connect::{self, ConnSettings, ReadHalf, WriteHalf};
-use super::job::{frame_completion, Job};
+use super::batch::Step;
+use super::job::{frame_completion, Job, Work};
 use crate::config::Backoff;
 use crate::resp::{self, Frame, Scanner};
 use crate::topology::NodeAddr;
@@ -562,6 +563,23 @@ impl Node {
     }
 
     fn finish(&self, mut job: Box<Job>, mut frames: Vec<Frame>) {
+        if let Work::Batch(b) = &mut job.work {
+            match b.absorb(frames, job.asking) {
+                Step::Done(c) => job.ticket.complete(c),
+                Step::Again(err) => {
+                    job.asking = false;
+                    let back = match self.router.upgrade() {
+                        Some(router) => router.on_error(job, &err, &self.addr),
+                        None => Some(job),
+                    };
+                    if let Some(job) = back {
+                        let text = String::from_utf8_lossy(&err).into_owned();
+                        job.fail(ErrorKind::Connection, text);
+                    }
+                }
+            }
+            return;
+        }
         if job.asking {
             // The reply to ASKING.
             frames.remove(0);
