@@ -3,7 +3,7 @@
 //! engine, reclaim it when the client's socket closes, and drain on
 //! SIGTERM/SIGINT.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +22,7 @@ use vshm_protocol::segment::Segment;
 
 use crate::config::{DaemonConfig, SegmentConfig};
 use crate::sock::{self, Conn, Listener, Recv};
-use crate::stats::{sanitize, ClientRow, Hist, Snapshot};
+use crate::stats::{sanitize, BackendLinks, ClientRow, Hist, Snapshot};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -40,6 +40,8 @@ struct ClientEntry {
     database: Option<u32>,
     since: Instant,
     conn: Arc<Connection>,
+    /// Index of the engine (pool) its backend belongs to.
+    pool: usize,
     /// Keeps the backend (its server connections) alive while the client is.
     _backend: Arc<Backend>,
 }
@@ -65,8 +67,9 @@ pub struct Daemon {
     refused: AtomicU64,
     draining: AtomicBool,
     started: Instant,
-    /// Default backends connected at startup (`preconnect`).
-    warm: Mutex<Vec<Arc<Backend>>>,
+    /// Default backends connected at startup (`preconnect`), with the
+    /// index of their engine.
+    warm: Mutex<Vec<(usize, Arc<Backend>)>>,
     metrics_port: Option<u16>,
 }
 
@@ -123,7 +126,16 @@ impl Daemon {
             backends: self.engines.iter().map(|e| e.backend_count()).sum(),
             ..Snapshot::default()
         };
-        let mut known = std::collections::BTreeSet::new();
+        let mut known = BTreeSet::new();
+        // Live backends (shared by clients of one pool key), by identity:
+        // engine index, the auth profiles using it, the backend.
+        let mut live: BTreeMap<usize, (usize, BTreeSet<String>, Arc<Backend>)> = BTreeMap::new();
+        let mut note = |pool: usize, profile: &str, b: &Arc<Backend>| {
+            live.entry(Arc::as_ptr(b) as usize)
+                .or_insert_with(|| (pool, BTreeSet::new(), b.clone()))
+                .1
+                .insert(profile.to_string());
+        };
         {
             let st = lock(&self.state);
             snap.requests = st.gone_requests;
@@ -152,12 +164,27 @@ impl Daemon {
                     up: c.since.elapsed(),
                 });
                 known.extend(c._backend.nodes());
+                note(c.pool, &c.profile, &c._backend);
             }
         }
-        for b in lock(&self.warm).iter() {
+        for (pool, b) in lock(&self.warm).iter() {
             known.extend(b.nodes());
+            note(*pool, "default", b);
         }
         snap.known_nodes = known.into_iter().collect();
+        snap.links = live
+            .into_values()
+            .map(|(pool, profiles, b)| {
+                let (nodes, topology) = b.link_stats();
+                BackendLinks {
+                    label: backend_label(pool, &profiles, &b),
+                    nodes,
+                    topology,
+                }
+            })
+            .collect();
+        snap.links.sort_by(|a, b| a.label.cmp(&b.label));
+        snap.taken_at = Some(std::time::SystemTime::now());
         let skip: Vec<u16> = self.metrics_port.into_iter().collect();
         snap.nodes = crate::stats::tcp_peers(&skip);
         snap
@@ -321,7 +348,8 @@ impl Daemon {
             "max_cq_size",
         )?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let engine = &self.engines[(id % self.engines.len() as u64) as usize];
+        let pool = (id % self.engines.len() as u64) as usize;
+        let engine = &self.engines[pool];
         let bound = cfg.connection_timeout() * 3 + Duration::from_secs(1);
         let backend = match tokio::time::timeout(bound, engine.connect(&cfg)).await {
             Ok(Ok(b)) => b,
@@ -375,6 +403,7 @@ impl Daemon {
                     database: settings.database,
                     since: Instant::now(),
                     conn: conn.clone(),
+                    pool,
                     _backend: backend,
                 },
             );
@@ -498,7 +527,7 @@ impl Daemon {
                 }
                 match e.connect(&self.cfg.server).await {
                     Ok(b) => {
-                        lock(&self.warm).push(b);
+                        lock(&self.warm).push((i, b));
                         done[i] = true;
                     }
                     Err(err) => {
@@ -514,6 +543,23 @@ impl Daemon {
             }
         }
     }
+}
+
+/// A backend's name in stats and metrics, without secrets: engine index,
+/// the auth profiles using it, database, mode and first address
+/// (`0:default:db0:standalone:127.0.0.1:6379`).
+fn backend_label(pool: usize, profiles: &BTreeSet<String>, b: &Backend) -> String {
+    let profiles = profiles.iter().cloned().collect::<Vec<_>>().join("+");
+    let mode = match b.mode() {
+        vshm_core::config::Mode::Standalone => "standalone",
+        vshm_core::config::Mode::Cluster => "cluster",
+    };
+    let first = b
+        .key()
+        .endpoints
+        .first()
+        .map_or_else(|| "-".to_string(), |e| e.to_string());
+    format!("{pool}:{profiles}:db{}:{mode}:{first}", b.key().database)
 }
 
 fn version_mismatch(client: u32) -> String {

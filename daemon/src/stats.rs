@@ -1,12 +1,14 @@
 //! Statistics: a snapshot of the daemon (clients, requests, errors,
-//! latency percentiles, connections per node) rendered as text for
+//! latency percentiles, connections per node, the server links and the
+//! cluster topology of every live backend) rendered as text for
 //! `vshmd stats` or as Prometheus exposition text.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use vshm_core::dispatch::latency::{bucket_upper, BUCKETS};
+use vshm_core::net::{LinkState, NodeStats, TopologyStats};
 
 /// Bucket counts of a latency histogram (see `vshm_core::dispatch::latency`).
 #[derive(Clone, Debug)]
@@ -113,6 +115,81 @@ pub struct Snapshot {
     pub nodes: BTreeMap<String, usize>,
     /// Node addresses the backends know (shown even with 0 connections).
     pub known_nodes: Vec<String>,
+    /// The server links of every live backend (`Backend::link_stats`).
+    pub links: Vec<BackendLinks>,
+    /// When the snapshot was taken (durations such as "reconnecting for"
+    /// are measured from it); `None`: when it is rendered.
+    pub taken_at: Option<SystemTime>,
+}
+
+/// The server links of one live backend.
+#[derive(Clone, Debug)]
+pub struct BackendLinks {
+    /// Names the backend without secrets: pool index, auth profile(s),
+    /// database, mode and first address, e.g.
+    /// `0:default:db0:standalone:127.0.0.1:6379`.
+    pub label: String,
+    pub nodes: Vec<NodeStats>,
+    /// Cluster backends only.
+    pub topology: Option<TopologyStats>,
+}
+
+/// Longest last-error text in the node table.
+const ERROR_WIDTH: usize = 60;
+
+/// How long a node has been without a connection (`None` unless it is
+/// reconnecting).
+fn reconnecting_for(state: &LinkState, now: SystemTime) -> Option<Duration> {
+    match state {
+        LinkState::Reconnecting { since } => {
+            Some(now.duration_since(*since).unwrap_or(Duration::ZERO))
+        }
+        _ => None,
+    }
+}
+
+fn state_text(state: &LinkState, now: SystemTime) -> String {
+    match state {
+        LinkState::Connected => "connected".into(),
+        LinkState::Reconnecting { .. } => format!(
+            "reconnecting for {:.1} s",
+            reconnecting_for(state, now)
+                .unwrap_or_default()
+                .as_secs_f64()
+        ),
+        LinkState::Closed => "closed".into(),
+    }
+}
+
+/// Requests per `write` call: how many requests (of all clients) one
+/// syscall carried. "-" before the first write.
+pub fn req_per_write(requests: u64, writes: u64) -> String {
+    if writes == 0 {
+        "-".into()
+    } else {
+        format!("{:.2}", requests as f64 / writes as f64)
+    }
+}
+
+/// An error text on one line, at most `max` characters ("-" for none).
+fn one_line(e: Option<&str>, max: usize) -> String {
+    let Some(e) = e else {
+        return "-".into();
+    };
+    let flat: String = e
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = flat.trim();
+    if flat.is_empty() {
+        return "-".into();
+    }
+    if flat.chars().count() <= max {
+        return flat.to_string();
+    }
+    let mut out: String = flat.chars().take(max.saturating_sub(3)).collect();
+    out.push_str("...");
+    out
 }
 
 /// Microseconds, human readable.
@@ -161,6 +238,78 @@ impl Snapshot {
             *rows.entry(k.clone()).or_default() += v;
         }
         rows.into_iter().collect()
+    }
+
+    fn now(&self) -> SystemTime {
+        self.taken_at.unwrap_or_else(SystemTime::now)
+    }
+
+    /// The server links of every backend: a node table each, and the
+    /// topology line of a cluster backend.
+    fn links_text(&self, s: &mut String) {
+        let now = self.now();
+        let _ = writeln!(
+            s,
+            "server links per backend (REQ/WRITE: requests carried per write syscall, the pipelining across clients):"
+        );
+        if self.links.is_empty() {
+            let _ = writeln!(s, "(no live backend)");
+        }
+        for b in &self.links {
+            let _ = writeln!(s, "backend {}", b.label);
+            let _ = writeln!(
+                s,
+                "  {:<28} {:<24} {:>10} {:>10} {:>9} {:>8} {:>11} {:>8} {:>8}  LAST ERROR",
+                "NODE",
+                "STATE",
+                "REQUESTS",
+                "WRITES",
+                "REQ/WRITE",
+                "CONNECTS",
+                "DISCONNECTS",
+                "TIMEOUTS",
+                "INFLIGHT"
+            );
+            for n in &b.nodes {
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:<24} {:>10} {:>10} {:>9} {:>8} {:>11} {:>8} {:>8}  {}",
+                    one_line(Some(&n.addr), 64),
+                    state_text(&n.state, now),
+                    n.requests,
+                    n.writes,
+                    req_per_write(n.requests, n.writes),
+                    n.connects,
+                    n.disconnects,
+                    n.timeouts,
+                    n.inflight,
+                    one_line(n.last_error.as_deref(), ERROR_WIDTH)
+                );
+            }
+            if let Some(t) = &b.topology {
+                let ago = match t.last_at {
+                    Some(at) => format!(
+                        "{:.1} s ago",
+                        now.duration_since(at).unwrap_or_default().as_secs_f64()
+                    ),
+                    None => "never".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "  topology: refreshes {} (failures {}, changes {}), last took {:.1} ms, {}, last error: {}; MOVED {}, ASK {}, retries {}; slow-path rebuilds {}",
+                    t.refreshes,
+                    t.failures,
+                    t.changes,
+                    t.last_duration.as_secs_f64() * 1000.0,
+                    ago,
+                    one_line(t.last_error.as_deref(), ERROR_WIDTH),
+                    t.moved,
+                    t.ask,
+                    t.retries,
+                    t.slow_path_rebuilds
+                );
+            }
+        }
     }
 
     pub fn text(&self) -> String {
@@ -233,7 +382,7 @@ impl Snapshot {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "per node (TCP connections this daemon holds; requests are not attributed to nodes):"
+            "per node (TCP connections this daemon holds, all paths; requests per node: see the server links):"
         );
         let _ = writeln!(s, "{:<28} {:>11}", "NODE", "CONNECTIONS");
         let rows = self.node_rows();
@@ -242,6 +391,8 @@ impl Snapshot {
             let _ = writeln!(s, "{n:<28} {c:>11}");
         }
         let _ = writeln!(s, "{:<28} {:>11}", "total", total);
+        let _ = writeln!(s);
+        self.links_text(&mut s);
         truncate(s)
     }
 
@@ -396,7 +547,164 @@ impl Snapshot {
         for (n, c) in self.node_rows() {
             let _ = writeln!(s, "vshmd_node_connections{{node=\"{}\"}} {c}", escape(&n));
         }
+        self.links_prometheus(&mut s);
         s
+    }
+
+    /// Per node and per cluster topology metrics of every backend.
+    fn links_prometheus(&self, s: &mut String) {
+        let now = self.now();
+        type NodeValue = fn(&NodeStats, SystemTime) -> String;
+        let per_node: [(&str, &str, &str, NodeValue); 8] = [
+            (
+                "vshmd_node_connected",
+                "1 while the backend's connection to the node is up, else 0.",
+                "gauge",
+                |n, _| u8::from(n.state == LinkState::Connected).to_string(),
+            ),
+            (
+                "vshmd_node_reconnecting_seconds",
+                "Seconds the node has been without a connection (0 when connected).",
+                "gauge",
+                |n, now| {
+                    format!(
+                        "{:.3}",
+                        reconnecting_for(&n.state, now)
+                            .unwrap_or_default()
+                            .as_secs_f64()
+                    )
+                },
+            ),
+            (
+                "vshmd_node_requests_total",
+                "Requests submitted to the node.",
+                "counter",
+                |n, _| n.requests.to_string(),
+            ),
+            (
+                "vshmd_node_writes_total",
+                "write syscalls on the node's connections (requests_total / writes_total: requests per write).",
+                "counter",
+                |n, _| n.writes.to_string(),
+            ),
+            (
+                "vshmd_node_connects_total",
+                "Connections to the node established (the first included).",
+                "counter",
+                |n, _| n.connects.to_string(),
+            ),
+            (
+                "vshmd_node_disconnects_total",
+                "Connections to the node lost.",
+                "counter",
+                |n, _| n.disconnects.to_string(),
+            ),
+            (
+                "vshmd_node_timeouts_total",
+                "Requests that timed out on the node.",
+                "counter",
+                |n, _| n.timeouts.to_string(),
+            ),
+            (
+                "vshmd_node_inflight",
+                "Replies the node owes now (timed-out requests' included).",
+                "gauge",
+                |n, _| n.inflight.to_string(),
+            ),
+        ];
+        for (name, help, kind, value) in per_node {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for b in &self.links {
+                for n in &b.nodes {
+                    let _ = writeln!(
+                        s,
+                        "{name}{{backend=\"{}\",node=\"{}\"}} {}",
+                        escape(&b.label),
+                        escape(&n.addr),
+                        value(n, now)
+                    );
+                }
+            }
+        }
+        type TopoValue = fn(&TopologyStats) -> String;
+        let per_topology: [(&str, &str, &str, TopoValue); 6] = [
+            (
+                "vshmd_topology_refreshes_total",
+                "Cluster topology refreshes run.",
+                "counter",
+                |t| t.refreshes.to_string(),
+            ),
+            (
+                "vshmd_topology_refresh_failures_total",
+                "Topology refreshes in which no node answered with a usable view.",
+                "counter",
+                |t| t.failures.to_string(),
+            ),
+            (
+                "vshmd_topology_changes_total",
+                "Topology refreshes that changed the slot map.",
+                "counter",
+                |t| t.changes.to_string(),
+            ),
+            (
+                "vshmd_topology_last_refresh_seconds",
+                "Duration of the last topology refresh.",
+                "gauge",
+                |t| format!("{:.6}", t.last_duration.as_secs_f64()),
+            ),
+            (
+                "vshmd_topology_retries_total",
+                "Requests sent again after a \"not executed\" error (TRYAGAIN, LOADING, CLUSTERDOWN, ...).",
+                "counter",
+                |t| t.retries.to_string(),
+            ),
+            (
+                "vshmd_slow_path_rebuilds_total",
+                "Times the slow paths' cluster connection was rebuilt.",
+                "counter",
+                |t| t.slow_path_rebuilds.to_string(),
+            ),
+        ];
+        let clusters: Vec<(&BackendLinks, &TopologyStats)> = self
+            .links
+            .iter()
+            .filter_map(|b| b.topology.as_ref().map(|t| (b, t)))
+            .collect();
+        for (name, help, kind, value) in per_topology {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (b, t) in &clusters {
+                let _ = writeln!(s, "{name}{{backend=\"{}\"}} {}", escape(&b.label), value(t));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP vshmd_topology_last_refresh_timestamp_seconds Unix time the last topology refresh ended.\n# TYPE vshmd_topology_last_refresh_timestamp_seconds gauge"
+        );
+        for (b, t) in &clusters {
+            if let Some(at) = t.last_at {
+                let _ = writeln!(
+                    s,
+                    "vshmd_topology_last_refresh_timestamp_seconds{{backend=\"{}\"}} {:.3}",
+                    escape(&b.label),
+                    at.duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP vshmd_topology_redirects_total MOVED and ASK replies seen.\n# TYPE vshmd_topology_redirects_total counter"
+        );
+        for (b, t) in &clusters {
+            for (kind, v) in [("moved", t.moved), ("ask", t.ask)] {
+                let _ = writeln!(
+                    s,
+                    "vshmd_topology_redirects_total{{backend=\"{}\",kind=\"{kind}\"}} {v}",
+                    escape(&b.label)
+                );
+            }
+        }
     }
 }
 
@@ -547,6 +855,192 @@ mod tests {
             1,
             "{peers:?}"
         );
+    }
+
+    fn node(addr: &str, state: LinkState, requests: u64, writes: u64) -> NodeStats {
+        NodeStats {
+            addr: addr.into(),
+            state,
+            last_error: None,
+            requests,
+            writes,
+            connects: 1,
+            disconnects: 0,
+            timeouts: 0,
+            inflight: 0,
+        }
+    }
+
+    fn links_snapshot() -> Snapshot {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut down = node(
+            "10.0.0.2:6380",
+            LinkState::Reconnecting {
+                since: now - Duration::from_millis(12_340),
+            },
+            7,
+            0,
+        );
+        down.last_error = Some(format!("connection refused\n{}", "x".repeat(200)));
+        down.connects = 2;
+        down.disconnects = 2;
+        down.timeouts = 3;
+        let mut up = node("10.0.0.1:6379", LinkState::Connected, 1000, 400);
+        up.inflight = 5;
+        Snapshot {
+            taken_at: Some(now),
+            links: vec![
+                BackendLinks {
+                    label: "0:default:db0:standalone:127.0.0.1:6379".into(),
+                    nodes: vec![node("127.0.0.1:6379", LinkState::Closed, 0, 0)],
+                    topology: None,
+                },
+                BackendLinks {
+                    label: "1:default:db0:cluster:10.0.0.1:6379".into(),
+                    nodes: vec![
+                        up,
+                        down,
+                        node("odd\"host\\\n:1", LinkState::Connected, 3, 3),
+                    ],
+                    topology: Some(TopologyStats {
+                        refreshes: 42,
+                        failures: 4,
+                        changes: 2,
+                        last_duration: Duration::from_micros(3_250),
+                        last_at: Some(now - Duration::from_secs(90)),
+                        last_error: Some("no node answered".into()),
+                        moved: 11,
+                        ask: 6,
+                        retries: 9,
+                        slow_path_rebuilds: 1,
+                    }),
+                },
+            ],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn link_table_text() {
+        let t = links_snapshot().text();
+        for col in [
+            "NODE",
+            "STATE",
+            "REQUESTS",
+            "WRITES",
+            "REQ/WRITE",
+            "CONNECTS",
+            "DISCONNECTS",
+            "TIMEOUTS",
+            "INFLIGHT",
+            "LAST ERROR",
+        ] {
+            assert!(t.contains(col), "no {col} in:\n{t}");
+        }
+        assert!(
+            t.contains("backend 1:default:db0:cluster:10.0.0.1:6379"),
+            "{t}"
+        );
+        let row = |addr: &str| {
+            t.lines()
+                .find(|l| l.trim_start().starts_with(addr))
+                .unwrap_or_else(|| panic!("no row {addr} in:\n{t}"))
+                .to_string()
+        };
+        let up = row("10.0.0.1:6379");
+        assert!(up.contains(" connected "), "{up}");
+        // 1000 requests in 400 writes.
+        assert!(up.contains(" 2.50 "), "{up}");
+        let down = row("10.0.0.2:6380");
+        assert!(down.contains("reconnecting for 12.3 s"), "{down}");
+        assert!(down.contains("connection refused x"), "{down}");
+        assert!(down.trim_end().ends_with("..."), "{down}");
+        assert!(down.len() < 200, "error not truncated: {down}");
+        // No writes: no ratio.
+        let cols: Vec<&str> = down.split_whitespace().collect();
+        assert_eq!(
+            &cols[5..13],
+            ["7", "0", "-", "2", "2", "3", "0", "connection"]
+        );
+        assert!(row("127.0.0.1:6379").contains(" closed "));
+        let topo = t
+            .lines()
+            .find(|l| l.contains("topology:"))
+            .unwrap_or_else(|| panic!("no topology line in:\n{t}"));
+        for part in [
+            "refreshes 42 (failures 4, changes 2)",
+            "last took 3.2 ms",
+            "90.0 s ago",
+            "last error: no node answered",
+            "MOVED 11, ASK 6, retries 9",
+            "slow-path rebuilds 1",
+        ] {
+            assert!(topo.contains(part), "no {part:?} in {topo}");
+        }
+        // One topology line: the standalone backend has none.
+        assert_eq!(t.matches("topology:").count(), 1);
+        assert!(Snapshot::default().text().contains("(no live backend)"));
+    }
+
+    #[test]
+    fn link_metrics() {
+        let m = links_snapshot().prometheus();
+        let b = "backend=\"1:default:db0:cluster:10.0.0.1:6379\"";
+        let up = format!("{b},node=\"10.0.0.1:6379\"");
+        let down = format!("{b},node=\"10.0.0.2:6380\"");
+        for line in [
+            format!("vshmd_node_connected{{{up}}} 1"),
+            format!("vshmd_node_connected{{{down}}} 0"),
+            format!("vshmd_node_reconnecting_seconds{{{up}}} 0.000"),
+            format!("vshmd_node_reconnecting_seconds{{{down}}} 12.340"),
+            format!("vshmd_node_requests_total{{{up}}} 1000"),
+            format!("vshmd_node_writes_total{{{up}}} 400"),
+            format!("vshmd_node_connects_total{{{down}}} 2"),
+            format!("vshmd_node_disconnects_total{{{down}}} 2"),
+            format!("vshmd_node_timeouts_total{{{down}}} 3"),
+            format!("vshmd_node_inflight{{{up}}} 5"),
+            "vshmd_node_connected{backend=\"0:default:db0:standalone:127.0.0.1:6379\",node=\"127.0.0.1:6379\"} 0".into(),
+            format!("vshmd_topology_refreshes_total{{{b}}} 42"),
+            format!("vshmd_topology_refresh_failures_total{{{b}}} 4"),
+            format!("vshmd_topology_changes_total{{{b}}} 2"),
+            format!("vshmd_topology_last_refresh_seconds{{{b}}} 0.003250"),
+            format!("vshmd_topology_last_refresh_timestamp_seconds{{{b}}} 1699999910.000"),
+            format!("vshmd_topology_redirects_total{{{b},kind=\"moved\"}} 11"),
+            format!("vshmd_topology_redirects_total{{{b},kind=\"ask\"}} 6"),
+            format!("vshmd_topology_retries_total{{{b}}} 9"),
+            format!("vshmd_slow_path_rebuilds_total{{{b}}} 1"),
+            // Escaped label value.
+            format!("vshmd_node_requests_total{{{b},node=\"odd\\\"host\\\\\\n:1\"}} 3"),
+        ] {
+            assert!(m.lines().any(|l| l == line), "no line {line:?} in:\n{m}");
+        }
+        for name in [
+            "vshmd_node_connected",
+            "vshmd_node_reconnecting_seconds",
+            "vshmd_node_requests_total",
+            "vshmd_node_writes_total",
+            "vshmd_node_connects_total",
+            "vshmd_node_disconnects_total",
+            "vshmd_node_timeouts_total",
+            "vshmd_node_inflight",
+            "vshmd_topology_refreshes_total",
+            "vshmd_topology_refresh_failures_total",
+            "vshmd_topology_changes_total",
+            "vshmd_topology_last_refresh_seconds",
+            "vshmd_topology_redirects_total",
+            "vshmd_topology_retries_total",
+            "vshmd_slow_path_rebuilds_total",
+        ] {
+            assert_eq!(m.matches(&format!("# TYPE {name} ")).count(), 1, "{name}");
+            assert_eq!(m.matches(&format!("# HELP {name} ")).count(), 1, "{name}");
+        }
+        // No topology series for the standalone backend.
+        assert!(!m.contains("vshmd_topology_refreshes_total{backend=\"0:"));
+        // Every sample line is `name{labels} number` or `name number`.
+        for l in m.lines().filter(|l| !l.starts_with('#')) {
+            let v = l.rsplit(' ').next().unwrap();
+            assert!(v.parse::<f64>().is_ok(), "bad sample line {l:?}");
+        }
     }
 
     #[test]
