@@ -84,7 +84,8 @@ impl CoreRuntime {
                 self.handle.spawn(async move {
                     let _ = tx.send(fut.await);
                 });
-                rx.recv().expect("the core runtime stopped while a call was waiting")
+                rx.recv()
+                    .expect("the core runtime stopped while a call was waiting")
             }
         }
     }

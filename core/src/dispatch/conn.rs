@@ -20,8 +20,8 @@ use vshm_protocol::wake::{self, Side};
 use vshm_protocol::ProtocolError;
 
 use super::doorbell::{self, ArcFd, Doorbell};
-use crate::net::ticket::{Sink, Ticket};
 use super::{AttachOptions, Execute, DRAIN_BUDGET};
+use crate::net::ticket::{Sink, Ticket};
 
 /// Counters of one connection (read by stats).
 #[derive(Debug, Default)]
@@ -240,7 +240,8 @@ impl Connection {
     /// outstanding-bytes limit (released now; the completion's own bytes
     /// count until it is written).
     fn complete_req(&self, id: u64, c: &Completion, req_bytes: u64) {
-        self.complete_kind(id, kind::MSG, c, true, req_bytes)
+        self.complete_kind(id, kind::MSG, c, true, req_bytes);
+        self.flush();
     }
 
     /// Queue an out-of-band push record (pub/sub). Dropped when the
@@ -252,7 +253,8 @@ impl Connection {
             return;
         }
         self.stats.pushes.fetch_add(1, Ordering::Relaxed);
-        self.complete_kind(0, kind::PUSH, c, false, 0)
+        self.complete_kind(0, kind::PUSH, c, false, 0);
+        self.flush();
     }
 
     fn complete_kind(&self, id: u64, k: u8, c: &Completion, counted: bool, req_bytes: u64) {
@@ -289,7 +291,6 @@ impl Connection {
             writer: FragmentWriter::new(id, k),
             counted,
         });
-        self.flush_locked(&mut w);
     }
 
     fn finish_one(&self) {
@@ -684,6 +685,17 @@ impl Sink for Connection {
     fn complete(&self, id: u64, token: u64, started: std::time::Instant, c: Completion) {
         self.stats.latency.record(started.elapsed());
         self.complete_req(id, &c, token);
+    }
+
+    /// Queue without writing: the caller calls [`Sink::flush`] once after
+    /// a batch of completions (one ring publish and at most one wake-up).
+    fn complete_deferred(&self, id: u64, token: u64, started: std::time::Instant, c: Completion) {
+        self.stats.latency.record(started.elapsed());
+        self.complete_kind(id, kind::MSG, &c, true, token);
+    }
+
+    fn flush(&self) {
+        Connection::flush(self);
     }
 }
 

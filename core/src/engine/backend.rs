@@ -17,8 +17,8 @@ use tracing::{debug, info};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Op, Request, Route};
 
 use super::blocking::Pool;
-use super::fast::Links;
 use super::cluster::{self, Cluster};
+use super::fast::Links;
 use super::pubsub::{PubSub, PushSink, Subscriber, Target};
 use super::standalone::{self, ReconnectStats, Standalone};
 use super::PoolKey;
@@ -329,7 +329,12 @@ impl Backend {
     /// The fast path's node connections (state, last error, requests,
     /// `write` calls, reconnects) and, for a cluster, its topology
     /// refreshes.
-    pub fn link_stats(&self) -> (Vec<crate::net::NodeStats>, Option<crate::net::TopologyStats>) {
+    pub fn link_stats(
+        &self,
+    ) -> (
+        Vec<crate::net::NodeStats>,
+        Option<crate::net::TopologyStats>,
+    ) {
         match &self.links {
             Links::Single(s) => (s.stats(), None),
             Links::Cluster(c) => {

@@ -13,9 +13,7 @@ use redis::aio::ConnectionLike;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_read_routing::{RandomReplicaStrategy, RoundRobinReplicaStrategy};
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
-};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::Value;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -167,7 +165,6 @@ async fn set_name(conn: &mut ClusterConnection, name: &str, bound: Duration) {
     }
 }
 
-
 impl Cluster {
     /// Use the core's router as the topology source (once, at connect).
     pub(crate) fn set_topology(&self, router: Arc<ClusterRouter>) {
@@ -252,13 +249,22 @@ impl Cluster {
     /// The addresses of the nodes serving slots, as `CLUSTER SLOTS` names
     /// them.
     pub(crate) fn known_nodes(&self) -> BTreeSet<String> {
-        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
-        k.nodes.iter().map(NodeAddr::to_string).collect()
+        match self.topology.get() {
+            Some(r) => r
+                .slot_map()
+                .nodes()
+                .into_iter()
+                .map(NodeAddr::to_string)
+                .collect(),
+            None => BTreeSet::new(),
+        }
     }
 
     fn is_known(&self, host: &str, port: u16) -> bool {
-        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
-        k.nodes.contains(&NodeAddr::new(host, port))
+        let addr = NodeAddr::new(host, port);
+        self.topology
+            .get()
+            .is_some_and(|r| r.slot_map().nodes().contains(&&addr))
     }
 
     /// Ok if `host:port` is a node of the cluster (refetching the topology
@@ -381,58 +387,6 @@ pub(crate) async fn refresh_task(weak: Weak<Cluster>, every: Duration) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(h: &str, p: i64) -> Value {
-        Value::Array(vec![
-            Value::BulkString(h.as_bytes().to_vec()),
-            Value::Int(p),
-            Value::BulkString(b"id".to_vec()),
-        ])
-    }
-
-    #[test]
-    fn parses_cluster_slots() {
-        let v = Value::Array(vec![
-            Value::Array(vec![
-                Value::Int(5461),
-                Value::Int(16383),
-                node("b", 2),
-                node("z", 9),
-                node("c", 3),
-            ]),
-            Value::Array(vec![
-                Value::Int(0),
-                Value::Int(5460),
-                node("a", 1),
-                node("?", 0),
-            ]),
-        ]);
-        let addr = |h: &str, p| NodeAddr::new(h, p);
-        assert_eq!(
-            parse_slots(v).unwrap(),
-            vec![
-                Shard {
-                    start: 0,
-                    end: 5460,
-                    primary: addr("a", 1),
-                    replicas: vec![],
-                },
-                Shard {
-                    start: 5461,
-                    end: 16383,
-                    primary: addr("b", 2),
-                    replicas: vec![addr("c", 3), addr("z", 9)],
-                },
-            ]
-        );
-        let e = parse_slots(Value::Int(1)).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Connection);
-    }
-}
-
 /// Keeps the slow paths' redis-rs cluster connection from staying stuck.
 ///
 /// redis-rs's async cluster client can wedge after connection loss under
@@ -493,7 +447,9 @@ impl Watchdog {
                     me.rebuilds.fetch_add(1, Ordering::Relaxed);
                     debug!("slow-path cluster connection rebuilt");
                 }
-                Err(e) => warn!(error = %e.message, "rebuilding the slow-path cluster connection failed"),
+                Err(e) => {
+                    warn!(error = %e.message, "rebuilding the slow-path cluster connection failed")
+                }
             }
         });
     }

@@ -13,8 +13,8 @@ use super::Backend;
 use crate::commands;
 use crate::config::{Mode, ReadFrom};
 use crate::keys::{self, SlotPlacement};
-use crate::net::cluster::ClusterRouter;
 use crate::net::batch::BatchWork;
+use crate::net::cluster::ClusterRouter;
 use crate::net::job::{Job, Target, Work};
 use crate::net::single::Single;
 use crate::net::ticket::Ticket;
@@ -236,7 +236,12 @@ impl Backend {
             Links::Cluster(c) => Some(c.slot_map()),
             Links::Single(_) => None,
         };
-        plan(self.config().mode, self.config().read_from, map.as_deref(), req)?;
+        plan(
+            self.config().mode,
+            self.config().read_from,
+            map.as_deref(),
+            req,
+        )?;
         let (ticket, rx) = crate::net::ticket::OneshotSink::ticket();
         match self.try_submit(req.clone(), ticket) {
             Ok(()) => Some(rx),
@@ -255,7 +260,12 @@ impl Backend {
             Links::Cluster(c) => Some(c.slot_map()),
             Links::Single(_) => None,
         };
-        let Some(p) = plan(self.config().mode, self.config().read_from, map.as_deref(), &req) else {
+        let Some(p) = plan(
+            self.config().mode,
+            self.config().read_from,
+            map.as_deref(),
+            &req,
+        ) else {
             return Err((req, ticket));
         };
         let raise = req.flags & vshm_protocol::msg::flags::RAISE_ON_ERROR != 0;
@@ -386,7 +396,13 @@ mod tests {
     fn standalone_routes() {
         let p = ReadFrom::Primary;
         assert!(plan(Mode::Standalone, p, None, &req(&["GET", "k"], Route::Auto)).is_some());
-        assert!(plan(Mode::Standalone, p, None, &req(&["DBSIZE"], Route::AllNodes)).is_some());
+        assert!(plan(
+            Mode::Standalone,
+            p,
+            None,
+            &req(&["DBSIZE"], Route::AllNodes)
+        )
+        .is_some());
         assert!(plan(
             Mode::Standalone,
             p,
@@ -400,6 +416,12 @@ mod tests {
             )
         )
         .is_none());
-        assert!(plan(Mode::Standalone, p, None, &req(&["BLPOP", "q", "1"], Route::Auto)).is_none());
+        assert!(plan(
+            Mode::Standalone,
+            p,
+            None,
+            &req(&["BLPOP", "q", "1"], Route::Auto)
+        )
+        .is_none());
     }
 }

@@ -338,9 +338,14 @@ async fn attempt(
         let Some(slot) = pos.first_pending() else {
             return Ok(Vec::new());
         };
-        let topology = match tokio::time::timeout_at(deadline, cluster.shards(false)).await {
+        let topology = match tokio::time::timeout_at(deadline, cluster.shards(true)).await {
             Ok(t) => t?,
-            Err(_) => return Err(ClientError::new(ErrorKind::Timeout, "cluster topology timed out")),
+            Err(_) => {
+                return Err(ClientError::new(
+                    ErrorKind::Timeout,
+                    "cluster topology timed out",
+                ))
+            }
         };
         let primary = topology
             .iter()

@@ -188,7 +188,10 @@ impl BatchWork {
             ))));
         }
         // A redirect of WATCH or of a queued command: nothing ran.
-        if let Some(e) = frames[..w].iter().chain(&frames[w + 1..w + 1 + n]).find_map(is_again)
+        if let Some(e) = frames[..w]
+            .iter()
+            .chain(&frames[w + 1..w + 1 + n])
+            .find_map(is_again)
         {
             return Step::Again(e.to_vec());
         }
@@ -202,10 +205,13 @@ impl BatchWork {
                 ),
             )));
         }
-        let queue_error = frames[w + 1..].iter().enumerate().find_map(|(i, f)| match f {
-            Frame::Error(e) => Some((i, e.clone())),
-            _ => None,
-        });
+        let queue_error = frames[w + 1..]
+            .iter()
+            .enumerate()
+            .find_map(|(i, f)| match f {
+                Frame::Error(e) => Some((i, e.clone())),
+                _ => None,
+            });
         Step::Done(match exec {
             Frame::Value(Value::Array(items)) if items.len() == n => finish(items, self.raise),
             Frame::Value(Value::Array(items)) => Completion::Err(unexpected(&format!(
@@ -291,7 +297,14 @@ mod tests {
             vec![argv("SET a 1"), argv("SET b 2"), argv("GET c")],
             false,
         );
-        let step = b.absorb(vec![ok(), err("ASK 5 127.0.0.1:7001"), err("ASK 5 127.0.0.1:7001")], false);
+        let step = b.absorb(
+            vec![
+                ok(),
+                err("ASK 5 127.0.0.1:7001"),
+                err("ASK 5 127.0.0.1:7001"),
+            ],
+            false,
+        );
         assert_eq!(step, Step::Again(b"ASK 5 127.0.0.1:7001".to_vec()));
         // Only commands 1 and 2 go again, each behind ASKING.
         let mut out = Vec::new();
@@ -312,24 +325,46 @@ mod tests {
 
     #[test]
     fn transaction_outcomes() {
-        let mk = || BatchWork::new(true, vec![b"{t}w".to_vec()], vec![argv("INCR {t}a"), argv("GET {t}a")], false);
+        let mk = || {
+            BatchWork::new(
+                true,
+                vec![b"{t}w".to_vec()],
+                vec![argv("INCR {t}a"), argv("GET {t}a")],
+                false,
+            )
+        };
         let mut out = Vec::new();
         assert_eq!(mk().encode(&mut out, false), 5);
         let text = String::from_utf8_lossy(&out);
         assert!(text.find("WATCH").unwrap() < text.find("MULTI").unwrap());
-        let exec = Frame::Value(Value::Array(vec![Value::Int(1), Value::Bulk(b"1".to_vec())]));
+        let exec = Frame::Value(Value::Array(vec![
+            Value::Int(1),
+            Value::Bulk(b"1".to_vec()),
+        ]));
         assert_eq!(
             mk().absorb(vec![ok(), ok(), queued(), queued(), exec], false),
-            Step::Done(Completion::Ok(Value::Array(vec![Value::Int(1), Value::Bulk(b"1".to_vec())])))
+            Step::Done(Completion::Ok(Value::Array(vec![
+                Value::Int(1),
+                Value::Bulk(b"1".to_vec())
+            ])))
         );
         // Watch abort.
         assert_eq!(
-            mk().absorb(vec![ok(), ok(), queued(), queued(), Frame::Value(Value::Nil)], false),
+            mk().absorb(
+                vec![ok(), ok(), queued(), queued(), Frame::Value(Value::Nil)],
+                false
+            ),
             Step::Done(Completion::Ok(Value::Nil))
         );
         // Queue-time error: EXECABORT with the command's error.
         match mk().absorb(
-            vec![ok(), ok(), queued(), err("ERR wrong number of arguments"), err("EXECABORT Transaction discarded")],
+            vec![
+                ok(),
+                ok(),
+                queued(),
+                err("ERR wrong number of arguments"),
+                err("EXECABORT Transaction discarded"),
+            ],
             false,
         ) {
             Step::Done(Completion::Err(e)) => {

@@ -62,21 +62,36 @@ impl ConnSettings {
             Protocol::Resp3 => {
                 let mut hello = vec![b"HELLO".to_vec(), b"3".to_vec()];
                 if let Some((u, p)) = &auth {
-                    hello.extend([b"AUTH".to_vec(), u.clone().into_bytes(), p.clone().into_bytes()]);
+                    hello.extend([
+                        b"AUTH".to_vec(),
+                        u.clone().into_bytes(),
+                        p.clone().into_bytes(),
+                    ]);
                 }
                 cmds.push(hello);
             }
             Protocol::Resp2 => {
                 if let Some((u, p)) = &auth {
-                    cmds.push(vec![b"AUTH".to_vec(), u.clone().into_bytes(), p.clone().into_bytes()]);
+                    cmds.push(vec![
+                        b"AUTH".to_vec(),
+                        u.clone().into_bytes(),
+                        p.clone().into_bytes(),
+                    ]);
                 }
             }
         }
         if self.database != 0 {
-            cmds.push(vec![b"SELECT".to_vec(), self.database.to_string().into_bytes()]);
+            cmds.push(vec![
+                b"SELECT".to_vec(),
+                self.database.to_string().into_bytes(),
+            ]);
         }
         if let Some(n) = &self.client_name {
-            cmds.push(vec![b"CLIENT".to_vec(), b"SETNAME".to_vec(), n.clone().into_bytes()]);
+            cmds.push(vec![
+                b"CLIENT".to_vec(),
+                b"SETNAME".to_vec(),
+                n.clone().into_bytes(),
+            ]);
         }
         if self.readonly {
             cmds.push(vec![b"READONLY".to_vec()]);
@@ -185,8 +200,7 @@ fn tls_connector(c: &Config) -> Result<tokio_rustls::TlsConnector, ClientError> 
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| bad(format!("cannot read ca_file {}: {e}", path.display())))?;
             for cert in certs {
-                let cert =
-                    cert.map_err(|e| bad(format!("bad ca_file {}: {e}", path.display())))?;
+                let cert = cert.map_err(|e| bad(format!("bad ca_file {}: {e}", path.display())))?;
                 roots
                     .add(cert)
                     .map_err(|e| bad(format!("bad ca_file {}: {e}", path.display())))?;

@@ -9,8 +9,8 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
 
 use super::batch::BatchWork;
 use super::ticket::Ticket;
-pub(crate) use crate::resp::Frame;
 use crate::resp;
+pub(crate) use crate::resp::Frame;
 use crate::topology::NodeAddr;
 
 /// Where a job goes (cluster); a standalone backend has one node.

@@ -33,11 +33,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use vshm_protocol::msg::ErrorKind;
+use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
 
-use super::connect::{self, ConnSettings, ReadHalf, WriteHalf};
 use super::batch::Step;
+use super::connect::{self, ConnSettings, ReadHalf, WriteHalf};
 use super::job::{frame_completion, Job, Work};
+use super::ticket::Sink;
 use crate::config::Backoff;
 use crate::resp::{self, Frame, Scanner};
 use crate::topology::NodeAddr;
@@ -214,6 +215,13 @@ impl Node {
 
     pub fn is_connected(&self) -> bool {
         self.lock().connected
+    }
+
+    /// Known to be unreachable: not connected after a failed attempt or a
+    /// lost connection (a new node still connecting is not).
+    pub fn is_down(&self) -> bool {
+        let st = self.lock();
+        !st.connected && st.last_error.is_some()
     }
 
     /// Replies owed now (tombstones included) plus jobs in the backlog.
@@ -556,47 +564,58 @@ impl Node {
                 }
             }
         }
+        // Each client's ring is published (and its reader woken) once per
+        // pass, not once per reply.
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         for (job, frames) in done {
-            self.finish(job, frames);
+            if let Some(s) = self.finish(job, frames) {
+                if !sinks.iter().any(|x| Arc::ptr_eq(x, &s)) {
+                    sinks.push(s);
+                }
+            }
+        }
+        for s in sinks {
+            s.flush();
         }
         Ok(())
     }
 
-    fn finish(&self, mut job: Box<Job>, mut frames: Vec<Frame>) {
-        if let Work::Batch(b) = &mut job.work {
+    /// Complete a job from its replies (or hand it back to the router);
+    /// returns the sink to flush.
+    fn finish(&self, mut job: Box<Job>, mut frames: Vec<Frame>) -> Option<Arc<dyn Sink>> {
+        let err = if let Work::Batch(b) = &mut job.work {
             match b.absorb(frames, job.asking) {
-                Step::Done(c) => job.ticket.complete(c),
+                Step::Done(c) => return job.ticket.complete_deferred(c),
                 Step::Again(err) => {
                     job.asking = false;
-                    let back = match self.router.upgrade() {
-                        Some(router) => router.on_error(job, &err, &self.addr),
-                        None => Some(job),
-                    };
-                    if let Some(job) = back {
-                        let text = String::from_utf8_lossy(&err).into_owned();
-                        job.fail(ErrorKind::Connection, text);
-                    }
+                    err
                 }
             }
-            return;
-        }
-        if job.asking {
-            // The reply to ASKING.
-            frames.remove(0);
-            job.asking = false;
-        }
-        let Some(f) = frames.pop() else { return };
-        if let Frame::Error(e) = &f {
-            let job = match self.router.upgrade() {
-                Some(router) => router.on_error(job, e, &self.addr),
-                None => Some(job),
-            };
-            if let Some(job) = job {
-                job.ticket.complete(frame_completion(f));
+        } else {
+            if job.asking {
+                // The reply to ASKING.
+                frames.remove(0);
+                job.asking = false;
             }
-            return;
-        }
-        job.ticket.complete(frame_completion(f));
+            match frames.pop()? {
+                Frame::Error(e) => e,
+                f => return job.ticket.complete_deferred(frame_completion(f)),
+            }
+        };
+        let back = match self.router.upgrade() {
+            Some(router) => router.on_error(job, &err, &self.addr),
+            None => Some(job),
+        };
+        let job = back?;
+        let c = match &job.work {
+            // A batch comes back only when its retries are spent.
+            Work::Batch(_) => Completion::Err(ClientError::new(
+                ErrorKind::Connection,
+                String::from_utf8_lossy(&err).into_owned(),
+            )),
+            Work::Command(_) => frame_completion(Frame::Error(err)),
+        };
+        job.ticket.complete_deferred(c)
     }
 
     /// Deadlines of slots and backlog jobs, and stall detection.
@@ -633,7 +652,11 @@ impl Node {
                     (None, Some(_)) => true,
                     (Some(x), Some(y)) => y.0 < x.0,
                 };
-                let (t, seq) = if from_heap { b.expect("some") } else { a.expect("some") };
+                let (t, seq) = if from_heap {
+                    b.expect("some")
+                } else {
+                    a.expect("some")
+                };
                 if seq >= st.base && t > now {
                     next = Some(t);
                     break;

@@ -57,15 +57,19 @@ impl ClusterRouter {
         let mut asked: Vec<NodeAddr> = Vec::new();
         let primaries = current.primaries();
         let all = current.nodes();
-        for a in primaries
-            .into_iter()
-            .chain(all)
-            .chain(self.seeds.iter())
-        {
+        for a in primaries.into_iter().chain(all).chain(self.seeds.iter()) {
             if !asked.contains(a) && asked.len() < MAX_ASKED {
                 asked.push(a.clone());
             }
         }
+        // Nodes known to be down would only answer at the query timeout:
+        // ask the others (all of them if every one is down).
+        let up: Vec<NodeAddr> = asked
+            .iter()
+            .filter(|a| !self.node(a).is_down())
+            .cloned()
+            .collect();
+        let asked = if up.is_empty() { asked } else { up };
         let mut set = JoinSet::new();
         for addr in asked {
             let node = self.node(&addr);
@@ -89,7 +93,9 @@ impl ClusterRouter {
                     Ok(_) => last_err = Some(format!("{addr}: no slots")),
                     Err(e) => last_err = Some(format!("{addr}: {e}")),
                 },
-                Ok(Completion::Err(e)) | Err(e) => last_err = Some(format!("{addr}: {}", e.message)),
+                Ok(Completion::Err(e)) | Err(e) => {
+                    last_err = Some(format!("{addr}: {}", e.message))
+                }
                 Ok(Completion::Push(_)) => {}
             }
         }
@@ -101,14 +107,14 @@ impl ClusterRouter {
             Some(shards) => match SlotMap::new(shards) {
                 Err(e) => Err(e),
                 Ok(new) => {
-                {
-                    let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
-                    if **m != new {
-                        *m = Arc::new(new);
-                        changed = true;
+                    {
+                        let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+                        if **m != new {
+                            *m = Arc::new(new);
+                            changed = true;
+                        }
                     }
-                }
-                Ok(changed)
+                    Ok(changed)
                 }
             },
         };

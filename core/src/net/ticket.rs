@@ -18,6 +18,16 @@ pub trait Sink: Send + Sync + 'static {
     /// (the dispatcher: the request's bytes counted against its limit),
     /// `started` when the request was taken.
     fn complete(&self, id: u64, token: u64, started: Instant, c: Completion);
+
+    /// Like `complete`, but the sink may hold the completion until
+    /// [`Sink::flush`] (a node delivering many replies at once publishes
+    /// each client's ring once). Default: `complete`.
+    fn complete_deferred(&self, id: u64, token: u64, started: Instant, c: Completion) {
+        self.complete(id, token, started, c)
+    }
+
+    /// Write what `complete_deferred` held. Default: nothing held.
+    fn flush(&self) {}
 }
 
 /// One request's completion duty. See the module docs.
@@ -54,6 +64,14 @@ impl Ticket {
         if let Some(s) = self.sink.take() {
             s.complete(self.id, self.token, self.started, c);
         }
+    }
+
+    /// Complete, letting the sink hold the completion until its `flush`;
+    /// returns the sink to flush.
+    pub fn complete_deferred(mut self, c: Completion) -> Option<Arc<dyn Sink>> {
+        let s = self.sink.take()?;
+        s.complete_deferred(self.id, self.token, self.started, c);
+        Some(s)
     }
 
     /// Complete with a typed error.
