@@ -21,7 +21,7 @@ use vshm_protocol::layout::{features, Layout};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::segment::Segment;
 
-use crate::dispatch::{AttachOptions, Connection, Dispatcher, Execute};
+use crate::dispatch::{AttachOptions, Connection, Declined, Dispatcher, Execute};
 use crate::engine::{PushSink, Subscriber};
 use crate::net::ticket::Ticket;
 use crate::{Backend, Config, Engine};
@@ -41,7 +41,7 @@ impl Execute for BackendExec {
         Box::pin(async move { b.execute(&req).await })
     }
 
-    fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), (Request, Ticket)> {
+    fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), Declined> {
         self.0.try_submit(req, ticket)
     }
 }
@@ -81,7 +81,7 @@ impl Execute for ClientExec {
         }
     }
 
-    fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), (Request, Ticket)> {
+    fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), Declined> {
         self.backend.try_submit(req, ticket)
     }
 

@@ -399,7 +399,7 @@ impl Connection {
         let ticket = Ticket::new(self.clone(), req.id, req_bytes);
         let (req, ticket) = match self.exec.try_submit(req, ticket) {
             Ok(()) => return,
-            Err(back) => back,
+            Err(back) => *back,
         };
         let fut = self.exec.execute(req);
         let mut closed = self.closed_tx.subscribe();

@@ -54,6 +54,10 @@ pub use latency::LatencyHistogram;
 /// Requests taken from one client's ring per turn before yielding.
 pub const DRAIN_BUDGET: usize = 64;
 
+/// A request the fast path did not take, handed back with its ticket (boxed:
+/// the slow path it goes to spawns a task anyway).
+pub type Declined = Box<(Request, crate::net::ticket::Ticket)>;
+
 /// Something that runs a request and produces its completion.
 pub trait Execute: Send + Sync + 'static {
     fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>>;
@@ -61,12 +65,8 @@ pub trait Execute: Send + Sync + 'static {
     /// The fast path: take the request and complete it through `ticket`
     /// without a task of its own (the core's node connections), or hand
     /// both back for [`Execute::execute`]. Default: hand back.
-    fn try_submit(
-        &self,
-        req: Request,
-        ticket: crate::net::ticket::Ticket,
-    ) -> Result<(), (Request, crate::net::ticket::Ticket)> {
-        Err((req, ticket))
+    fn try_submit(&self, req: Request, ticket: crate::net::ticket::Ticket) -> Result<(), Declined> {
+        Err(Box::new((req, ticket)))
     }
 
     /// Called once by [`Dispatcher::attach`] with the connection this

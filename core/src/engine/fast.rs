@@ -12,6 +12,7 @@ use vshm_protocol::msg::{Op, Request, Route};
 use super::Backend;
 use crate::commands;
 use crate::config::{Mode, ReadFrom};
+use crate::dispatch::Declined;
 use crate::keys::{self, SlotPlacement};
 use crate::net::batch::BatchWork;
 use crate::net::cluster::ClusterRouter;
@@ -246,8 +247,8 @@ impl Backend {
         match self.try_submit(req.clone(), ticket) {
             Ok(()) => Some(rx),
             // Planned above, so taken; a hand-back would be a bug.
-            Err((_, t)) => {
-                drop(t);
+            Err(back) => {
+                drop(back);
                 Some(rx)
             }
         }
@@ -255,7 +256,7 @@ impl Backend {
 
     /// Take `req` on the fast path if it goes to one node (see [`plan`]);
     /// otherwise hand it back for [`Backend::execute`].
-    pub fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), (Request, Ticket)> {
+    pub fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), Declined> {
         let map = match &self.links {
             Links::Cluster(c) => Some(c.slot_map()),
             Links::Single(_) => None,
@@ -266,7 +267,7 @@ impl Backend {
             map.as_deref(),
             &req,
         ) else {
-            return Err((req, ticket));
+            return Err(Box::new((req, ticket)));
         };
         let raise = req.flags & vshm_protocol::msg::flags::RAISE_ON_ERROR != 0;
         let work = match req.op {
