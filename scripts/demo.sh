@@ -164,6 +164,11 @@ printf '%-36s %10s %9s %30s\n' "$PROCS processes through vshmd" "$(field ops "$d
     "$(field ops_per_sec "$d_sum")" "$(field during "$d_conns")"
 printf '%-36s %10s %9s %30s\n' "$PROCS processes connected directly" "$(field ops "$x_sum")" \
     "$(field ops_per_sec "$x_sum")" "$(field during "$x_conns")"
+d_ops=$(field ops_per_sec "$d_sum")
+x_ops=$(field ops_per_sec "$x_sum")
+if [ -n "$d_ops" ] && [ -n "$x_ops" ]; then
+    awk -v d="$d_ops" -v x="$x_ops" 'BEGIN { if (x > 0) printf "through vshmd / direct ops/s = %.2fx\n", d / x }'
+fi
 echo
 echo "errors: vshmd $(field errors "$d_sum"), direct $(field errors "$x_sum");" \
     "wrong replies: vshmd $(field mismatches "$d_sum"), direct $(field mismatches "$x_sum")"

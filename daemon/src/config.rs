@@ -160,6 +160,13 @@ pub struct DaemonConfig {
     /// where clients, daemon and servers share few cores). More: a
     /// multi-thread runtime with that many workers; 0: one per CPU.
     pub worker_threads: usize,
+    /// How long a client's serve loop keeps polling its empty submission
+    /// ring (yielding to the core's other tasks) before it sleeps on the
+    /// client's doorbell, in microseconds. 0: sleep at once (the client
+    /// then rings the doorbell for its next request). Default 0
+    /// (docs/performance.md: on 2 cores a spinning serve loop takes the
+    /// CPU the servers and clients need).
+    pub serve_spin_us: u64,
     /// Shared multiplexed connections per server node (per auth profile
     /// and database); clients are spread over them round robin. Default 1.
     pub pool_size: u32,
@@ -193,6 +200,7 @@ impl Default for DaemonConfig {
             log_level: "info".into(),
             metrics_addr: None,
             worker_threads: 1,
+            serve_spin_us: 0,
             pool_size: 1,
             preconnect: true,
             shutdown_grace_ms: 5000,

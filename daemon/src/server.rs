@@ -372,6 +372,7 @@ impl Daemon {
             max_inflight: self.cfg.limits.max_inflight as usize,
             max_outstanding_bytes: self.cfg.limits.max_outstanding_bytes,
             label: format!("{id}:{name}:{}", cred.pid()),
+            spin: Duration::from_micros(self.cfg.serve_spin_us),
             ..AttachOptions::default()
         };
         let conn = self
