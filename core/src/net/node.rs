@@ -93,6 +93,12 @@ pub struct NodeStats {
     pub inflight: usize,
 }
 
+/// The replies of one FIFO slot.
+enum Replies {
+    One(Frame),
+    Many(Vec<Frame>),
+}
+
 struct Slot {
     job: Option<Box<Job>>,
     /// Replies this slot takes.
@@ -546,7 +552,7 @@ impl Node {
 
     /// Match replies to slots and complete their jobs.
     fn deliver(&self, frames: &mut Vec<Frame>) -> Result<(), String> {
-        let mut done: Vec<(Box<Job>, Vec<Frame>)> = Vec::new();
+        let mut done: Vec<(Box<Job>, Replies)> = Vec::new();
         {
             let mut st = self.lock();
             for f in frames.drain(..) {
@@ -557,12 +563,21 @@ impl Node {
                 let Some(slot) = st.fifo.front_mut() else {
                     return Err("a reply arrived with no request waiting".into());
                 };
+                if slot.want == 1 {
+                    // The common case: one reply, no collecting.
+                    let slot = st.fifo.pop_front().expect("front exists");
+                    st.base += 1;
+                    if let Some(job) = slot.job {
+                        done.push((job, Replies::One(f)));
+                    }
+                    continue;
+                }
                 slot.frames.push(f);
                 if slot.frames.len() as u32 >= slot.want {
                     let slot = st.fifo.pop_front().expect("front exists");
                     st.base += 1;
                     if let Some(job) = slot.job {
-                        done.push((job, slot.frames));
+                        done.push((job, Replies::Many(slot.frames)));
                     }
                 }
             }
@@ -585,8 +600,12 @@ impl Node {
 
     /// Complete a job from its replies (or hand it back to the router);
     /// returns the sink to flush.
-    fn finish(&self, mut job: Box<Job>, mut frames: Vec<Frame>) -> Option<Arc<dyn Sink>> {
+    fn finish(&self, mut job: Box<Job>, replies: Replies) -> Option<Arc<dyn Sink>> {
         let err = if let Work::Batch(b) = &mut job.work {
+            let frames = match replies {
+                Replies::One(f) => vec![f],
+                Replies::Many(v) => v,
+            };
             match b.absorb(frames, job.asking) {
                 Step::Done(c) => return job.ticket.complete_deferred(c),
                 Step::Again(err) => {
@@ -595,12 +614,13 @@ impl Node {
                 }
             }
         } else {
-            if job.asking {
-                // The reply to ASKING.
-                frames.remove(0);
-                job.asking = false;
-            }
-            match frames.pop()? {
+            let last = match replies {
+                Replies::One(f) => f,
+                // With ASKING first: its reply, then the command's.
+                Replies::Many(mut v) => v.pop()?,
+            };
+            job.asking = false;
+            match last {
                 Frame::Error(e) => e,
                 f => return job.ticket.complete_deferred(frame_completion(f)),
             }
