@@ -838,3 +838,80 @@ fn no_redirect_reaches_a_client_during_resharding() {
     assert_no_failures("redirects reaching a client", &redirects);
     assert_no_failures("wrong values during resharding", &wrong);
 }
+
+/// Answers `CLIENT ...` (the `redis` crate's connection setup of the slow path) with `+OK`
+/// and nothing else, ever; keeps the socket open until the test ends.
+fn silent_peer(mut s: TcpStream, commanded: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Write;
+    use vshm_core::resp::{decode, Frame, Scanner};
+    let mut buf = Vec::new();
+    let mut scanner = Scanner::new();
+    let mut chunk = [0u8; 4096];
+    let mut counted = false;
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(Some(len)) = scanner.scan(&buf) {
+            let frame = decode(&buf[..len]);
+            buf.drain(..len);
+            if let Ok(Frame::Value(Value::Array(args))) = frame {
+                if matches!(args.first(), Some(Value::Bulk(n)) if n.eq_ignore_ascii_case(b"CLIENT"))
+                {
+                    let _ = s.write_all(b"+OK\r\n");
+                } else if !counted {
+                    counted = true;
+                    commanded.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// A peer that accepts connections, answers the handshake and then never answers again
+/// (a hung server that sends no RST): the timed-out request completes with `Timeout`, and
+/// the core drops the silent connection by itself and opens a new one (the stall bound),
+/// instead of queueing every later request behind a reply that never comes.
+#[test]
+fn silent_server_connection_is_replaced() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acc = accepted.clone();
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            let acc = acc.clone();
+            thread::spawn(move || silent_peer(s, acc));
+        }
+    });
+    let core = EmbeddedCore::start(1).unwrap();
+    let mut cfg = standalone_cfg(addr.to_string(), Protocol::Resp2);
+    cfg.request_timeout_ms = 100;
+    let c = core.open(&cfg).unwrap();
+    // Every request times out; after the first one's deadline plus the stall grace (2 s)
+    // the core drops the silent connection, and a later request arrives on a new one.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while accepted.load(Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the silent connection was never replaced"
+        );
+        let e = c
+            .call_routed(
+                &[b"GET", b"k"],
+                &Route::Auto,
+                Some(Duration::from_millis(100)),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e.kind, ErrorKind::Timeout | ErrorKind::Connection),
+            "{e}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    drop(c);
+    core.shutdown(Duration::from_millis(100));
+}

@@ -58,10 +58,3 @@ impl Doorbell {
             .map_err(|e| e.into())
     }
 }
-
-/// Read and reset the eventfd counter (non-blocking).
-pub fn drain(fd: RawFd) {
-    let mut v = 0u64;
-    // SAFETY: reads 8 bytes into a live u64; EAGAIN when already zero.
-    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
-}

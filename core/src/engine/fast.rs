@@ -280,10 +280,13 @@ impl Backend {
             _ => unreachable!("plan only accepts commands and batches"),
         };
         let bound = self.request_timeout(p.bound_ms);
+        // The deadline counts from when the request was taken (one clock
+        // read per request, in `Ticket::new`).
+        let deadline = Instant::from_std(ticket.started()) + bound;
         self.links.submit(Box::new(Job {
             ticket,
             work,
-            deadline: Instant::now() + bound,
+            deadline,
             bound,
             target: p.target,
             asking: false,

@@ -157,7 +157,11 @@ pub(crate) struct Node {
     st: Mutex<State>,
     writer: Notify,
     timer: Notify,
+    /// Ends the current connection (stall or close) when `kill_flag` is set
+    /// (a permit left over from an earlier connection only wakes the waiter
+    /// to find the flag clear).
     kill: Notify,
+    kill_flag: std::sync::atomic::AtomicBool,
     closed_signal: Notify,
     counters: Counters,
     settings: Arc<ConnSettings>,
@@ -200,6 +204,7 @@ impl Node {
             writer: Notify::new(),
             timer: Notify::new(),
             kill: Notify::new(),
+            kill_flag: std::sync::atomic::AtomicBool::new(false),
             closed_signal: Notify::new(),
             counters: Counters::default(),
             settings,
@@ -300,7 +305,24 @@ impl Node {
     pub fn close(&self) {
         self.lock().closed = true;
         self.closed_signal.notify_one();
+        self.kill_connection();
+    }
+
+    fn kill_connection(&self) {
+        // Release: pairs with the Acquire swap in `killed`.
+        self.kill_flag.store(true, Ordering::Release);
         self.kill.notify_one();
+    }
+
+    /// Resolves when `kill_connection` was called for this connection.
+    async fn killed(&self) {
+        loop {
+            self.kill.notified().await;
+            // Acquire: pairs with the Release store in `kill_connection`.
+            if self.kill_flag.swap(false, Ordering::Acquire) {
+                return;
+            }
+        }
     }
 
     pub fn stats(&self) -> NodeStats {
@@ -419,10 +441,13 @@ impl Node {
         // Bytes handed to the kernel on this connection (only this task's
         // two futures touch it; an atomic only to keep the future `Send`).
         let written = AtomicU64::new(0);
+        // Relaxed: clears a request aimed at the previous connection; a
+        // `close` racing with this still ends the task (`closed_signal`).
+        self.kill_flag.store(false, Ordering::Relaxed);
         let why = tokio::select! {
             e = self.read_loop(&mut r) => e,
             e = self.write_loop(&mut w, &written) => e,
-            _ = self.kill.notified() => "no reply within the stall bound (dead peer?) or closed".to_string(),
+            _ = self.killed() => "no reply within the stall bound (dead peer?) or closed".to_string(),
         };
         // Down: fail what may have run, keep what cannot have.
         let sent_end = written.load(Ordering::Relaxed);
@@ -727,7 +752,7 @@ impl Node {
             }
         }
         if stalled {
-            self.kill.notify_one();
+            self.kill_connection();
         }
         let not_connected = !self.is_connected();
         let last_error = self.lock().last_error.clone();

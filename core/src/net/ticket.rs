@@ -54,6 +54,11 @@ impl Ticket {
         }
     }
 
+    /// When the request was taken (the start of its deadline).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The request id this ticket completes.
     pub fn id(&self) -> u64 {
         self.id
