@@ -9,6 +9,8 @@
 #   scripts/soak.sh [SECONDS]        # default 60; the test command runs it (stage soak)
 #
 # Environment: VSHM_SOAK_SEED (replay a run), VSHM_SOAK_WORKERS (default 6),
+# VSHM_SOAK_STRICT=1 (fail on any missed recovery bound; without it only a wedge, a recovery
+# more than 10 s past its bound or none, fails the run and misses are reported),
 # VSHM_SOAK_MIN_EACH (every fault kind at least N times; the run goes on past SECONDS until
 # it has: the 30-minute run uses 20), VSHM_SOAK_ARGS (more vshm-soak run options, e.g.
 # "--rate 500").

@@ -62,6 +62,11 @@ enum Cmd {
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Fail the run on any missed recovery bound (without it: only on a wedge, a fault
+        /// after which some worker never recovered or recovered more than 10 s late;
+        /// misses are printed and counted). Also VSHM_SOAK_STRICT=1.
+        #[arg(long)]
+        strict: bool,
     },
     /// One client process (started by `run`).
     #[command(hide = true)]
@@ -98,6 +103,7 @@ fn main() {
             gap_min_ms,
             gap_max_ms,
             json,
+            strict,
         } => driver::run({
             if min_each == 0 {
                 min_each = std::env::var("VSHM_SOAK_MIN_EACH")
@@ -117,6 +123,7 @@ fn main() {
                 rate,
                 gap_ms: (gap_min_ms, gap_max_ms.max(gap_min_ms)),
                 json,
+                strict: strict || std::env::var("VSHM_SOAK_STRICT").is_ok_and(|v| v.trim() == "1"),
             }
         }),
         Cmd::Worker {

@@ -21,6 +21,8 @@
 //!   no later than 1 s after its submission (in flight at the injection, or submitted in
 //!   the window); failures that belong to no fault are counted apart (`unattributed`).
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::chaos::{self, Fault};
@@ -107,7 +109,14 @@ pub struct Availability {
     pub unattributed_timeouts: u64,
     /// One line per missed bound.
     pub misses: Vec<String>,
+    /// One line per wedge: a fault after which some worker never recovered, or recovered
+    /// more than [`WEDGE_MARGIN`] after its bound (the failure of issue 12: a core that
+    /// stays up but stuck). Always fails a run; `misses` fail it with `--strict`.
+    pub wedges: Vec<String>,
 }
+
+/// How far past its bound a recovery counts as a wedge.
+pub const WEDGE_MARGIN: Duration = Duration::from_secs(10);
 
 /// Computes the figures for a load that ran from `t0_ms` to `end_ms`.
 pub fn compute(
@@ -183,6 +192,17 @@ pub fn compute(
         let recovery = slowest.and_then(|(r, _)| r);
         let bound = f.bound_ms();
         let missed = counted > 0 && recovery.is_none_or(|r| r > bound);
+        let wedged =
+            counted > 0 && recovery.is_none_or(|r| r > bound + WEDGE_MARGIN.as_millis() as u64);
+        if wedged {
+            av.wedges.push(format!(
+                "{} at {:.1} s: {} (bound {bound} ms + {} ms)",
+                f.kind.name(),
+                rel(at),
+                recovery.map_or("never recovered".into(), |r| format!("recovery {r} ms")),
+                WEDGE_MARGIN.as_millis()
+            ));
+        }
         if missed {
             av.misses.push(format!(
                 "{} at {:.1} s: {} > bound {bound} ms ({} + {} ms; slowest worker {}): {}",

@@ -41,6 +41,8 @@ pub struct DriverArgs {
     pub rate: u32,
     /// Pause between two faults, ms (uniform in this range).
     pub gap_ms: (u64, u64),
+    /// Fail on any missed recovery bound (else only on a wedge; misses are reported).
+    pub strict: bool,
     pub json: Option<PathBuf>,
 }
 
@@ -553,10 +555,15 @@ impl Driver {
     fn finish(mut self, t0_ms: u64, end_ms: u64) -> i32 {
         let hists: Vec<WorkerHistory> = self.procs.iter().map(|p| p.hist.clone()).collect();
         let av = avail::compute(t0_ms, end_ms, &hists, &self.records);
-        for m in &av.misses {
-            self.sum
-                .failures
-                .push(format!("availability bound missed: {m}"));
+        for w in &av.wedges {
+            self.sum.failures.push(format!("availability: wedged: {w}"));
+        }
+        if self.args.strict {
+            for m in &av.misses {
+                self.sum
+                    .failures
+                    .push(format!("availability bound missed: {m}"));
+            }
         }
         // A registration may only die when the daemon was killed (until 5 s after it was
         // back: the worker notices within its watcher's poll).
