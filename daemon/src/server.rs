@@ -373,7 +373,6 @@ impl Daemon {
             max_outstanding_bytes: self.cfg.limits.max_outstanding_bytes,
             label: format!("{id}:{name}:{}", cred.pid()),
             spin: Duration::from_micros(self.cfg.serve_spin_us),
-            ..AttachOptions::default()
         };
         let conn = self
             .dispatcher
