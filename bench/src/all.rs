@@ -1,7 +1,7 @@
-//! `all`: every scenario end to end (ipc, seq, values, prefork, async),
-//! each starting and stopping the servers and the daemon it needs, with
-//! `NAME.json` and `NAME.svg` (plus `NAME-<metric>.svg`) written into
-//! `--out`. A failing scenario does not stop the others; the run then
+//! `all`: every scenario end to end (ipc, seq, values, prefork, async,
+//! casync), each starting and stopping the servers and the daemon it
+//! needs, with `NAME.json` and `NAME.svg` (plus `NAME-<metric>.svg`)
+//! written into `--out`. A failing scenario does not stop the others; the run then
 //! exits with status 1 after the summary.
 
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ pub struct Args {
     pub only: Vec<String>,
 }
 
-const SCENARIOS: [&str; 5] = ["ipc", "seq", "values", "prefork", "async"];
+const SCENARIOS: [&str; 6] = ["ipc", "seq", "values", "prefork", "async", "casync"];
 
 fn run_one(name: &str, common: CommonArgs) -> BoxResult<usize> {
     let rows = match name {
@@ -44,6 +44,10 @@ fn run_one(name: &str, common: CommonArgs) -> BoxResult<usize> {
             ..Default::default()
         })?,
         "async" => crate::async_load::run(crate::async_load::Args {
+            common,
+            ..Default::default()
+        })?,
+        "casync" => crate::casync::run(crate::casync::Args {
             common,
             ..Default::default()
         })?,

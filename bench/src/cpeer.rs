@@ -47,7 +47,7 @@ pub fn build(name: &str, source: &str, extra: &[&str]) -> BoxResult<PathBuf> {
 }
 
 /// `target/vshm-bench-c` beside the running binary's profile directory.
-fn out_dir() -> PathBuf {
+pub fn out_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("."));
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     if dir.ends_with("deps") {

@@ -11,6 +11,7 @@
 
 mod all;
 mod async_load;
+mod casync;
 mod child;
 mod cpeer;
 mod cpu;
@@ -57,6 +58,9 @@ enum Cmd {
     /// against a multiplexed redis-rs connection per process, and the
     /// redis-benchmark -P 16 ceiling.
     Async(async_load::Args),
+    /// One C process with 100 requests in flight: libvshm's asynchronous
+    /// API (in-process core and vshmd) against hiredis's async API.
+    Casync(casync::Args),
     /// (internal) one vshm worker process of `prefork`.
     #[command(name = "prefork-worker", hide = true)]
     PreforkWorker(prefork::WorkerArgs),
@@ -77,6 +81,7 @@ fn main() {
         Cmd::Values(a) => values::run(a).map(drop),
         Cmd::Prefork(a) => prefork::run(a).map(drop),
         Cmd::Async(a) => async_load::run(a).map(drop),
+        Cmd::Casync(a) => casync::run(a).map(drop),
         Cmd::PreforkWorker(a) => prefork::worker(a),
         Cmd::AsyncWorker(a) => async_load::worker(a),
         Cmd::IpcPeer(a) => ipc::peer(a),
