@@ -246,8 +246,9 @@ typedef struct vshm_config {
   const char *password;
   // Sent with CLIENT SETNAME; NULL: none.
   const char *client_name;
-  // Logical database.
-  uint32_t database;
+  // Logical database; negative: the default (0). Default 0. (`int32_t`
+  // like `vshm_connect_options.database`.)
+  int32_t database;
   // Nonzero: speak RESP2 to the server (default RESP3).
   uint32_t resp2;
   // Timeout of requests that set none, ms; 0: 250.

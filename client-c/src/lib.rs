@@ -460,8 +460,9 @@ pub struct vshm_config {
     pub password: *const c_char,
     /// Sent with CLIENT SETNAME; NULL: none.
     pub client_name: *const c_char,
-    /// Logical database.
-    pub database: u32,
+    /// Logical database; negative: the default (0). Default 0. (`int32_t`
+    /// like `vshm_connect_options.database`.)
+    pub database: i32,
     /// Nonzero: speak RESP2 to the server (default RESP3).
     pub resp2: u32,
     /// Timeout of requests that set none, ms; 0: 250.
@@ -525,7 +526,7 @@ unsafe fn config_from_c(c: &vshm_config) -> Result<(Config, usize), Error> {
     cfg.password = unsafe { cstr(c.password, "password")? }.map(str::to_string);
     // SAFETY: as above.
     cfg.client_name = unsafe { cstr(c.client_name, "client_name")? }.map(str::to_string);
-    cfg.database = c.database;
+    cfg.database = u32::try_from(c.database).unwrap_or(0);
     if c.resp2 != 0 {
         cfg.protocol = Protocol::Resp2;
     }

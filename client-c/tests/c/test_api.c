@@ -871,6 +871,9 @@ static void test_open_variants(void) {
     vshm_config_init(&cfg);
     cfg.addresses = &addr;
     cfg.naddresses = 1;
+    /* One type for `database` in every struct of the header. */
+    CHECK(_Generic(cfg.database, int32_t: 1, default: 0));
+    CHECK(_Generic(((vshm_connect_options *)0)->database, int32_t: 1, default: 0));
     cfg.database = 3;
     cfg.client_name = "vshm-c-test";
     cfg.request_timeout_ms = 3000;
