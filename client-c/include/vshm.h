@@ -95,6 +95,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The version of this header; vshm_version() is the library's. */
+#define VSHM_VERSION_MAJOR 0
+#define VSHM_VERSION_MINOR 1
+#define VSHM_VERSION_PATCH 0
+
+/* A length meaning "NUL-terminated string", for functions that take one
+ * string as a pointer and a length (vshm_batch_watch). */
+#define VSHM_NUL_TERMINATED ((size_t)-1)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -608,7 +618,8 @@ vshm_status vshm_batch_add_argv(struct vshm_batch *b,
 
 // Transactions: WATCH `key` (`len` bytes, copied) before MULTI; if a
 // watched key changes before EXEC, the batch fails with
-// VSHM_ERR_EXEC_ABORT.
+// VSHM_ERR_EXEC_ABORT. `len` = `VSHM_NUL_TERMINATED`: `key` is a
+// NUL-terminated string.
 vshm_status vshm_batch_watch(struct vshm_batch *b, const char *key, size_t len);
 
 // Number of commands in the batch (0 for an invalid handle).

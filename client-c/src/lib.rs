@@ -243,6 +243,12 @@ unsafe fn cstr<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, Erro
         .map_err(|_| Error::arg(format!("{what} is not valid UTF-8")))
 }
 
+/// A length meaning "the string is NUL-terminated" (`(size_t)-1`), for
+/// functions that take one string as a pointer and a length
+/// (`vshm_batch_watch`). In the header as `((size_t)-1)` (cbindgen.toml).
+/// cbindgen:ignore
+pub const VSHM_NUL_TERMINATED: usize = usize::MAX;
+
 /// Largest single argument accepted (Redis's own bulk limit).
 const MAX_ARG: usize = 512 * 1024 * 1024;
 
