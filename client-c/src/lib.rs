@@ -683,9 +683,12 @@ pub unsafe extern "C" fn vshm_is_embedded(c: *const vshm_client) -> c_int {
 
 /// cbindgen:ignore
 /// Record an error from the C part of the library (format parsing).
+/// Named outside `vshm_*` so that the installed library's version script
+/// (`client-c/vshm.map`: `vshm_*` global, everything else local) does not
+/// export it.
 #[doc(hidden)]
 #[no_mangle]
-pub unsafe extern "C" fn vshm_internal_set_last_error(status: vshm_status, message: *const c_char) {
+pub unsafe extern "C" fn vshmi_set_last_error(status: vshm_status, message: *const c_char) {
     guard_value((), || {
         // SAFETY: fmt.c passes a NUL-terminated string.
         let m = unsafe { cstr(message, "message") }
