@@ -80,7 +80,13 @@
  *   arrive as VSHM_TYPE_PUSH replies, to the push callback (from
  *   vshm_poll/vshm_wait) or through vshm_next_push. SUBSCRIBE and friends
  *   as plain commands are refused (VSHM_ERR_INVALID_REQUEST), as are
- *   MULTI/EXEC (use batches) and SELECT/AUTH/HELLO (use the options).
+ *   MULTI/EXEC (use batches) and SELECT/AUTH/HELLO (use the options);
+ *   docs/c-api.md lists every refused command.
+ *
+ * VERSIONS
+ *   VSHM_VERSION_MAJOR/MINOR/PATCH: this header's version; vshm_version():
+ *   the library's. The installed libvshm.so exports exactly the functions
+ *   declared here, at symbol version VSHM_0.
  *
  * NOT PROVIDED (yet)
  *   Cancelling a request in flight.
