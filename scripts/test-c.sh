@@ -62,11 +62,12 @@ log "building libvshm ($PROFILE)"
 # resolves dependency features differently and recompiles much of the dependency tree).
 if [ "$PROFILE" = release ]; then
     cargo build --release --workspace
-    bash scripts/install-c.sh "$PREFIX"
+    INSTALL_FLAGS=()
 else
     cargo build --workspace
-    bash scripts/install-c.sh "$PREFIX" --debug
+    INSTALL_FLAGS=(--debug)
 fi
+bash scripts/install-c.sh "$PREFIX" "${INSTALL_FLAGS[@]+"${INSTALL_FLAGS[@]}"}"
 export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
 pkg-config --exists vshm || { log "pkg-config cannot find the installed vshm.pc"; exit 1; }
 log "pkg-config: $(pkg-config --cflags --libs vshm)"
@@ -120,7 +121,7 @@ build test_threads client-c/tests/c/test_threads.c
 for ex in hello async_epoll batch pubsub; do build "$ex" "client-c/examples/$ex.c"; done
 # The static library, linked the pkg-config way: a static-only install
 # (where -lvshm can only be libvshm.a) and `pkg-config --static`.
-bash scripts/install-c.sh "$WORK/static-prefix" --static-only $([ "$PROFILE" = debug ] && echo --debug)
+bash scripts/install-c.sh "$WORK/static-prefix" --static-only "${INSTALL_FLAGS[@]+"${INSTALL_FLAGS[@]}"}"
 # shellcheck disable=SC2046
 "$CC" "${CFLAGS[@]}" client-c/examples/hello.c -o "$BIN/hello_static" \
     $(PKG_CONFIG_PATH=$WORK/static-prefix/lib/pkgconfig pkg-config --cflags --static --libs vshm)
