@@ -7,6 +7,12 @@
 //! its archive since no Rust code calls it. So: `--undefined` pulls the
 //! object in, and a second (anonymous) version script adds its symbols to
 //! the export list; GNU ld merges the two scripts.
+//!
+//! The *installed* libvshm.so is not this cdylib: scripts/install-c.sh
+//! links it from libvshm.a with `vshm.map` (symbol version VSHM_0, only
+//! `vshm_*` exported), which cannot be done here, next to rustc's own
+//! anonymous version script (GNU ld refuses to mix anonymous and named
+//! version nodes; lld gives rustc's script precedence).
 
 use std::path::PathBuf;
 

@@ -62,11 +62,12 @@ log "building libvshm ($PROFILE)"
 # resolves dependency features differently and recompiles much of the dependency tree).
 if [ "$PROFILE" = release ]; then
     cargo build --release --workspace
-    bash scripts/install-c.sh "$PREFIX"
+    INSTALL_FLAGS=()
 else
     cargo build --workspace
-    bash scripts/install-c.sh "$PREFIX" --debug
+    INSTALL_FLAGS=(--debug)
 fi
+bash scripts/install-c.sh "$PREFIX" "${INSTALL_FLAGS[@]+"${INSTALL_FLAGS[@]}"}"
 export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
 pkg-config --exists vshm || { log "pkg-config cannot find the installed vshm.pc"; exit 1; }
 log "pkg-config: $(pkg-config --cflags --libs vshm)"
@@ -80,10 +81,13 @@ build() { # build OUT SRC [extra flags...]
     "$CC" "${CFLAGS[@]}" "$@" "$src" -o "$BIN/$out" $(pkg-config --cflags --libs vshm) "${RPATH[@]}" -lpthread
 }
 
+# The functions the header declares.
+HEADER_FUNCTIONS=$(grep -E '^[a-zA-Z].*\bvshm_[a-z0-9_]+\(' "$PREFIX/include/vshm.h" | grep -v '^typedef' |
+    sed -E 's/^[^(]*\b(vshm_[a-z0-9_]+)\(.*/\1/' | sort -u)
+
 # Every function of the header must be exercised by the C test suite.
 missing=()
-for f in $(grep -E '^[a-zA-Z].*\bvshm_[a-z0-9_]+\(' "$PREFIX/include/vshm.h" | grep -v '^typedef' |
-    sed -E 's/^[^(]*\b(vshm_[a-z0-9_]+)\(.*/\1/' | sort -u); do
+for f in $HEADER_FUNCTIONS; do
     grep -qw "$f" client-c/tests/c/test_api.c client-c/tests/c/harness.h || missing+=("$f")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -91,14 +95,40 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
 fi
 
+# The installed libvshm.so exports exactly the header's functions, each at
+# version VSHM_0 (client-c/vshm.map), and nothing else (the VSHM_0 entry
+# is the version definition itself).
+SO=$(readlink -f "$PREFIX/lib/libvshm.so")
+exports=$(nm -D --defined-only "$SO" | awk '$3 != "VSHM_0" { print $3 }' | sort)
+unversioned=$(echo "$exports" | grep -v '@@VSHM_0$' || true)
+if [ -n "$unversioned" ]; then
+    log "libvshm.so exports symbols without the @@VSHM_0 version:" $unversioned
+    exit 1
+fi
+exported=$(echo "$exports" | sed 's/@@VSHM_0$//' | sort -u)
+if [ "$exported" != "$HEADER_FUNCTIONS" ]; then
+    log "libvshm.so's exports differ from vshm.h's functions (< exported, > declared):"
+    diff <(echo "$exported") <(echo "$HEADER_FUNCTIONS") >&2 || true
+    exit 1
+fi
+[ "$(readelf -d "$SO" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')" = libvshm.so.0 ] ||
+    { log "libvshm.so's SONAME is not libvshm.so.0"; exit 1; }
+log "libvshm.so exports the header's $(echo "$HEADER_FUNCTIONS" | wc -l) functions at VSHM_0 ($(stat -c %s "$SO") bytes)"
+
 log "compiling tests and examples against the installed library"
 build test_api client-c/tests/c/test_api.c
 build test_threads client-c/tests/c/test_threads.c
 for ex in hello async_epoll batch pubsub; do build "$ex" "client-c/examples/$ex.c"; done
-# The static library, with the libraries pkg-config lists for it.
+# The static library, linked the pkg-config way: a static-only install
+# (where -lvshm can only be libvshm.a) and `pkg-config --static`.
+bash scripts/install-c.sh "$WORK/static-prefix" --static-only "${INSTALL_FLAGS[@]+"${INSTALL_FLAGS[@]}"}"
 # shellcheck disable=SC2046
 "$CC" "${CFLAGS[@]}" client-c/examples/hello.c -o "$BIN/hello_static" \
-    $(pkg-config --cflags vshm) "$PREFIX/lib/libvshm.a" $(pkg-config --static --libs-only-l vshm | sed 's/-lvshm//')
+    $(PKG_CONFIG_PATH=$WORK/static-prefix/lib/pkgconfig pkg-config --cflags --static --libs vshm)
+if readelf -d "$BIN/hello_static" | grep -q 'NEEDED.*libvshm'; then
+    log "hello_static is linked with libvshm.so, not libvshm.a"
+    exit 1
+fi
 ASAN=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
 build test_api_asan client-c/tests/c/test_api.c "${ASAN[@]}"
 build test_threads_asan client-c/tests/c/test_threads.c "${ASAN[@]}"

@@ -80,7 +80,13 @@
  *   arrive as VSHM_TYPE_PUSH replies, to the push callback (from
  *   vshm_poll/vshm_wait) or through vshm_next_push. SUBSCRIBE and friends
  *   as plain commands are refused (VSHM_ERR_INVALID_REQUEST), as are
- *   MULTI/EXEC (use batches) and SELECT/AUTH/HELLO (use the options).
+ *   MULTI/EXEC (use batches) and SELECT/AUTH/HELLO (use the options);
+ *   docs/c-api.md lists every refused command.
+ *
+ * VERSIONS
+ *   VSHM_VERSION_MAJOR/MINOR/PATCH: this header's version; vshm_version():
+ *   the library's. The installed libvshm.so exports exactly the functions
+ *   declared here, at symbol version VSHM_0.
  *
  * NOT PROVIDED (yet)
  *   Cancelling a request in flight.
@@ -95,6 +101,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The version of this header; vshm_version() is the library's. */
+#define VSHM_VERSION_MAJOR 0
+#define VSHM_VERSION_MINOR 1
+#define VSHM_VERSION_PATCH 0
+
+/* A length meaning "NUL-terminated string", for functions that take one
+ * string as a pointer and a length (vshm_batch_watch). */
+#define VSHM_NUL_TERMINATED ((size_t)-1)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -246,8 +262,9 @@ typedef struct vshm_config {
   const char *password;
   // Sent with CLIENT SETNAME; NULL: none.
   const char *client_name;
-  // Logical database.
-  uint32_t database;
+  // Logical database; negative: the default (0). Default 0. (`int32_t`
+  // like `vshm_connect_options.database`.)
+  int32_t database;
   // Nonzero: speak RESP2 to the server (default RESP3).
   uint32_t resp2;
   // Timeout of requests that set none, ms; 0: 250.
@@ -607,7 +624,8 @@ vshm_status vshm_batch_add_argv(struct vshm_batch *b,
 
 // Transactions: WATCH `key` (`len` bytes, copied) before MULTI; if a
 // watched key changes before EXEC, the batch fails with
-// VSHM_ERR_EXEC_ABORT.
+// VSHM_ERR_EXEC_ABORT. `len` = `VSHM_NUL_TERMINATED`: `key` is a
+// NUL-terminated string.
 vshm_status vshm_batch_watch(struct vshm_batch *b, const char *key, size_t len);
 
 // Number of commands in the batch (0 for an invalid handle).

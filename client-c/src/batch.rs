@@ -62,7 +62,8 @@ pub unsafe extern "C" fn vshm_batch_add_argv(
 
 /// Transactions: WATCH `key` (`len` bytes, copied) before MULTI; if a
 /// watched key changes before EXEC, the batch fails with
-/// VSHM_ERR_EXEC_ABORT.
+/// VSHM_ERR_EXEC_ABORT. `len` = `VSHM_NUL_TERMINATED`: `key` is a
+/// NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vshm_batch_watch(
     b: *mut vshm_batch,
@@ -73,6 +74,13 @@ pub unsafe extern "C" fn vshm_batch_watch(
         if key.is_null() && len != 0 {
             return Err(Error::arg("key is NULL"));
         }
+        let len = if len == crate::VSHM_NUL_TERMINATED {
+            // SAFETY: non-null (checked above) and, with this length, a
+            // NUL-terminated string per the contract.
+            unsafe { std::ffi::CStr::from_ptr(key) }.to_bytes().len()
+        } else {
+            len
+        };
         if len > MAX_ARG {
             return Err(Error::arg("len is too large"));
         }

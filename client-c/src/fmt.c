@@ -25,8 +25,9 @@
 
 #include "vshm.h"
 
-/* Defined in lib.rs (not in the public header). */
-void vshm_internal_set_last_error(vshm_status status, const char *message);
+/* Defined in lib.rs (not in the public header, not exported by the
+ * installed libvshm.so: see client-c/vshm.map). */
+void vshmi_set_last_error(vshm_status status, const char *message);
 
 typedef struct {
     char *data;      /* all argument bytes, back to back */
@@ -190,7 +191,7 @@ static vshm_status fb_parse(fmt_buf *b, const char *fmt, va_list ap_in) {
     if (st == VSHM_OK) fb_end_arg(b);
     if (st == VSHM_OK && b->oom) { snprintf(err, sizeof err, "format: out of memory"); st = VSHM_ERR_INTERNAL; }
     if (st == VSHM_OK && b->argc == 0) { snprintf(err, sizeof err, "format: no arguments"); st = VSHM_ERR_INVALID_ARGUMENT; }
-    if (st != VSHM_OK) vshm_internal_set_last_error(st, err);
+    if (st != VSHM_OK) vshmi_set_last_error(st, err);
     return st;
 }
 
@@ -201,7 +202,7 @@ static vshm_status fb_argv(fmt_buf *b, const char ***argv, size_t **argvlen) {
     if (!*argv || !*argvlen) {
         free(*argv);
         free(*argvlen);
-        vshm_internal_set_last_error(VSHM_ERR_INTERNAL, "format: out of memory");
+        vshmi_set_last_error(VSHM_ERR_INTERNAL, "format: out of memory");
         return VSHM_ERR_INTERNAL;
     }
     size_t start = 0;
@@ -229,7 +230,7 @@ static vshm_status run(const fmt_call *c, const char *fmt, va_list ap) {
     if (c->out) *c->out = NULL;
     if (c->id) *c->id = 0;
     if (!fmt) {
-        vshm_internal_set_last_error(VSHM_ERR_INVALID_ARGUMENT, "format is NULL");
+        vshmi_set_last_error(VSHM_ERR_INVALID_ARGUMENT, "format is NULL");
         return VSHM_ERR_INVALID_ARGUMENT;
     }
     fmt_buf b;
@@ -259,7 +260,7 @@ static vshm_status run(const fmt_call *c, const char *fmt, va_list ap) {
 
 vshm_status vshm_commandv(vshm_client *client, vshm_reply **out, const char *format, va_list ap) {
     if (!out) {
-        vshm_internal_set_last_error(VSHM_ERR_INVALID_ARGUMENT, "out (the out-pointer) is NULL");
+        vshmi_set_last_error(VSHM_ERR_INVALID_ARGUMENT, "out (the out-pointer) is NULL");
         return VSHM_ERR_INVALID_ARGUMENT;
     }
     fmt_call c = { T_COMMAND, client, out, NULL, NULL, NULL, NULL };

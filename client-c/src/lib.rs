@@ -243,6 +243,12 @@ unsafe fn cstr<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, Erro
         .map_err(|_| Error::arg(format!("{what} is not valid UTF-8")))
 }
 
+/// A length meaning "the string is NUL-terminated" (`(size_t)-1`), for
+/// functions that take one string as a pointer and a length
+/// (`vshm_batch_watch`). In the header as `((size_t)-1)` (cbindgen.toml).
+/// cbindgen:ignore
+pub const VSHM_NUL_TERMINATED: usize = usize::MAX;
+
 /// Largest single argument accepted (Redis's own bulk limit).
 const MAX_ARG: usize = 512 * 1024 * 1024;
 
@@ -460,8 +466,9 @@ pub struct vshm_config {
     pub password: *const c_char,
     /// Sent with CLIENT SETNAME; NULL: none.
     pub client_name: *const c_char,
-    /// Logical database.
-    pub database: u32,
+    /// Logical database; negative: the default (0). Default 0. (`int32_t`
+    /// like `vshm_connect_options.database`.)
+    pub database: i32,
     /// Nonzero: speak RESP2 to the server (default RESP3).
     pub resp2: u32,
     /// Timeout of requests that set none, ms; 0: 250.
@@ -525,7 +532,7 @@ unsafe fn config_from_c(c: &vshm_config) -> Result<(Config, usize), Error> {
     cfg.password = unsafe { cstr(c.password, "password")? }.map(str::to_string);
     // SAFETY: as above.
     cfg.client_name = unsafe { cstr(c.client_name, "client_name")? }.map(str::to_string);
-    cfg.database = c.database;
+    cfg.database = u32::try_from(c.database).unwrap_or(0);
     if c.resp2 != 0 {
         cfg.protocol = Protocol::Resp2;
     }
@@ -676,9 +683,12 @@ pub unsafe extern "C" fn vshm_is_embedded(c: *const vshm_client) -> c_int {
 
 /// cbindgen:ignore
 /// Record an error from the C part of the library (format parsing).
+/// Named outside `vshm_*` so that the installed library's version script
+/// (`client-c/vshm.map`: `vshm_*` global, everything else local) does not
+/// export it.
 #[doc(hidden)]
 #[no_mangle]
-pub unsafe extern "C" fn vshm_internal_set_last_error(status: vshm_status, message: *const c_char) {
+pub unsafe extern "C" fn vshmi_set_last_error(status: vshm_status, message: *const c_char) {
     guard_value((), || {
         // SAFETY: fmt.c passes a NUL-terminated string.
         let m = unsafe { cstr(message, "message") }

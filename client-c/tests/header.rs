@@ -6,7 +6,19 @@ use std::path::Path;
 #[test]
 fn header_is_up_to_date() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    // The version macros come from the crate version (Cargo.toml), so a
+    // version bump makes this test fail until the header is regenerated.
+    let version = format!(
+        "\n/* The version of this header; vshm_version() is the library's. */\n\
+         #define VSHM_VERSION_MAJOR {}\n\
+         #define VSHM_VERSION_MINOR {}\n\
+         #define VSHM_VERSION_PATCH {}\n\n",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    );
+    config.after_includes = Some(version + config.after_includes.as_deref().unwrap_or(""));
     let mut generated = Vec::new();
     cbindgen::Builder::new()
         .with_crate(dir)

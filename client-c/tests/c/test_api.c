@@ -51,6 +51,16 @@ static int value_is(const vshm_value *v, const char *s) {
 
 static void test_version_and_names(void) {
     CHECK(vshm_version() != NULL && strlen(vshm_version()) > 0);
+    /* The header's version macros match the library this program runs with. */
+    char want[64];
+    snprintf(want, sizeof want, "%d.%d.%d", VSHM_VERSION_MAJOR, VSHM_VERSION_MINOR, VSHM_VERSION_PATCH);
+    if (strcmp(vshm_version(), want) != 0) {
+        fprintf(stderr, "   vshm_version() = \"%s\", header says %s\n", vshm_version(), want);
+        CHECK(strcmp(vshm_version(), want) == 0);
+    }
+#if VSHM_VERSION_MAJOR < 0 || VSHM_VERSION_MINOR < 0 || VSHM_VERSION_PATCH < 0
+#error "the version macros must be usable in #if"
+#endif
     CHECK(strstr(vshm_errstr(VSHM_OK), "VSHM_OK") != NULL);
     const vshm_status all[] = {VSHM_ERR_REQUEST, VSHM_ERR_TIMEOUT, VSHM_ERR_CONNECTION, VSHM_ERR_CLOSING,
                                VSHM_ERR_EXEC_ABORT, VSHM_ERR_INVALID_REQUEST, VSHM_ERR_OVERLOADED,
@@ -860,6 +870,19 @@ static void test_batches(void) {
     CHECK(r && vshm_value_len(vshm_reply_value(r)) == 2);
     vshm_reply_free(r);
     CHECK_OK(vshm_batch_free(b));
+
+    /* WATCH with a NUL-terminated key */
+    CHECK_OK(vshm_batch_new(1, &b));
+    CHECK_ST(vshm_batch_watch(b, NULL, VSHM_NUL_TERMINATED), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_OK(vshm_batch_watch(b, "{bt}w", VSHM_NUL_TERMINATED));
+    CHECK_OK(vshm_batch_add_command(b, "INCR {bt}w"));
+    CHECK_OK(vshm_batch_exec(C, b, NULL, &r));
+    REQUIRE(r);
+    CHECK(vshm_value_len(vshm_reply_value(r)) == 1);
+    i = 0;
+    CHECK(vshm_value_integer(vshm_value_element(vshm_reply_value(r), 0), &i) == VSHM_OK && i == 3);
+    vshm_reply_free(r);
+    CHECK_OK(vshm_batch_free(b));
     vshm_reply_free(cmd("DEL bt:k bt:n {bt}w"));
 }
 
@@ -871,6 +894,9 @@ static void test_open_variants(void) {
     vshm_config_init(&cfg);
     cfg.addresses = &addr;
     cfg.naddresses = 1;
+    /* One type for `database` in every struct of the header. */
+    CHECK(_Generic(cfg.database, int32_t: 1, default: 0));
+    CHECK(_Generic(((vshm_connect_options *)0)->database, int32_t: 1, default: 0));
     cfg.database = 3;
     cfg.client_name = "vshm-c-test";
     cfg.request_timeout_ms = 3000;
