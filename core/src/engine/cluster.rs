@@ -341,14 +341,7 @@ impl Cluster {
         };
         if changed && rebuild {
             info!("cluster topology changed; rebuilding the cluster connection");
-            let fresh = open(
-                &self.client,
-                self.client_name.as_deref(),
-                self.connection_timeout,
-                self.seeds,
-            )
-            .await?;
-            *self.conn.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            self.rebuild().await?;
             // Only now: if rebuilding failed, the next check tries again.
             self.known
                 .write()
