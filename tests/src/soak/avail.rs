@@ -162,7 +162,14 @@ pub fn compute(
         let mut counted = 0;
         let mut per_worker = Vec::new();
         for w in workers {
-            let alive = w.start_ms <= next && w.killed_ms.is_none_or(|k| k >= next);
+            // A worker started after the injection has nothing to recover from (unless it
+            // is the replacement a kill_worker fault waits for).
+            let started = if f.kind == Fault::KillWorker {
+                w.start_ms <= next
+            } else {
+                w.start_ms <= at
+            };
+            let alive = started && w.killed_ms.is_none_or(|k| k >= next);
             if !alive {
                 continue;
             }
@@ -170,7 +177,9 @@ pub fn compute(
             let last_fail = w
                 .fail
                 .iter()
-                .filter(|(sub, done, _)| *done >= at && *sub < next)
+                // A failure that completes at or after the next injection is that fault's
+                // (a daemon kill fails every request in flight at that moment).
+                .filter(|(sub, done, _)| *done >= at && *sub < next && *done < next)
                 .map(|(sub, _, _)| *sub)
                 .max()
                 .unwrap_or(0)
@@ -332,5 +341,30 @@ mod tests {
         let av = compute(0, 10_000, &ws, &[fault(1000)]);
         assert_eq!(av.faults[0].recovery_ms, Some(10));
         assert_eq!(av.faults[0].workers_counted, 1);
+    }
+
+    #[test]
+    fn failures_of_the_next_fault_and_late_starters_do_not_count() {
+        // A CLIENT KILL at 1000, then a daemon kill at 3000 that fails the request in
+        // flight (submitted 2990, failed 3000): the worker recovered at 1010 from the first
+        // fault's point of view. A worker started at 2500 is not part of the first fault.
+        let ws = [
+            w(
+                1,
+                &[(1010, 1005), (2000, 1995), (3050, 3040)],
+                &[(2990, 3000)],
+            ),
+            WorkerHistory {
+                start_ms: 2500,
+                ..w(2, &[(3500, 3490)], &[])
+            },
+        ];
+        let mut kill = fault(3000);
+        kill.kind = Fault::KillDaemon;
+        let av = compute(0, 10_000, &ws, &[fault(1000), kill]);
+        assert_eq!(av.faults[0].recovery_ms, Some(10));
+        assert_eq!(av.faults[0].workers_counted, 1);
+        assert_eq!(av.faults[1].failed, 1);
+        assert_eq!(av.faults[1].recovery_ms, Some(500));
     }
 }
