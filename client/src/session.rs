@@ -16,10 +16,21 @@
 //! for.
 //!
 //! ```no_run
-//! # use vshm_client::session::Session;
-//! let s = Session::from_uri("valkey://127.0.0.1:6379").unwrap();
+//! # use std::time::Duration;
+//! # use vshm_client::{daemon::Reconnecting, session::Session, ClientOptions};
+//! # use vshm_protocol::register::Settings;
+//! // Through vshmd (`Session::from_uri("valkey://...")`: the in-process core).
+//! let rc = Reconnecting::new(
+//!     "/run/vshm/vshmd.sock".into(),
+//!     Settings::default(),
+//!     Duration::from_secs(2),
+//!     ClientOptions::default(),
+//! );
+//! let s = Session::daemon(rc);
 //! let reg = s.get().unwrap();
 //! reg.conn.call(&[b"PING"]).unwrap();
+//! // reg.generation changes when the registration is replaced (daemon
+//! // restart, fork): request ids of the old one are gone.
 //! ```
 
 use std::mem::ManuallyDrop;
