@@ -52,7 +52,7 @@ use vshm_protocol::frame::Message;
 use vshm_protocol::layout::{state, Layout};
 use vshm_protocol::ring::{kind, Consumer, Producer, Record, RecordHeader, ReserveError};
 use vshm_protocol::segment::Segment;
-use vshm_protocol::wake::{self, Side};
+use vshm_protocol::wake::{self, Idle, Side, Waiter};
 
 use crate::child::{self, Peer};
 use crate::plot::Metric;
@@ -694,36 +694,54 @@ impl RawRx {
     }
 }
 
-/// Park on the consumer futex whenever `poll` finds nothing (no spinning):
-/// announce, re-check, sleep. `Ok(None)` once the segment is closed.
+/// Park on the consumer futex whenever `poll` finds nothing (no spinning),
+/// with the protocol's sleep loop (`wake::wait`: announce, re-check,
+/// sleep). `Ok(None)` once the segment is closed.
 fn park_until(
     seg: &Segment,
     ctl: &vshm_protocol::layout::RingCtl,
     timeout: Duration,
-    mut poll: impl FnMut() -> BoxResult<Option<Record>>,
+    poll: impl FnMut() -> BoxResult<Option<Record>>,
 ) -> BoxResult<Option<Record>> {
-    let mut slept = Duration::ZERO;
-    loop {
-        if let Some(r) = poll()? {
-            return Ok(Some(r));
+    let mut w = ParkUntil {
+        seg,
+        timeout,
+        slept: Duration::ZERO,
+        poll,
+    };
+    wake::wait(ctl, Side::Consumer, &mut w)
+}
+
+/// [`park_until`]'s policy: park at once; give up after `timeout` of whole
+/// sleeps that timed out (no clock read on a wake-up).
+struct ParkUntil<'a, F> {
+    seg: &'a Segment,
+    timeout: Duration,
+    slept: Duration,
+    poll: F,
+}
+
+impl<F: FnMut() -> BoxResult<Option<Record>>> Waiter for ParkUntil<'_, F> {
+    type Output = Option<Record>;
+    type Error = Box<dyn std::error::Error>;
+
+    fn ready(&mut self) -> BoxResult<Option<Option<Record>>> {
+        if let Some(r) = (self.poll)()? {
+            return Ok(Some(Some(r)));
         }
-        let seq = wake::prepare_sleep(ctl, Side::Consumer);
-        let again = poll();
-        if !matches!(again, Ok(None)) {
-            wake::cancel_sleep(ctl, Side::Consumer);
-            return again;
+        Ok((self.seg.state() != state::OPEN).then_some(None))
+    }
+
+    fn idle(&mut self) -> BoxResult<Idle> {
+        if self.slept >= self.timeout {
+            return Err(format!("no progress for {:?}", self.timeout).into());
         }
-        if seg.state() != state::OPEN {
-            wake::cancel_sleep(ctl, Side::Consumer);
-            return Ok(None);
-        }
-        if slept >= timeout {
-            wake::cancel_sleep(ctl, Side::Consumer);
-            return Err(format!("no progress for {timeout:?}").into());
-        }
-        // Count whole sleeps only on timeout (no clock read on a wake-up).
-        if !wake::sleep(ctl, Side::Consumer, seq, MAX_SLEEP) {
-            slept += MAX_SLEEP;
+        Ok(Idle::Park(MAX_SLEEP))
+    }
+
+    fn slept(&mut self, woken: bool) {
+        if !woken {
+            self.slept += MAX_SLEEP;
         }
     }
 }

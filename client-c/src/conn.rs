@@ -23,8 +23,9 @@ use ::vshm_client::session::{park, Session, SessionError};
 pub(crate) use ::vshm_client::session::{Conn, Mode};
 use vshm_protocol::layout::state;
 use vshm_protocol::msg::{Op, Route, SubKind};
+use vshm_protocol::ring::PublishWatch;
 use vshm_protocol::segment::Segment;
-use vshm_protocol::wake::{self, Side};
+use vshm_protocol::wake::{self, ParkAtOnce, Side};
 
 use crate::error::{Error, VSHM_ERR_CLOSING, VSHM_ERR_CONNECTION, VSHM_ERR_INTERNAL};
 
@@ -149,6 +150,7 @@ impl Drop for Notifier {
             park(t);
             return;
         }
+        // Release: pairs with the Acquire load in `notify_loop`.
         self.stop.store(true, Ordering::Release);
         let (ctl, _) = self.seg.cq();
         wake::wake(ctl, Side::Consumer);
@@ -156,33 +158,43 @@ impl Drop for Notifier {
     }
 }
 
+/// Why the notifier stopped waiting.
+enum Notify {
+    /// The core published completions (or the first look).
+    Published,
+    /// The segment is no longer open: signal once more and stop.
+    Closed,
+    /// The handle is being freed.
+    Stop,
+}
+
+/// Ring the handle's eventfd whenever the core publishes completions, until
+/// the segment stops being open or the handle stops the notifier. Waits
+/// with the protocol's sleep loop (`wake::wait`), parking at most 100 ms at
+/// a time; `PublishWatch` is the protocol's "completions published?" check.
 fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
     let (ctl, _) = seg.cq();
-    let mut last = u64::MAX;
+    let mut watch = PublishWatch::new();
     loop {
-        if stop.load(Ordering::Acquire) {
-            return;
+        let mut w = ParkAtOnce::new(Duration::from_millis(100), || {
+            // Acquire: pairs with the Release store in `Notifier::drop`.
+            Ok::<_, std::convert::Infallible>(if stop.load(Ordering::Acquire) {
+                Some(Notify::Stop)
+            } else if seg.state() != state::OPEN {
+                Some(Notify::Closed)
+            } else {
+                watch.published(ctl).then_some(Notify::Published)
+            })
+        });
+        let Ok(why) = wake::wait(ctl, Side::Consumer, &mut w);
+        match why {
+            Notify::Published => vshm_protocol::wake::ring_doorbell(efd),
+            Notify::Closed => {
+                vshm_protocol::wake::ring_doorbell(efd);
+                return;
+            }
+            Notify::Stop => return,
         }
-        if seg.state() != state::OPEN {
-            vshm_protocol::wake::ring_doorbell(efd);
-            return;
-        }
-        // Acquire: pairs with the core's Release publish of the tail.
-        let t = ctl.prod.tail.load(Ordering::Acquire);
-        if t != last {
-            last = t;
-            vshm_protocol::wake::ring_doorbell(efd);
-            continue;
-        }
-        let s = wake::prepare_sleep(ctl, Side::Consumer);
-        if ctl.prod.tail.load(Ordering::Acquire) != last
-            || stop.load(Ordering::Acquire)
-            || seg.state() != state::OPEN
-        {
-            wake::cancel_sleep(ctl, Side::Consumer);
-            continue;
-        }
-        wake::sleep(ctl, Side::Consumer, s, Duration::from_millis(100));
     }
 }
 
@@ -227,6 +239,7 @@ impl ClientInner {
     }
 
     fn check_open(&self) -> Result<(), Error> {
+        // Acquire: pairs with the Release store in `ClientInner::close`.
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(VSHM_ERR_CLOSING, "the client is being freed"));
         }
@@ -345,6 +358,7 @@ impl ClientInner {
     /// Start freeing: refuse new calls, stop the notifier, and return the
     /// asynchronous requests still pending (to complete with CLOSING).
     pub fn close(&self) -> Vec<(u64, Entry)> {
+        // Release: pairs with the Acquire load in `check_open`.
         self.closed.store(true, Ordering::Release);
         drop(lock(&self.notifier).take());
         let mut p = lock(&self.pending);

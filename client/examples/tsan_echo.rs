@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use vshm_client::client::{Client, ClientOptions};
 use vshm_client::endpoint::WaitStrategy;
-use vshm_protocol::frame::{FragmentWriter, Reassembler};
+use vshm_protocol::frame::{self, Reassembler};
 use vshm_protocol::layout::{Layout, RingCtl};
 use vshm_protocol::msg::{decode_submitted, encode_completion, Completion, Op, Route, Value};
 use vshm_protocol::ring::{kind, Consumer, DataArea, Producer};
 use vshm_protocol::segment::Segment;
-use vshm_protocol::wake::{self, Side};
+use vshm_protocol::wake::{self, Idle, Side, Waiter};
 
 /// One wait's bound; a party that waits this long without progress fails.
 const STALL: Duration = Duration::from_secs(20);
@@ -41,45 +41,65 @@ fn payload(id: u64) -> Vec<u8> {
     (0..len).map(|i| (id as u8).wrapping_add(i as u8)).collect()
 }
 
-/// Write one message, sleeping (bounded) while the ring is full.
-fn send<A: DataArea>(prod: &mut Producer, ctl: &RingCtl, area: &A, id: u64, data: &[u8]) {
-    let mut w = FragmentWriter::new(id, kind::MSG);
-    let mut last = Instant::now();
-    loop {
-        let before = w.sent();
-        let done = w.pump(prod, ctl, area, data).expect("pump");
-        if prod.publish(ctl) {
-            wake::wake(ctl, Side::Consumer);
-        }
-        if done {
-            return;
-        }
-        if w.sent() != before {
-            last = Instant::now();
-            continue;
-        }
-        assert!(last.elapsed() < STALL, "sender of {id} stalled");
-        // Full: announce, re-check (pump again), then sleep.
-        let seq = wake::prepare_sleep(ctl, Side::Producer);
-        let before = w.sent();
-        let done = w.pump(prod, ctl, area, data).expect("pump");
-        if prod.publish(ctl) {
-            wake::wake(ctl, Side::Consumer);
-        }
-        if done {
-            wake::cancel_sleep(ctl, Side::Producer);
-            return;
-        }
-        if w.sent() != before {
-            wake::cancel_sleep(ctl, Side::Producer);
-            continue;
-        }
-        wake::sleep(ctl, Side::Producer, seq, Duration::from_millis(100));
+/// The protocol's sleep loop with a stall bound: park (100 ms at a time)
+/// until `ready` says so; panic after [`STALL`] without it.
+struct Bounded<F> {
+    since: Instant,
+    what: &'static str,
+    ready: F,
+}
+
+impl<T, F: FnMut() -> Option<T>> Waiter for Bounded<F> {
+    type Output = T;
+    type Error = std::convert::Infallible;
+    fn ready(&mut self) -> Result<Option<T>, Self::Error> {
+        Ok((self.ready)())
+    }
+    fn idle(&mut self) -> Result<Idle, Self::Error> {
+        assert!(self.since.elapsed() < STALL, "{} stalled", self.what);
+        Ok(Idle::Park(Duration::from_millis(100)))
     }
 }
 
-/// Take messages from a ring and hand each (id, bytes) to `f` until it
-/// returns false.
+fn wait_bounded<T>(
+    ctl: &RingCtl,
+    side: Side,
+    what: &'static str,
+    ready: impl FnMut() -> Option<T>,
+) -> T {
+    let mut w = Bounded {
+        since: Instant::now(),
+        what,
+        ready,
+    };
+    let Ok(v) = wake::wait(ctl, side, &mut w);
+    v
+}
+
+/// Write one message (`frame::send_message`), sleeping (bounded) while the
+/// ring is full.
+fn send<A: DataArea>(prod: &mut Producer, ctl: &RingCtl, area: &A, id: u64, data: &[u8]) {
+    frame::send_message::<_, vshm_protocol::ProtocolError>(
+        prod,
+        ctl,
+        area,
+        (id, kind::MSG),
+        data,
+        || wake::wake(ctl, Side::Consumer),
+        |_, ready| {
+            wait_bounded(ctl, Side::Producer, "sender", || match ready() {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            })
+        },
+    )
+    .expect("send");
+}
+
+/// Take messages from a ring (`frame::receive_message`, sleeping bounded
+/// while it is empty) and hand each (id, bytes) to `f` until it returns
+/// false.
 fn receive<A: DataArea>(
     ctl: &RingCtl,
     area: &A,
@@ -90,31 +110,15 @@ fn receive<A: DataArea>(
 ) {
     let mut cons = Consumer::new(cap, max_record);
     let mut reasm = Reassembler::new(max_message);
-    let mut last = Instant::now();
     loop {
-        match cons.peek(ctl, area).expect("peek") {
-            Some(rec) => {
-                let m = reasm.push(area, &rec).expect("framing");
-                cons.advance(&rec);
-                if cons.release(ctl) {
-                    wake::wake(ctl, Side::Producer);
-                }
-                last = Instant::now();
-                if let Some(m) = m {
-                    if !f(m.id, &m.bytes) {
-                        return;
-                    }
-                }
-            }
-            None => {
-                assert!(last.elapsed() < STALL, "receiver stalled");
-                let seq = wake::prepare_sleep(ctl, Side::Consumer);
-                if !cons.is_empty(ctl).expect("tail") {
-                    wake::cancel_sleep(ctl, Side::Consumer);
-                    continue;
-                }
-                wake::sleep(ctl, Side::Consumer, seq, Duration::from_millis(100));
-            }
+        let m = wait_bounded(ctl, Side::Consumer, "receiver", || {
+            frame::receive_message(&mut cons, &mut reasm, ctl, area, || {
+                wake::wake(ctl, Side::Producer)
+            })
+            .expect("framing")
+        });
+        if !f(m.id, &m.bytes) {
+            return;
         }
     }
 }

@@ -10,12 +10,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vshm_protocol::frame::{FragmentWriter, FrameError, Message, Reassembler};
+use vshm_protocol::frame::{self, FrameError, Message, Reassembler};
 use vshm_protocol::layout::{state, RingCtl};
 use vshm_protocol::ring::{Consumer, Producer, RecordHeader, ReserveError};
 use vshm_protocol::segment::{RingArea, Segment};
 use vshm_protocol::sync::spin_hint;
-use vshm_protocol::wake::{self, Side};
+use vshm_protocol::wake::{self, Idle, Side, Waiter};
 use vshm_protocol::ProtocolError;
 
 /// Which ring of the segment.
@@ -159,67 +159,85 @@ impl std::error::Error for EndpointError {}
 
 /// Wait until `ready()` is true, following `strategy`, parking as `side`
 /// of `ctl`. Returns `Timeout` at the deadline, `Closed` if the segment
-/// state is no longer open.
+/// state is no longer open. The loop itself is [`wake::wait`]; this is
+/// only the strategy's policy.
 pub fn wait_until(
     seg: &Segment,
     ctl: &RingCtl,
     side: Side,
     strategy: WaitStrategy,
     deadline: Instant,
-    mut ready: impl FnMut() -> Result<bool, EndpointError>,
+    ready: impl FnMut() -> Result<bool, EndpointError>,
 ) -> Result<(), EndpointError> {
-    let start = Instant::now();
-    let spinning = !strategy.spin.is_zero();
-    let mut n: u32 = 0;
-    loop {
-        if ready()? {
-            return Ok(());
-        }
-        n = n.wrapping_add(1);
+    let mut w = StrategyWait {
+        seg,
+        strategy,
+        deadline,
+        start: Instant::now(),
+        n: 0,
+        ready,
+    };
+    wake::wait(ctl, side, &mut w)
+}
+
+/// [`WaitStrategy`] as a [`Waiter`]: spin, yield, then park (each sleep
+/// capped at 100 ms so that state changes are noticed even if a dead peer
+/// misses a wake), up to a deadline and while the segment is open.
+struct StrategyWait<'a, F> {
+    seg: &'a Segment,
+    strategy: WaitStrategy,
+    deadline: Instant,
+    start: Instant,
+    n: u32,
+    ready: F,
+}
+
+impl<F: FnMut() -> Result<bool, EndpointError>> Waiter for StrategyWait<'_, F> {
+    type Output = ();
+    type Error = EndpointError;
+
+    fn ready(&mut self) -> Result<Option<()>, EndpointError> {
+        Ok((self.ready)()?.then_some(()))
+    }
+
+    fn idle(&mut self) -> Result<Idle, EndpointError> {
+        self.n = self.n.wrapping_add(1);
         // While spinning, check the clock only every 8 polls (a clock read
         // costs about as much as a poll; this bounds the overshoot of the
         // spin budget to a fraction of a microsecond). With no spin budget,
         // go to the next phase at once.
-        if spinning && !n.is_multiple_of(CLOCK_EVERY) {
+        if !self.strategy.spin.is_zero() && !self.n.is_multiple_of(CLOCK_EVERY) {
             spin_hint();
-            continue;
+            return Ok(Idle::Poll);
         }
         let now = Instant::now();
-        match seg.state() {
+        match self.seg.state() {
             state::OPEN => {}
             state::PEER_LOST => return Err(EndpointError::PeerLost),
             _ => return Err(EndpointError::Closed),
         }
-        if now >= deadline {
+        if now >= self.deadline {
             return Err(EndpointError::Timeout);
         }
-        let spent = now - start;
-        if spent < strategy.spin {
+        let spent = now - self.start;
+        let s = self.strategy;
+        if spent < s.spin {
             spin_hint();
-        } else if spent < strategy.spin + strategy.yield_for || !strategy.park {
+            Ok(Idle::Poll)
+        } else if spent < s.spin + s.yield_for || !s.park {
             std::thread::yield_now();
+            Ok(Idle::Poll)
         } else {
-            let seq = wake::prepare_sleep(ctl, side);
-            match ready() {
-                Ok(false) => {}
-                other => {
-                    wake::cancel_sleep(ctl, side);
-                    if other? {
-                        return Ok(());
-                    }
-                }
-            }
-            if seg.state() != state::OPEN {
-                wake::cancel_sleep(ctl, side);
-                continue;
-            }
-            // Cap each sleep so that state changes are noticed even if a
-            // wake is missed by a dead peer.
-            let left = deadline
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(100));
-            wake::sleep(ctl, side, seq, left);
+            Ok(Idle::Park(
+                self.deadline
+                    .saturating_duration_since(now)
+                    .min(Duration::from_millis(100)),
+            ))
         }
+    }
+
+    fn may_sleep(&mut self) -> bool {
+        self.seg.state() == state::OPEN
     }
 }
 
@@ -278,43 +296,25 @@ impl Sender {
     ) -> Result<(), EndpointError> {
         let seg = self.seg.clone();
         let (ctl, area) = Self::ring(&seg, self.dir);
-        let mut w = FragmentWriter::new(id, kind);
-        loop {
-            if w.pump(&mut self.prod, ctl, &area, data)? {
-                self.publish();
-                return Ok(());
-            }
-            self.publish();
-            // A started message must be finished: extend the deadline
-            // rather than leave a half message in the ring.
-            let dl = if w.started() {
-                Instant::now() + Duration::from_secs(30)
-            } else {
-                deadline
-            };
-            // Wait for room for exactly the record `pump` reserves next: an
-            // unfragmented message's own length, a first fragment max_record
-            // (the 8-byte total plus max_record - 8 bytes of data), a later
-            // one min(rest, max_record). Never more than max_record: a
-            // larger ask is refused as TooLarge, which would read as "ready"
-            // and turn this wait into a busy loop that never checks the
-            // deadline nor the segment state.
-            let max = self.prod.max_record() as usize;
-            let left = data.len() - w.sent();
-            let need = if !w.started() && data.len() > max {
-                max
-            } else {
-                left.min(max)
-            } as u64;
-            let prod = &mut self.prod;
-            wait_until(&seg, ctl, Side::Producer, self.strategy, dl, || match prod
-                .try_reserve(ctl, &area, need)
-            {
-                Ok(_) | Err(ReserveError::TooLarge) => Ok(true),
-                Err(ReserveError::Full) => Ok(false),
-                Err(ReserveError::Corrupt(e)) => Err(e.into()),
-            })?;
-        }
+        let (strategy, peer) = (self.strategy, &self.peer);
+        frame::send_message(
+            &mut self.prod,
+            ctl,
+            &area,
+            (id, kind),
+            data,
+            || peer.wake(ctl, Side::Consumer),
+            |started, ready| {
+                // A started message must be finished: extend the deadline
+                // rather than leave a half message in the ring.
+                let dl = if started {
+                    Instant::now() + Duration::from_secs(30)
+                } else {
+                    deadline
+                };
+                wait_until(&seg, ctl, Side::Producer, strategy, dl, ready)
+            },
+        )
     }
 
     /// Serialize in place: `fill` gets a 16-byte aligned slice of at least
@@ -434,33 +434,11 @@ impl Receiver {
     pub fn try_recv(&mut self) -> Result<Option<Message>, EndpointError> {
         let seg = self.seg.clone();
         let (ctl, area) = Sender::ring(&seg, self.dir);
-        let r = Self::step(&mut self.cons, &mut self.reasm, ctl, &area, &self.peer);
-        if self.cons.release(ctl) {
-            self.peer.wake(ctl, Side::Producer);
-        }
-        r
-    }
-
-    fn step(
-        cons: &mut Consumer,
-        reasm: &mut Reassembler,
-        ctl: &RingCtl,
-        area: &RingArea<'_>,
-        peer: &PeerWake,
-    ) -> Result<Option<Message>, EndpointError> {
-        while let Some(rec) = cons.peek(ctl, area)? {
-            let out = reasm.push(area, &rec).map_err(EndpointError::Protocol)?;
-            cons.advance(&rec);
-            if let Some(m) = out {
-                return Ok(Some(m));
-            }
-            // Release fragments as we go so that the producer can write the
-            // next ones.
-            if cons.release(ctl) {
-                peer.wake(ctl, Side::Producer);
-            }
-        }
-        Ok(None)
+        let peer = &self.peer;
+        let r = frame::receive_message(&mut self.cons, &mut self.reasm, ctl, &area, || {
+            peer.wake(ctl, Side::Producer)
+        });
+        r.map_err(EndpointError::Protocol)
     }
 
     /// Wait (per `strategy`) for the next message until `deadline`.
@@ -471,15 +449,11 @@ impl Receiver {
         let seg = self.seg.clone();
         let (ctl, area) = Sender::ring(&seg, self.dir);
         let mut out = None;
-        let cons = &mut self.cons;
-        let reasm = &mut self.reasm;
-        let peer = &self.peer;
+        let (cons, reasm, peer) = (&mut self.cons, &mut self.reasm, &self.peer);
         wait_until(&seg, ctl, Side::Consumer, self.strategy, deadline, || {
-            let r = Self::step(cons, reasm, ctl, &area, peer);
-            if cons.release(ctl) {
-                peer.wake(ctl, Side::Producer);
-            }
-            out = r?;
+            out =
+                frame::receive_message(cons, reasm, ctl, &area, || peer.wake(ctl, Side::Producer))
+                    .map_err(EndpointError::Protocol)?;
             Ok(out.is_some())
         })?;
         Ok(out.expect("ready"))

@@ -5,7 +5,7 @@ use std::time::Duration;
 use loom::cell::UnsafeCell;
 use vshm_protocol::layout::RingCtl;
 use vshm_protocol::ring::{kind, Consumer, DataArea, Producer, Record, RecordHeader, ReserveError};
-use vshm_protocol::wake::{self, Side};
+use vshm_protocol::wake::{self, ParkAtOnce, Side};
 
 /// Preemption bound of most models (two threads, small state space).
 pub const BOUND: usize = 4;
@@ -193,14 +193,14 @@ pub fn peek_spin<A: DataArea>(cons: &mut Consumer, ctl: &RingCtl, area: &A) -> R
     }
 }
 
-/// The futex timeout passed to `wake::sleep` (ignored under loom: a lost
+/// The futex timeout passed to the sleep loop (ignored under loom: a lost
 /// wakeup must be a deadlock, not a timeout).
-const SLEEP: Duration = Duration::from_secs(1);
+pub const SLEEP: Duration = Duration::from_secs(1);
 
-/// Producer side of the wake protocol: push one record; while the ring is
-/// full announce, re-check, and sleep on the producer futex. After
-/// publishing, wake the consumer if it announced that it sleeps. Returns
-/// how many times it went to sleep.
+/// Producer side of the wake protocol: push one record, waiting for space
+/// with the production sleep loop (`wake::wait`: check, announce, re-check,
+/// sleep on the producer futex). After publishing, wake the consumer if it
+/// announced that it sleeps. Returns how many times it went to sleep.
 pub fn send_wait<A: DataArea>(
     prod: &mut Producer,
     ctl: &RingCtl,
@@ -208,46 +208,31 @@ pub fn send_wait<A: DataArea>(
     id: u64,
     data: &[u8],
 ) -> usize {
-    let mut slept = 0;
-    while !try_push(prod, ctl, area, id, data) {
-        let seq = wake::prepare_sleep(ctl, Side::Producer);
-        // The re-check after announcing: try to reserve again.
-        if try_push(prod, ctl, area, id, data) {
-            wake::cancel_sleep(ctl, Side::Producer);
-            break;
-        }
-        slept += 1;
-        wake::sleep(ctl, Side::Producer, seq, SLEEP);
-    }
+    let mut w = ParkAtOnce::new(SLEEP, || {
+        Ok::<_, ()>(try_push(prod, ctl, area, id, data).then_some(()))
+    });
+    wake::wait(ctl, Side::Producer, &mut w).expect("no error");
+    let slept = w.sleeps;
     if prod.publish(ctl) {
         wake::wake(ctl, Side::Consumer);
     }
     slept
 }
 
-/// Consumer side of the wake protocol: take one record; while the ring is
-/// empty announce, re-check, and sleep on the consumer futex. After
-/// releasing, wake the producer if it announced that it waits for space.
-/// Returns the record and how many times it went to sleep.
+/// Consumer side of the wake protocol: take one record, waiting with the
+/// production sleep loop on the consumer futex. After releasing, wake the
+/// producer if it announced that it waits for space. Returns the record
+/// and how many times it went to sleep.
 pub fn recv_wait<A: DataArea>(
     cons: &mut Consumer,
     ctl: &RingCtl,
     area: &A,
 ) -> (RecordHeader, Vec<u8>, usize) {
-    let mut slept = 0;
-    loop {
-        if let Some((hdr, bytes)) = try_pop(cons, ctl, area) {
-            if cons.release(ctl) {
-                wake::wake(ctl, Side::Producer);
-            }
-            return (hdr, bytes, slept);
-        }
-        let seq = wake::prepare_sleep(ctl, Side::Consumer);
-        if !cons.is_empty(ctl).expect("ring corrupt") {
-            wake::cancel_sleep(ctl, Side::Consumer);
-            continue;
-        }
-        slept += 1;
-        wake::sleep(ctl, Side::Consumer, seq, SLEEP);
+    let mut w = ParkAtOnce::new(SLEEP, || Ok::<_, ()>(try_pop(cons, ctl, area)));
+    let (hdr, bytes) = wake::wait(ctl, Side::Consumer, &mut w).expect("no error");
+    let slept = w.sleeps;
+    if cons.release(ctl) {
+        wake::wake(ctl, Side::Producer);
     }
+    (hdr, bytes, slept)
 }

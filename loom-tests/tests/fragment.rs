@@ -6,20 +6,20 @@
 //! fragments so that a padding record falls between two of them.
 //!
 //! A second model runs the same kind of message through the blocking
-//! endpoints' flow (`endpoint::Sender::send` / `Receiver::recv`, which are
-//! not built under loom and are mirrored here step for step): both sides
-//! sleep on the futex model between fragments.
+//! endpoints' flow: the production `frame::send_message` and
+//! `frame::receive_message` (what `endpoint::Sender::send` and
+//! `Receiver::recv` run) under the production sleep loop `wake::wait`; both
+//! sides sleep on the futex model between fragments.
 #![cfg(vshm_loom)]
-
-use std::time::Duration;
 
 use loom::sync::Arc;
 use loom::thread;
-use vshm_loom_tests::{check, payload, peek_spin, push_spin, LoomArea, BOUND};
-use vshm_protocol::frame::{FragmentWriter, Message, Reassembler};
+use vshm_loom_tests::{check, payload, peek_spin, push_spin, LoomArea, BOUND, SLEEP};
+use vshm_protocol::frame::{self, FragmentWriter, Reassembler};
 use vshm_protocol::layout::RingCtl;
-use vshm_protocol::ring::{kind, Consumer, Producer, ReserveError};
-use vshm_protocol::wake::{self, Side};
+use vshm_protocol::ring::{kind, Consumer, Producer};
+use vshm_protocol::wake::{self, ParkAtOnce, Side};
+use vshm_protocol::ProtocolError;
 
 const CAP: u64 = 64;
 const MAX_RECORD: u64 = 16;
@@ -75,81 +75,22 @@ fn fragmented_message_across_small_ring() {
     });
 }
 
-/// The payload length of the record `pump` reserves next (what
-/// `endpoint::Sender::send` waits for room for): an unfragmented message's
-/// own length, a first fragment max_record (8-byte total + data), a later
-/// one min(rest, max_record).
-fn next_record_len(w: &FragmentWriter, data: &[u8], max: usize) -> u64 {
-    let left = data.len() - w.sent();
-    (if !w.started() && data.len() > max {
-        max
-    } else {
-        left.min(max)
-    }) as u64
-}
-
-/// `wait_until` with the park-at-once strategy: check, announce, re-check,
-/// sleep (no timeout under loom).
-fn wait_until(ctl: &RingCtl, side: Side, mut ready: impl FnMut() -> bool) {
-    loop {
-        if ready() {
-            return;
-        }
-        let seq = wake::prepare_sleep(ctl, side);
-        if ready() {
-            wake::cancel_sleep(ctl, side);
-            return;
-        }
-        wake::sleep(ctl, side, seq, Duration::from_secs(1));
-    }
-}
-
-/// `endpoint::Sender::send`: pump fragments, publish, and while the ring
-/// is full wait (sleeping on the producer futex) for room for the next one.
+/// `endpoint::Sender::send` with the park-at-once strategy: the production
+/// `frame::send_message`, waiting for room with the production sleep loop.
 fn send(prod: &mut Producer, ctl: &RingCtl, area: &LoomArea, id: u64, data: &[u8]) {
-    let mut w = FragmentWriter::new(id, kind::MSG);
-    loop {
-        let done = w.pump(prod, ctl, area, data).expect("pump");
-        if prod.publish(ctl) {
-            wake::wake(ctl, Side::Consumer);
-        }
-        if done {
-            return;
-        }
-        let need = next_record_len(&w, data, prod.max_record() as usize);
-        wait_until(ctl, Side::Producer, || {
-            match prod.try_reserve(ctl, area, need) {
-                Ok(_) | Err(ReserveError::TooLarge) => true,
-                Err(ReserveError::Full) => false,
-                Err(ReserveError::Corrupt(e)) => panic!("{e}"),
-            }
-        });
-    }
-}
-
-/// `endpoint::Receiver::step`: feed records to the reassembler, releasing
-/// fragments as they are consumed (waking the producer if it waits).
-fn step(
-    cons: &mut Consumer,
-    reasm: &mut Reassembler,
-    ctl: &RingCtl,
-    area: &LoomArea,
-) -> Option<Message> {
-    let mut out = None;
-    while let Some(rec) = cons.peek(ctl, area).expect("ring corrupt") {
-        out = reasm.push(area, &rec).expect("reassembly");
-        cons.advance(&rec);
-        if out.is_some() {
-            break;
-        }
-        if cons.release(ctl) {
-            wake::wake(ctl, Side::Producer);
-        }
-    }
-    if cons.release(ctl) {
-        wake::wake(ctl, Side::Producer);
-    }
-    out
+    frame::send_message::<_, ProtocolError>(
+        prod,
+        ctl,
+        area,
+        (id, kind::MSG),
+        data,
+        || wake::wake(ctl, Side::Consumer),
+        |_started, ready| {
+            let mut w = ParkAtOnce::new(SLEEP, || Ok(ready()?.then_some(())));
+            wake::wait(ctl, Side::Producer, &mut w)
+        },
+    )
+    .expect("send");
 }
 
 /// The blocking endpoints' flow end to end: a fragmented message through a
@@ -176,13 +117,15 @@ fn fragmented_message_with_sleeping_endpoints() {
 
             let mut cons = Consumer::new(CAP, MAX_RECORD);
             let mut reasm = Reassembler::new(1024);
-            let mut got = None;
-            wait_until(&ctl, Side::Consumer, || {
-                got = step(&mut cons, &mut reasm, &ctl, &area);
-                got.is_some()
+            // `endpoint::Receiver::recv`: the production
+            // `frame::receive_message` under the production sleep loop.
+            let mut w = ParkAtOnce::new(SLEEP, || {
+                frame::receive_message(&mut cons, &mut reasm, &ctl, &*area, || {
+                    wake::wake(&ctl, Side::Producer)
+                })
             });
+            let m = wake::wait(&ctl, Side::Consumer, &mut w).expect("reassembly");
             producer.join().unwrap();
-            let m = got.expect("message");
             assert_eq!((m.id, m.bytes.to_vec()), (2, payload(2, BIG)));
         },
     );

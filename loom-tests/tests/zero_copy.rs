@@ -7,12 +7,11 @@
 //! failing that, a corrupt read the model asserts on).
 #![cfg(vshm_loom)]
 
-use std::collections::BTreeSet;
-
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use vshm_loom_tests::{check, payload, peek_spin, push_spin, LoomArea, BOUND, BOUND_LARGE};
 use vshm_protocol::layout::RingCtl;
+use vshm_protocol::pins::Pins;
 use vshm_protocol::ring::{Consumer, Producer, Record};
 
 const CAP: u64 = 64;
@@ -110,29 +109,21 @@ fn negative_control_early_release_is_caught() {
     check("d-negative: early_release", BOUND, || model(true));
 }
 
-/// The client's completion ring under its short lock: the consumer and the
-/// start positions of records handed out in place (as in `client.rs`).
+/// The client's completion ring under its short lock: the consumer and
+/// the records handed out in place (`vshm_protocol::pins::Pins`, as in the
+/// client's completion side).
 struct Pinned {
     cons: Consumer,
-    pins: BTreeSet<u64>,
+    pins: Pins,
 }
 
-/// Return ring space up to the oldest pinned record, or everything
-/// consumed when nothing is pinned (`CqSide::release_locked`).
-fn release_locked(ring: &mut Pinned, ctl: &RingCtl) {
-    let to = ring
-        .pins
-        .first()
-        .copied()
-        .unwrap_or_else(|| ring.cons.head());
-    ring.cons.release_to(ctl, to);
-}
-
-/// Drop of an in-place reply: unpin under the lock, then release.
+/// Drop of an in-place reply: unpin under the lock, then release up to the
+/// oldest pin (`Pins::release`, the client's `release_locked`).
 fn unpin(ring: &Mutex<Pinned>, ctl: &RingCtl, start: u64) {
     let mut r = ring.lock().unwrap();
-    assert!(r.pins.remove(&start), "unpinned twice");
-    release_locked(&mut r, ctl);
+    assert!(r.pins.unpin(start), "unpinned twice");
+    let Pinned { cons, pins } = &mut *r;
+    pins.release(cons, ctl);
 }
 
 /// Take the next record in place and pin it (the leader's drain).
@@ -142,7 +133,7 @@ fn take_pinned(ring: &Mutex<Pinned>, ctl: &RingCtl, area: &LoomArea) -> Record {
             let mut r = ring.lock().unwrap();
             if let Some(rec) = r.cons.peek(ctl, area).expect("ring corrupt") {
                 r.cons.advance(&rec);
-                r.pins.insert(rec.pos());
+                r.pins.pin(&rec);
                 return rec;
             }
         }
@@ -167,7 +158,7 @@ fn replies_dropped_by_different_threads() {
             let area = Arc::new(LoomArea::new(CAP as usize));
             let ring = Arc::new(Mutex::new(Pinned {
                 cons: Consumer::new(CAP, MAX_RECORD),
-                pins: BTreeSet::new(),
+                pins: Pins::new(),
             }));
 
             let core = {

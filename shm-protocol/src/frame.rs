@@ -16,7 +16,7 @@
 use rkyv::util::AlignedVec;
 
 use crate::layout::RingCtl;
-use crate::ring::{kind, rflags, DataArea, Producer, Record, RecordHeader, ReserveError};
+use crate::ring::{kind, rflags, Consumer, DataArea, Producer, Record, RecordHeader, ReserveError};
 use crate::ProtocolError;
 
 /// Resumable writer of one message.
@@ -112,6 +112,42 @@ impl FragmentWriter {
             if !more {
                 return Ok(true);
             }
+        }
+    }
+
+    /// Payload bytes of the record [`FragmentWriter::pump`] reserves next
+    /// for a message of `data_len` bytes: an unfragmented message's own
+    /// length, a first fragment `max_record` (the 8-byte total plus
+    /// `max_record - 8` bytes of data), a later one `min(rest, max_record)`.
+    /// Never more than `max_record`.
+    pub fn next_record_len(&self, data_len: usize, max_record: u64) -> u64 {
+        let max = max_record as usize;
+        let left = data_len - self.sent;
+        (if !self.started && data_len > max {
+            max
+        } else {
+            left.min(max)
+        }) as u64
+    }
+
+    /// True when the ring has room for the record `pump` writes next: the
+    /// readiness check of a producer waiting for space. Asking for exactly
+    /// that record matters: a larger ask would be refused as `TooLarge`,
+    /// which cannot be waited for.
+    pub fn room_for_next<A: DataArea>(
+        &self,
+        prod: &mut Producer,
+        ctl: &RingCtl,
+        area: &A,
+        data_len: usize,
+    ) -> Result<bool, ProtocolError> {
+        let need = self.next_record_len(data_len, prod.max_record());
+        match prod.try_reserve(ctl, area, need) {
+            // TooLarge cannot happen (next_record_len <= max_record); if it
+            // did, `pump` reports it rather than this wait spinning.
+            Ok(_) | Err(ReserveError::TooLarge) => Ok(true),
+            Err(ReserveError::Full) => Ok(false),
+            Err(ReserveError::Corrupt(e)) => Err(e),
         }
     }
 
@@ -272,4 +308,69 @@ impl Reassembler {
             }
         }
     }
+}
+
+/// Send one message, fragmenting it, on a ring the caller waits on: pump
+/// as many records as fit, publish (calling `wake_consumer` when the
+/// consumer announced it sleeps), and while the ring is full call
+/// `wait_room(started, ready)`, where `ready` says whether the next record
+/// fits and `started` whether the message is under way (it must then be
+/// finished). The blocking endpoints' `Sender::send` and the loom model
+/// e2 both run this.
+pub fn send_message<A: DataArea, E: From<ProtocolError>>(
+    prod: &mut Producer,
+    ctl: &RingCtl,
+    area: &A,
+    (id, kind): (u64, u8),
+    data: &[u8],
+    mut wake_consumer: impl FnMut(),
+    mut wait_room: impl FnMut(bool, &mut dyn FnMut() -> Result<bool, E>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut w = FragmentWriter::new(id, kind);
+    loop {
+        let done = w.pump(prod, ctl, area, data)?;
+        if prod.publish(ctl) {
+            wake_consumer();
+        }
+        if done {
+            return Ok(());
+        }
+        let mut ready = || Ok(w.room_for_next(prod, ctl, area, data.len())?);
+        wait_room(w.started(), &mut ready)?;
+    }
+}
+
+/// Feed published records to `reasm` until one message is complete,
+/// releasing the space of everything consumed as it goes (fragments are
+/// released early so that the producer can write the next ones), calling
+/// `wake_producer` when the producer announced it waits for space.
+/// `Ok(None)`: nothing complete yet. The blocking endpoints'
+/// `Receiver::recv` and the loom model e2 both run this.
+pub fn receive_message<A: DataArea>(
+    cons: &mut Consumer,
+    reasm: &mut Reassembler,
+    ctl: &RingCtl,
+    area: &A,
+    mut wake_producer: impl FnMut(),
+) -> Result<Option<Message>, FrameError> {
+    let r = (|| {
+        while let Some(rec) = cons
+            .peek(ctl, area)
+            .map_err(|error| FrameError { id: None, error })?
+        {
+            let out = reasm.push(area, &rec)?;
+            cons.advance(&rec);
+            if out.is_some() {
+                return Ok(out);
+            }
+            if cons.release(ctl) {
+                wake_producer();
+            }
+        }
+        Ok(None)
+    })();
+    if cons.release(ctl) {
+        wake_producer();
+    }
+    r
 }

@@ -8,6 +8,7 @@
 //!   client), with wrap-around padding records;
 //! * [`wake`]: the need-wakeup flags and the futex sleep/wake protocol;
 //! * [`frame`]: record headers and the fragmentation of large messages;
+//! * [`pins`]: records handed out in place and the ring space they hold;
 //! * [`msg`]: the rkyv-archived `Request` and `Completion` messages;
 //! * [`segment`]: creating (memfd, sealed) and attaching segments;
 //! * [`register`]: the wire format of the daemon handshake (client and
@@ -25,6 +26,7 @@
 pub mod frame;
 pub mod layout;
 pub mod msg;
+pub mod pins;
 #[cfg(not(vshm_loom))]
 pub mod register;
 pub mod ring;

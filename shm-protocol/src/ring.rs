@@ -166,9 +166,10 @@ impl Producer {
     }
 
     /// Re-read the consumer's head. Acquire: pairs with the Release store
-    /// in [`Consumer::release`], so the consumer's reads of the bytes it
+    /// in [`Consumer::release_to`], so the consumer's reads of the bytes it
     /// released happen before we overwrite them.
     fn refresh_head(&mut self, ctl: &RingCtl) -> Result<(), ProtocolError> {
+        // Acquire: pairs with the Release store in `Consumer::release_to`.
         let head = ctl.cons.head.load(Ordering::Acquire);
         // The head may only move forward, never past our tail.
         let moved = head.wrapping_sub(self.cached_head);
@@ -263,12 +264,13 @@ impl Producer {
     /// doorbell).
     pub fn publish(&mut self, ctl: &RingCtl) -> bool {
         // Release: pairs with the Acquire load of `tail` in
-        // `Consumer::refresh_tail`; the record bytes written above become
+        // `Consumer::refresh_tail` (and in `PublishWatch::published`); the record bytes written above become
         // visible before the new tail does.
         ctl.prod.tail.store(self.tail, Ordering::Release);
-        // SeqCst fence: pairs with the SeqCst fence in
-        // `wake::consumer_prepare_sleep`. Either the consumer's re-check of
-        // the tail sees our store, or our load below sees its flag.
+        // SeqCst fence (F2): pairs with the SeqCst fence in
+        // `wake::prepare_sleep` (consumer side). Either the consumer's
+        // re-check of the tail sees our store, or our load below sees its
+        // flag.
         fence(Ordering::SeqCst);
         ctl.wake.cons_waiting.load(Ordering::Relaxed) != 0
     }
@@ -322,9 +324,10 @@ impl Consumer {
         self.head
     }
 
-    /// Acquire: pairs with the Release store in [`Producer::publish`], so
-    /// the record bytes are visible once the tail is.
+    /// Re-read the producer's tail.
     fn refresh_tail(&mut self, ctl: &RingCtl) -> Result<(), ProtocolError> {
+        // Acquire: pairs with the Release store in `Producer::publish`, so
+        // the record bytes are visible once the tail is.
         let tail = ctl.prod.tail.load(Ordering::Acquire);
         let moved = tail.wrapping_sub(self.cached_tail);
         let span = tail.wrapping_sub(self.released);
@@ -430,7 +433,9 @@ impl Consumer {
         // `Producer::refresh_head`: our reads of the released bytes happen
         // before the producer reuses them.
         ctl.cons.head.store(pos, Ordering::Release);
-        // SeqCst fence: pairs with the one in `wake::producer_prepare_sleep`.
+        // SeqCst fence: pairs with the SeqCst fence in `wake::prepare_sleep`
+        // (producer side). Either the producer's re-check of the head sees
+        // our store, or our load below sees its flag.
         fence(Ordering::SeqCst);
         ctl.wake.prod_waiting.load(Ordering::Relaxed) != 0
     }
@@ -438,6 +443,40 @@ impl Consumer {
     /// Last released position.
     pub fn released(&self) -> u64 {
         self.released
+    }
+}
+
+/// A third party watching a ring for newly published records without
+/// consuming them (the C API's completion notifier behind `vshm_fd`): the
+/// only reader of the producer's position outside [`Consumer`].
+#[derive(Debug)]
+pub struct PublishWatch {
+    seen: u64,
+}
+
+impl Default for PublishWatch {
+    fn default() -> Self {
+        PublishWatch::new()
+    }
+}
+
+impl PublishWatch {
+    /// A watch whose first [`PublishWatch::published`] reports true.
+    pub fn new() -> Self {
+        PublishWatch { seen: u64::MAX }
+    }
+
+    /// True when the producer published since the last call that returned
+    /// true (a peer-written position: only compared, never trusted).
+    pub fn published(&mut self, ctl: &RingCtl) -> bool {
+        // Acquire: pairs with the Release store in `Producer::publish`; the
+        // watcher reads no record bytes, but whoever it signals may.
+        let t = ctl.prod.tail.load(Ordering::Acquire);
+        if t == self.seen {
+            return false;
+        }
+        self.seen = t;
+        true
     }
 }
 

@@ -13,6 +13,13 @@
 //! cons_waiting -= 1
 //! ```
 //!
+//! The sleeper's half is written once: [`announce`] (announce, re-check,
+//! hand back an [`Armed`] guard that withdraws when dropped) and the loop
+//! around it, [`wait`], which every blocking waiter runs with its own
+//! [`Waiter`] (condition and spin/deadline policy). The core's serve loop
+//! calls [`announce`] and sleeps on its eventfd doorbell instead of the
+//! futex. The loom models (`loom-tests/`) run [`wait`] itself.
+//!
 //! F1 and F2 are both SeqCst, so they are totally ordered: if F1 comes
 //! first, the waker's load sees `cons_waiting != 0` and wakes; if F2 comes
 //! first, the sleeper's re-check sees the new tail and does not sleep. The
@@ -45,17 +52,19 @@ fn words(ctl: &RingCtl, side: Side) -> (&AtomicU32, &AtomicU32) {
     }
 }
 
-/// Announce that `side` may sleep. The caller must re-check its condition
-/// after this returns and then either [`sleep`] or [`cancel_sleep`].
-/// Returns the futex sequence to pass to [`sleep`].
+/// Announce that `side` may sleep: the first half of the protocol, for a
+/// *standing* announcement (the core's request for completion-ring space,
+/// which stays up across turns until [`cancel_sleep`]). Sleepers use
+/// [`announce`] / [`wait`] instead. Returns the futex sequence.
 pub fn prepare_sleep(ctl: &RingCtl, side: Side) -> u32 {
     let (waiting, seq) = words(ctl, side);
-    // Acquire: pairs with the Release bump in `wake`; if we already see a
-    // bump, we also see what the waker published before it.
+    // Acquire: pairs with the Release `fetch_add` in `wake`; if we already
+    // see a bump, we also see what the waker published before it.
     let s = seq.load(Ordering::Acquire);
     waiting.fetch_add(1, Ordering::Relaxed);
-    // SeqCst fence: pairs with the fence in `Producer::publish` (consumer
-    // side) or `Consumer::release_to` (producer side); see the module docs.
+    // SeqCst fence (F1): pairs with the SeqCst fence in `Producer::publish`
+    // (consumer side) or `Consumer::release_to` (producer side); see the
+    // module docs.
     fence(Ordering::SeqCst);
     s
 }
@@ -69,20 +78,163 @@ pub fn cancel_sleep(ctl: &RingCtl, side: Side) {
     waiting.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Sleep until woken, `timeout` passes, or the word no longer equals `seq`.
-/// Withdraws the announcement before returning. Returns false on timeout.
-pub fn sleep(ctl: &RingCtl, side: Side, seq: u32, timeout: Duration) -> bool {
-    let woken = futex_wait_for(ctl, side, seq, timeout);
-    cancel_sleep(ctl, side);
-    woken
-}
-
 /// Wake every sleeper of `side`.
 pub fn wake(ctl: &RingCtl, side: Side) {
     let (_, seq) = words(ctl, side);
     // Release: pairs with the Acquire load in `prepare_sleep`.
     seq.fetch_add(1, Ordering::Release);
     futex_wake_all(ctl, side);
+}
+
+/// An announcement that a side will sleep, not yet withdrawn. Dropping it
+/// withdraws it ([`cancel_sleep`]), so no path can leave the need-wakeup
+/// flag up by mistake.
+#[must_use = "dropping an announcement withdraws it; sleep on it instead"]
+pub struct Armed<'a> {
+    ctl: &'a RingCtl,
+    side: Side,
+    seq: u32,
+}
+
+impl Armed<'_> {
+    /// Sleep on the side's futex until woken, `timeout` passes, or the word
+    /// no longer equals the sequence read when announcing; then withdraw.
+    /// Returns false on timeout. Under loom the futex is
+    /// [`model::Futex`] and the timeout is ignored (a lost wakeup must be a
+    /// deadlock, not a slow success).
+    pub fn sleep(self, timeout: Duration) -> bool {
+        futex_wait_for(self.ctl, self.side, self.seq, timeout)
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        cancel_sleep(self.ctl, self.side);
+    }
+}
+
+/// What the re-check after announcing found.
+pub enum Announced<'a, T> {
+    /// The condition turned true meanwhile; the announcement is withdrawn.
+    Ready(T),
+    /// Still nothing: sleep on the guard (the futex: [`Armed::sleep`]; the
+    /// core's doorbell: wait on it, then drop the guard).
+    Sleep(Armed<'a>),
+}
+
+/// Announce that `side` will sleep, then re-check the condition: the one
+/// place where the announce / re-check pair is written. `recheck` returns
+/// `Some` when there is no need to sleep any more (the announcement is then
+/// withdrawn, as it is when `recheck` fails).
+///
+/// Every sleeper goes through here: [`wait`] (the blocking endpoints, the
+/// C notifier, the benchmark's raw peers, the loom models) and the core's
+/// serve loop, which sleeps on its eventfd instead of the futex.
+pub fn announce<T, E>(
+    ctl: &RingCtl,
+    side: Side,
+    recheck: impl FnOnce() -> Result<Option<T>, E>,
+) -> Result<Announced<'_, T>, E> {
+    let armed = Armed {
+        ctl,
+        side,
+        seq: prepare_sleep(ctl, side),
+    };
+    Ok(match recheck()? {
+        Some(v) => Announced::Ready(v),
+        None => Announced::Sleep(armed),
+    })
+}
+
+/// What a waiter does while its condition is false ([`Waiter::idle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// Check again without sleeping (the waiter spun or yielded in `idle`).
+    Poll,
+    /// Announce, re-check, and sleep on the futex for at most this long.
+    Park(Duration),
+}
+
+/// One waiting side of the sleep loop [`wait`]: its condition and its
+/// policy (spin and yield phases, deadline, segment state).
+pub trait Waiter {
+    type Output;
+    type Error;
+    /// The condition: `Some` ends the wait. Called before announcing and
+    /// again after it (the re-check), so it must not block.
+    fn ready(&mut self) -> Result<Option<Self::Output>, Self::Error>;
+    /// The condition is false: spin or yield and return [`Idle::Poll`],
+    /// ask to sleep ([`Idle::Park`]), or give up (an error: deadline,
+    /// segment closed).
+    fn idle(&mut self) -> Result<Idle, Self::Error>;
+    /// Called after the re-check, just before sleeping: false withdraws
+    /// the announcement and goes round again (the next [`Waiter::idle`]
+    /// reports why, e.g. the segment stopped being open).
+    fn may_sleep(&mut self) -> bool {
+        true
+    }
+    /// Called after each sleep; `woken` is false on timeout.
+    fn slept(&mut self, _woken: bool) {}
+}
+
+/// The announce / re-check / sleep loop, written once: wait until
+/// `w.ready()` says so, sleeping as `side` of `ctl` on its futex whenever
+/// `w.idle()` asks to park. Runs unchanged under loom (the futex is then
+/// [`model::Futex`]).
+pub fn wait<W: Waiter>(ctl: &RingCtl, side: Side, w: &mut W) -> Result<W::Output, W::Error> {
+    loop {
+        if let Some(v) = w.ready()? {
+            return Ok(v);
+        }
+        let Idle::Park(timeout) = w.idle()? else {
+            continue;
+        };
+        match announce(ctl, side, || w.ready())? {
+            Announced::Ready(v) => return Ok(v),
+            Announced::Sleep(armed) => {
+                if !w.may_sleep() {
+                    // Dropping `armed` withdraws the announcement.
+                    continue;
+                }
+                let woken = armed.sleep(timeout);
+                w.slept(woken);
+            }
+        }
+    }
+}
+
+/// The simplest [`Waiter`]: park at once (each sleep at most `timeout`)
+/// until `ready` returns `Some`; counts the sleeps. What the loom models
+/// run, and a peer with no deadline of its own.
+pub struct ParkAtOnce<F> {
+    pub ready: F,
+    pub timeout: Duration,
+    /// Sleeps taken so far.
+    pub sleeps: usize,
+}
+
+impl<F> ParkAtOnce<F> {
+    pub fn new(timeout: Duration, ready: F) -> Self {
+        ParkAtOnce {
+            ready,
+            timeout,
+            sleeps: 0,
+        }
+    }
+}
+
+impl<T, E, F: FnMut() -> Result<Option<T>, E>> Waiter for ParkAtOnce<F> {
+    type Output = T;
+    type Error = E;
+    fn ready(&mut self) -> Result<Option<T>, E> {
+        (self.ready)()
+    }
+    fn idle(&mut self) -> Result<Idle, E> {
+        Ok(Idle::Park(self.timeout))
+    }
+    fn slept(&mut self, _woken: bool) {
+        self.sleeps += 1;
+    }
 }
 
 #[cfg(not(vshm_loom))]
