@@ -18,7 +18,9 @@ use vshm_protocol::layout::{features, Layout};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::segment::Segment;
 
-use crate::dispatch::{AttachOptions, Connection, Declined, Dispatcher, Execute};
+use crate::dispatch::{
+    AttachOptions, Attachment as ClientAttachment, Declined, Dispatcher, Execute,
+};
 use crate::engine::{PushSink, Subscriber};
 use crate::net::ticket::Ticket;
 use crate::{Backend, Config, Engine};
@@ -44,9 +46,9 @@ impl Execute for BackendExec {
 }
 
 /// Runs one client's requests on a pooled backend, pub/sub included: once
-/// [`Dispatcher::attach`] has bound it to the client's connection, the
-/// client's pub/sub messages are written into that connection's completion
-/// ring as push records. Dropping it (with the connection) removes the
+/// [`Dispatcher::attach`] has bound it to the client's attachment, the
+/// client's pub/sub messages are written into that attachment's completion
+/// ring as push records. Dropping it (with the attachment) removes the
 /// client's subscriptions.
 pub struct ClientExec {
     backend: Arc<Backend>,
@@ -82,15 +84,15 @@ impl Execute for ClientExec {
         self.backend.try_submit(req, ticket)
     }
 
-    fn attached(&self, conn: &Arc<Connection>) {
+    fn attached(&self, conn: &Arc<ClientAttachment>) {
         let sink: Arc<dyn PushSink> = Arc::new(ConnSink(Arc::downgrade(conn)));
         let _ = self.sub.set(self.backend.subscriber(sink));
     }
 }
 
-/// Pushes into a dispatcher connection's completion ring. Weak: the
-/// connection owns its executor, which owns this sink.
-struct ConnSink(Weak<Connection>);
+/// Pushes into a client attachment's completion ring. Weak: the
+/// attachment owns its executor, which owns this sink.
+struct ConnSink(Weak<ClientAttachment>);
 
 impl PushSink for ConnSink {
     fn push(&self, c: &Completion) -> bool {
@@ -116,7 +118,7 @@ pub struct EmbeddedCore {
 /// and the guard of the attachment. Dropping it detaches the segment.
 pub struct Attachment {
     segment: Arc<Segment>,
-    conn: Arc<Connection>,
+    conn: Arc<ClientAttachment>,
     request_timeout: Option<Duration>,
 }
 
@@ -137,8 +139,8 @@ impl Attachment {
         self.request_timeout
     }
 
-    /// The core-side connection (stats, state).
-    pub fn connection(&self) -> &Arc<Connection> {
+    /// The dispatcher's side of this attachment (stats, state).
+    pub fn attachment(&self) -> &Arc<ClientAttachment> {
         &self.conn
     }
 }

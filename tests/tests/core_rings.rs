@@ -85,7 +85,7 @@ fn in_process_mixed_workload_8_threads_100k_commands_zero_lost() {
         .collect();
     let total: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(total, 100_000);
-    let conn = client.connection();
+    let conn = client.attachment();
     let st = &conn.stats;
     let req = st.requests.load(std::sync::atomic::Ordering::Relaxed);
     let done = st.completions.load(std::sync::atomic::Ordering::Relaxed);

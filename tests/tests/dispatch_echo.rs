@@ -84,7 +84,7 @@ fn many_threads_every_request_exactly_one_completion() {
         t.join().unwrap();
     }
     assert_eq!(ex.calls.load(Ordering::Relaxed), 40_000);
-    let st = &client.connection().stats;
+    let st = &client.attachment().stats;
     assert_eq!(st.requests.load(Ordering::Relaxed), 40_000);
     assert_eq!(st.completions.load(Ordering::Relaxed), 40_000);
     drop(client);
@@ -156,7 +156,7 @@ fn inflight_limit_applies_backpressure_without_losing_requests() {
     // The core never has more than 4 in flight.
     let mut max_seen = 0;
     for id in ids {
-        max_seen = max_seen.max(client.connection().inflight());
+        max_seen = max_seen.max(client.attachment().inflight());
         assert_eq!(
             client.wait(id, None).unwrap(),
             Completion::Ok(Value::Bulk(b"x".to_vec()))

@@ -334,7 +334,7 @@ fn a_client_that_does_not_read_costs_bounded_memory() {
             N.to_string().as_bytes(),
         ])
         .unwrap();
-    let stats = &a.connection().stats;
+    let stats = &a.attachment().stats;
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.pushes.load(std::sync::atomic::Ordering::Relaxed)
         + stats

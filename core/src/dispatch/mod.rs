@@ -2,11 +2,14 @@
 //! each validated request to an executor, and writes exactly one completion
 //! per request into the segment's completion ring.
 //!
-//! One tokio task serves one attached segment ([`serve`]). It takes at most
+//! One tokio task serves one attached segment (an [`Attachment`]: a
+//! client's segment, not a Redis connection; its loop is `serve.rs`). It takes at most
 //! [`DRAIN_BUDGET`] requests per turn and then yields, so a client that
 //! floods its ring gets its turn like everyone else but cannot starve the
 //! others. When its ring is empty it spins briefly (yielding to tokio),
-//! then announces need-wakeup and sleeps on the client's eventfd doorbell.
+//! then announces need-wakeup and re-checks (`wake::announce`, the
+//! protocol's one announce/re-check step) and sleeps on the client's
+//! eventfd doorbell.
 //!
 //! Validation: every record is copied into private, aligned memory
 //! (`frame::Reassembler`) before bytecheck validates it, so a client that
@@ -34,9 +37,10 @@
 //! stays connected. The bound is soft by one reply: a reply already
 //! produced is queued even if it crosses the limit.
 
-mod conn;
+mod attachment;
 pub mod doorbell;
 pub mod latency;
+mod serve;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,7 +51,7 @@ use std::time::Duration;
 use vshm_protocol::msg::{Completion, Request};
 use vshm_protocol::segment::Segment;
 
-pub use conn::{ConnStats, Connection, MAX_PENDING_PUSHES};
+pub use attachment::{Attachment, AttachmentStats, MAX_PENDING_PUSHES};
 pub use doorbell::Doorbell;
 pub use latency::LatencyHistogram;
 
@@ -69,11 +73,11 @@ pub trait Execute: Send + Sync + 'static {
         Err(Box::new((req, ticket)))
     }
 
-    /// Called once by [`Dispatcher::attach`] with the connection this
+    /// Called once by [`Dispatcher::attach`] with the attachment this
     /// executor serves, before its first request: an executor that sends
     /// out-of-band pushes (pub/sub) keeps a weak reference to it and calls
-    /// [`Connection::push`]. Default: nothing.
-    fn attached(&self, _conn: &Arc<Connection>) {}
+    /// [`Attachment::push`]. Default: nothing.
+    fn attached(&self, _conn: &Arc<Attachment>) {}
 }
 
 /// Per-attachment options.
@@ -106,7 +110,7 @@ impl Default for AttachOptions {
 pub struct Dispatcher {
     rt: tokio::runtime::Handle,
     next_id: AtomicU64,
-    conns: Mutex<Vec<Arc<Connection>>>,
+    conns: Mutex<Vec<Arc<Attachment>>>,
 }
 
 impl Dispatcher {
@@ -119,17 +123,17 @@ impl Dispatcher {
     }
 
     /// Start serving a segment (created by the caller, empty rings).
-    /// Returns the connection; its doorbell is what the client rings.
+    /// Returns the attachment; its doorbell is what the client rings.
     pub fn attach(
         self: &Arc<Self>,
         seg: Arc<Segment>,
         exec: Arc<dyn Execute>,
         opts: AttachOptions,
-    ) -> std::io::Result<Arc<Connection>> {
+    ) -> std::io::Result<Arc<Attachment>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let doorbell = Doorbell::new()?;
         let _guard = self.rt.enter();
-        let conn = Connection::new(id, seg, exec.clone(), doorbell, opts, self.rt.clone())?;
+        let conn = Attachment::new(id, seg, exec.clone(), doorbell, opts, self.rt.clone())?;
         exec.attached(&conn);
         self.conns
             .lock()
@@ -149,8 +153,8 @@ impl Dispatcher {
         Ok(conn)
     }
 
-    /// Connections currently served.
-    pub fn connections(&self) -> Vec<Arc<Connection>> {
+    /// Attachments currently served.
+    pub fn attachments(&self) -> Vec<Arc<Attachment>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -158,7 +162,7 @@ impl Dispatcher {
     /// in-flight ones to complete, then close every segment (remaining
     /// requests get a `Closing` completion first).
     pub async fn shutdown(&self, grace: Duration) {
-        let conns = self.connections();
+        let conns = self.attachments();
         for c in &conns {
             c.stop_intake();
         }

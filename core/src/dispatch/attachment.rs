@@ -1,31 +1,29 @@
-//! One attached segment: its serve loop and its completion writer.
+//! One attachment (a client's segment attached to the dispatcher): its
+//! state, limits and completion writer. Its serve loop is in `serve.rs`.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use rkyv::util::AlignedVec;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
-use vshm_protocol::frame::{FragmentWriter, Message, Reassembler};
+use vshm_protocol::frame::{FragmentWriter, Message};
 use vshm_protocol::layout::state;
 use vshm_protocol::msg::{self, ClientError, Completion, ErrorKind, Request};
-use vshm_protocol::ring::{kind, rflags, Consumer, DataArea, Producer, Record};
+use vshm_protocol::ring::{kind, Producer};
 use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, Side};
-use vshm_protocol::ProtocolError;
 
-use super::doorbell::{ArcFd, Doorbell};
-use super::{AttachOptions, Execute, DRAIN_BUDGET};
+use super::doorbell::Doorbell;
+use super::{AttachOptions, Execute};
 use crate::net::ticket::{Sink, Ticket};
 
 /// Counters of one connection (read by stats).
 #[derive(Debug, Default)]
-pub struct ConnStats {
+pub struct AttachmentStats {
     pub requests: AtomicU64,
     pub completions: AtomicU64,
     pub errors: AtomicU64,
@@ -63,7 +61,7 @@ struct CqWriter {
 pub const MAX_PENDING_PUSHES: usize = 10_000;
 
 /// One attached client segment.
-pub struct Connection {
+pub struct Attachment {
     id: u64,
     seg: Arc<Segment>,
     exec: Arc<dyn Execute>,
@@ -81,7 +79,7 @@ pub struct Connection {
     /// The connection is gone: completions are dropped, tasks cancelled.
     closed_tx: watch::Sender<bool>,
     broken: Mutex<Option<String>>,
-    pub stats: ConnStats,
+    pub stats: AttachmentStats,
     rt: tokio::runtime::Handle,
 }
 
@@ -89,7 +87,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Connection {
+impl Attachment {
     pub(super) fn new(
         id: u64,
         seg: Arc<Segment>,
@@ -97,10 +95,10 @@ impl Connection {
         doorbell: Doorbell,
         opts: AttachOptions,
         rt: tokio::runtime::Handle,
-    ) -> std::io::Result<Arc<Connection>> {
+    ) -> std::io::Result<Arc<Attachment>> {
         let l = *seg.layout();
         let (closed_tx, _) = watch::channel(false);
-        Ok(Arc::new(Connection {
+        Ok(Arc::new(Attachment {
             id,
             cq: Mutex::new(CqWriter {
                 prod: Producer::new(l.cq_capacity, l.max_record),
@@ -118,7 +116,7 @@ impl Connection {
             intake_stopped: AtomicBool::new(false),
             closed_tx,
             broken: Mutex::new(None),
-            stats: ConnStats::default(),
+            stats: AttachmentStats::default(),
             rt,
         }))
     }
@@ -138,6 +136,47 @@ impl Connection {
     /// The eventfd the client rings.
     pub fn doorbell_fd(&self) -> Arc<OwnedFd> {
         self.doorbell.fd()
+    }
+
+    pub(super) fn doorbell(&self) -> &Doorbell {
+        &self.doorbell
+    }
+
+    pub(super) fn opts(&self) -> &AttachOptions {
+        &self.opts
+    }
+
+    pub(super) fn closed_rx(&self) -> watch::Receiver<bool> {
+        self.closed_tx.subscribe()
+    }
+
+    /// Signalled when a completion leaves the in-flight set.
+    pub(super) fn progress(&self) -> &Notify {
+        &self.progress
+    }
+
+    /// True once no new requests may be taken.
+    pub(super) fn intake_stopped(&self) -> bool {
+        // Acquire: pairs with the Release stores in `stop_intake`, `close`
+        // and `mark_broken` (only the flag itself is read after it).
+        self.intake_stopped.load(Ordering::Acquire)
+    }
+
+    /// Count request bytes against `max_outstanding_bytes`.
+    pub(super) fn charge(&self, bytes: u64) {
+        self.outstanding.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(super) fn uncharge(&self, bytes: u64) {
+        self.outstanding.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// One more request in flight (its completion calls `finish_one`).
+    pub(super) fn begin_one(&self) {
+        // AcqRel: pairs with the AcqRel `fetch_sub` in `finish_one`, so
+        // that `drain_until` and the serve loop, which read the count after
+        // `progress` fires, see every request begun before it.
+        self.inflight.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn inflight(&self) -> usize {
@@ -167,6 +206,7 @@ impl Connection {
 
     /// Stop taking requests (the serve loop exits after its current turn).
     pub fn stop_intake(&self) {
+        // Release: pairs with the Acquire load in `intake_stopped`.
         self.intake_stopped.store(true, Ordering::Release);
         doorbell_kick(&self.doorbell_fd());
     }
@@ -197,6 +237,7 @@ impl Connection {
 
     /// The client is gone (its socket closed): drop everything at once.
     pub fn detach(&self) {
+        // Release: pairs with the Acquire load in `intake_stopped`.
         self.intake_stopped.store(true, Ordering::Release);
         self.closed_tx.send_replace(true);
         doorbell_kick(&self.doorbell_fd());
@@ -223,9 +264,10 @@ impl Connection {
         self.outstanding.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    fn mark_broken(&self, why: String) {
+    pub(super) fn mark_broken(&self, why: String) {
         warn!(conn = self.id, label = %self.opts.label, reason = %why, "client segment corrupt; disconnecting it");
         *lock(&self.broken) = Some(why);
+        // Release: pairs with the Acquire load in `intake_stopped`.
         self.intake_stopped.store(true, Ordering::Release);
         self.closed_tx.send_replace(true);
         self.seg.set_state(state::BROKEN);
@@ -294,6 +336,7 @@ impl Connection {
     }
 
     fn finish_one(&self) {
+        // AcqRel: pairs with the AcqRel `fetch_add` in `begin_one`.
         self.inflight.fetch_sub(1, Ordering::AcqRel);
         self.progress.notify_waiters();
         // The serve loop may be waiting for room under the limit.
@@ -363,26 +406,22 @@ impl Connection {
         }
     }
 
-    fn flush(&self) {
+    pub(super) fn flush(&self) {
         let mut w = lock(&self.cq);
         if !w.pending.is_empty() {
             self.flush_locked(&mut w);
         }
     }
 
-    fn has_pending(&self) -> bool {
-        !lock(&self.cq).pending.is_empty()
-    }
-
     /// Handle one message taken from the submission ring. Its `req_bytes`
     /// are already counted in `outstanding`.
-    fn dispatch(self: &Arc<Self>, m: Message, req_bytes: u64) {
+    pub(super) fn dispatch(self: &Arc<Self>, m: Message, req_bytes: u64) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // The same function the request_intake fuzz target drives.
         let req: Result<Request, String> =
             msg::decode_submitted(&m.bytes, m.id).map_err(|e| e.to_string());
         drop(m.bytes);
-        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.begin_one();
         let req = match req {
             Ok(r) => r,
             Err(e) => {
@@ -412,277 +451,9 @@ impl Connection {
             }
         });
     }
-
-    /// The serve loop (one task per connection).
-    pub(super) async fn serve(self: Arc<Self>) {
-        let afd: AsyncFd<ArcFd> = match self.doorbell.register() {
-            Ok(a) => a,
-            Err(e) => {
-                self.mark_broken(format!("cannot register doorbell: {e}"));
-                return;
-            }
-        };
-        let (sq_ctl, sq_area) = self.seg.sq();
-        let l = *self.seg.layout();
-        let mut cons = Consumer::new(l.sq_capacity, l.max_record);
-        let limit = self.opts.max_outstanding_bytes;
-        // Reassembly never reserves more than the outstanding-bytes limit.
-        let mut reasm = Reassembler::new(l.max_message.min(limit));
-        // Bytes charged for the fragmented message being reassembled.
-        let mut partial_bytes = 0u64;
-        // The id of a refused fragmented message whose rest is skipped.
-        let mut skip: Option<u64> = None;
-        let mut closed = self.closed_tx.subscribe();
-        // Consecutive safety-net naps without work (backs the nap off).
-        let mut idle_naps = 0u32;
-        loop {
-            if self.intake_stopped.load(Ordering::Acquire) {
-                break;
-            }
-            if self.has_pending() {
-                self.flush();
-            }
-            // Take up to DRAIN_BUDGET requests while under the limits (the
-            // byte limit does not interrupt a message already begun).
-            let mut n = 0;
-            let mut broken = None;
-            let mut byte_blocked = false;
-            while n < DRAIN_BUDGET && self.inflight() < self.opts.max_inflight {
-                let mid_message = reasm.in_progress() || skip.is_some();
-                if !mid_message && self.outstanding_bytes() >= limit {
-                    byte_blocked = true;
-                    break;
-                }
-                let rec = match cons.peek(sq_ctl, &sq_area) {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        broken = Some(format!("submission ring: {e}"));
-                        break;
-                    }
-                };
-                if let Some(id) = skip {
-                    let h = rec.hdr;
-                    if h.id != id || h.kind != kind::MSG || h.flags & rflags::FIRST != 0 {
-                        broken = Some(
-                            "submission ring framing: fragments of a refused message interleaved with another"
-                                .into(),
-                        );
-                        break;
-                    }
-                    cons.advance(&rec);
-                    if h.flags & rflags::MORE == 0 {
-                        skip = None;
-                    }
-                    if cons.release(sq_ctl) {
-                        wake::wake(sq_ctl, Side::Producer);
-                    }
-                    continue;
-                }
-                if !reasm.in_progress() {
-                    match self.admit_first(&sq_area, &rec, l.max_message) {
-                        Admit::Take(total) => {
-                            partial_bytes = total;
-                            self.outstanding.fetch_add(total, Ordering::Relaxed);
-                        }
-                        Admit::Wait => {
-                            byte_blocked = true;
-                            break;
-                        }
-                        Admit::Refused => {
-                            cons.advance(&rec);
-                            skip = Some(rec.hdr.id);
-                            n += 1;
-                            continue;
-                        }
-                    }
-                }
-                match reasm.push(&sq_area, &rec) {
-                    Ok(Some(m)) => {
-                        cons.advance(&rec);
-                        n += 1;
-                        // Charge the real size (a single record, or a
-                        // fragmented message whose total was charged).
-                        let len = m.bytes.len() as u64;
-                        self.outstanding.fetch_add(len, Ordering::Relaxed);
-                        self.outstanding.fetch_sub(partial_bytes, Ordering::Relaxed);
-                        partial_bytes = 0;
-                        self.dispatch(m, len);
-                    }
-                    Ok(None) => cons.advance(&rec),
-                    Err(fe) => {
-                        cons.advance(&rec);
-                        self.outstanding.fetch_sub(partial_bytes, Ordering::Relaxed);
-                        partial_bytes = 0;
-                        match fe.id {
-                            // Fragmentation errors poison the stream: we
-                            // cannot know where the next message starts.
-                            _ if !matches!(fe.error, ProtocolError::TooLarge { .. }) => {
-                                broken = Some(format!("submission ring framing: {}", fe.error));
-                                break;
-                            }
-                            // Only when the client rewrote the total under
-                            // us (admit_first refuses oversized ones).
-                            Some(id) => {
-                                self.inflight.fetch_add(1, Ordering::AcqRel);
-                                self.complete(
-                                    id,
-                                    &Completion::Err(ClientError::new(
-                                        ErrorKind::InvalidRequest,
-                                        fe.error.to_string(),
-                                    )),
-                                );
-                                broken = Some(format!("oversized message: {}", fe.error));
-                                break;
-                            }
-                            None => {
-                                broken = Some(fe.error.to_string());
-                                break;
-                            }
-                        }
-                    }
-                }
-                // Let the client reuse the space of a long message early.
-                if reasm.in_progress() && cons.release(sq_ctl) {
-                    wake::wake(sq_ctl, Side::Producer);
-                }
-            }
-            if cons.release(sq_ctl) {
-                // A client thread waits for submission space.
-                wake::wake(sq_ctl, Side::Producer);
-            }
-            if let Some(why) = broken {
-                self.mark_broken(why);
-                break;
-            }
-            if n == DRAIN_BUDGET {
-                tokio::task::yield_now().await;
-                continue;
-            }
-            if n > 0 {
-                idle_naps = 0;
-                continue;
-            }
-            let at_limit = byte_blocked || self.inflight() >= self.opts.max_inflight;
-            // Idle: spin briefly (yielding to other tasks) before sleeping.
-            if !at_limit {
-                let start = std::time::Instant::now();
-                let mut got = false;
-                while start.elapsed() < self.opts.spin {
-                    tokio::task::yield_now().await;
-                    if !matches!(cons.is_empty(sq_ctl), Ok(true)) {
-                        got = true;
-                        break;
-                    }
-                }
-                if got {
-                    continue;
-                }
-            }
-            // Announce need-wakeup, re-check, then sleep on the doorbell.
-            wake::prepare_sleep(sq_ctl, Side::Consumer);
-            if !at_limit && !matches!(cons.is_empty(sq_ctl), Ok(true)) {
-                wake::cancel_sleep(sq_ctl, Side::Consumer);
-                continue;
-            }
-            let progress = self.progress.notified();
-            // Safety net: re-check the rings periodically even if a
-            // doorbell was lost (a misbehaving client). The nap doubles
-            // while nothing happens (250 ms up to 4 s), so that idle
-            // clients cost the daemon next to nothing.
-            let nap = Duration::from_millis(250) * (1u32 << idle_naps.min(4));
-            tokio::select! {
-                r = afd.readable() => {
-                    idle_naps = 0;
-                    if let Ok(mut g) = r {
-                        // No read of the counter: the reactor is
-                        // edge-triggered and every eventfd write raises a
-                        // new edge whatever the counter holds, so clearing
-                        // tokio's readiness is enough (one system call less
-                        // per wake-up; the u64 counter cannot fill up).
-                        g.clear_ready();
-                    }
-                }
-                _ = progress, if at_limit => {}
-                _ = closed.wait_for(|c| *c) => {}
-                _ = tokio::time::sleep(nap) => idle_naps += 1,
-            }
-            wake::cancel_sleep(sq_ctl, Side::Consumer);
-        }
-        // Keep flushing completions of requests still in flight until they
-        // are all written or the connection closes.
-        while self.inflight() > 0 && !self.is_closed() {
-            self.flush();
-            let progress = self.progress.notified();
-            tokio::select! {
-                r = afd.readable() => {
-                    if let Ok(mut g) = r {
-                        g.clear_ready();
-                    }
-                }
-                _ = progress => {}
-                _ = closed.wait_for(|c| *c) => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
-    }
 }
 
-/// What to do with the record at the head of the submission ring.
-enum Admit {
-    /// Take it; a first fragment's announced total (charged now), else 0.
-    Take(u64),
-    /// Over the outstanding-bytes limit with other requests outstanding:
-    /// leave it in the ring until some complete.
-    Wait,
-    /// Refused with its one completion; skip the rest of its fragments.
-    Refused,
-}
-
-impl Connection {
-    /// Check a record that starts a message against the outstanding-bytes
-    /// limit (single records are bounded by `max_record` and checked by
-    /// the drain loop before they are peeked).
-    fn admit_first<A: DataArea>(&self, area: &A, rec: &Record, max_message: u64) -> Admit {
-        let h = rec.hdr;
-        if h.flags != rflags::FIRST | rflags::MORE || h.len < 8 || h.kind != kind::MSG {
-            // Not a first fragment (the reassembler judges the rest).
-            return Admit::Take(0);
-        }
-        let mut tot = [0u8; 8];
-        // SAFETY: `peek` checked that the record, header and `len >= 8`
-        // payload bytes, lies inside the data area and the published range.
-        unsafe { area.read(rec.payload_off, &mut tot) };
-        let total = u64::from_le_bytes(tot);
-        let limit = self.opts.max_outstanding_bytes;
-        if total > limit || total > max_message {
-            let (k, why) = if total > max_message {
-                (
-                    ErrorKind::InvalidRequest,
-                    format!("request of {total} bytes exceeds the segment's max_message ({max_message} bytes)"),
-                )
-            } else {
-                self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-                (
-                    ErrorKind::Overloaded,
-                    format!("request of {total} bytes exceeds this client's max_outstanding_bytes ({limit} bytes)"),
-                )
-            };
-            debug!(conn = self.id, id = h.id, reason = %why, "request refused");
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            self.inflight.fetch_add(1, Ordering::AcqRel);
-            self.complete(h.id, &Completion::Err(ClientError::new(k, why)));
-            return Admit::Refused;
-        }
-        let cur = self.outstanding_bytes();
-        if cur > 0 && cur.saturating_add(total) > limit {
-            return Admit::Wait;
-        }
-        Admit::Take(total)
-    }
-}
-
-impl Sink for Connection {
+impl Sink for Attachment {
     /// A request's completion (its `token` is the request's bytes counted
     /// against `max_outstanding_bytes`).
     fn complete(&self, id: u64, token: u64, started: std::time::Instant, c: Completion) {
@@ -698,7 +469,7 @@ impl Sink for Connection {
     }
 
     fn flush(&self) {
-        Connection::flush(self);
+        Attachment::flush(self);
     }
 }
 
