@@ -7,7 +7,7 @@
 //! as a message, and well-formed requests (optionally under the wrong
 //! record id, optionally padded past `max_record` so they fragment or past
 //! `max_message` so they are refused). The daemon side is the core's
-//! serve loop (`core/src/dispatch/conn.rs`) without its async plumbing and
+//! serve loop (`core/src/dispatch/serve.rs`) without its async plumbing and
 //! byte accounting: `Consumer::peek`, the refusal of an oversized first
 //! fragment and the skipping of its rest, `Reassembler::push` (bounded by
 //! `max_message`), then `msg::decode_submitted` (the very function the

@@ -264,8 +264,9 @@ impl Producer {
     /// doorbell).
     pub fn publish(&mut self, ctl: &RingCtl) -> bool {
         // Release: pairs with the Acquire load of `tail` in
-        // `Consumer::refresh_tail` (and in `PublishWatch::published`); the record bytes written above become
-        // visible before the new tail does.
+        // `Consumer::refresh_tail` (and in `PublishWatch::published`); the
+        // record bytes written above become visible before the new tail
+        // does.
         ctl.prod.tail.store(self.tail, Ordering::Release);
         // SeqCst fence (F2): pairs with the SeqCst fence in
         // `wake::prepare_sleep` (consumer side). Either the consumer's

@@ -157,7 +157,7 @@ impl Attachment {
 
     /// True once no new requests may be taken.
     pub(super) fn intake_stopped(&self) -> bool {
-        // Acquire: pairs with the Release stores in `stop_intake`, `close`
+        // Acquire: pairs with the Release stores in `stop_intake`, `detach`
         // and `mark_broken` (only the flag itself is read after it).
         self.intake_stopped.load(Ordering::Acquire)
     }
