@@ -3,8 +3,9 @@
 //! The models live in `tests/` and are compiled only under
 //! `RUSTFLAGS="--cfg vshm_loom"`; this library holds what they share: a
 //! loom-tracked [`DataArea`](vshm_protocol::ring::DataArea), the model
-//! builder with the preemption bound, and the blocking send/receive loops of
-//! the wake protocol. See `docs/loom.md`.
+//! builder with the preemption bound, and record-level send/receive helpers
+//! whose waits run the production sleep loop (`wake::wait`). See
+//! `docs/loom.md`.
 //!
 //! Without the cfg the crate is empty (plus one test that it builds).
 
