@@ -19,7 +19,7 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::segment::Segment;
 
 use crate::dispatch::{
-    AttachOptions, Attachment as ClientAttachment, Declined, Dispatcher, Execute,
+    AttachOptions, ClientAttachment, Declined, Dispatcher, Execute,
 };
 use crate::engine::{PushSink, Subscriber};
 use crate::net::ticket::Ticket;

@@ -13,7 +13,7 @@ use nix::sys::socket::UnixCredentials;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
-use vshm_core::dispatch::{AttachOptions, Attachment, Dispatcher};
+use vshm_core::dispatch::{AttachOptions, ClientAttachment, Dispatcher};
 use vshm_core::embedded::ClientExec;
 use vshm_core::{Backend, Engine};
 use vshm_protocol::layout::{features, Layout};
@@ -39,7 +39,7 @@ struct ClientEntry {
     profile: String,
     database: Option<u32>,
     since: Instant,
-    conn: Arc<Attachment>,
+    conn: Arc<ClientAttachment>,
     /// Index of the engine (pool) its backend belongs to.
     pool: usize,
     /// Keeps the backend (its server connections) alive while the client is.
@@ -76,7 +76,7 @@ pub struct Daemon {
 struct Registered {
     id: u64,
     seg: Arc<Segment>,
-    conn: Arc<Attachment>,
+    conn: Arc<ClientAttachment>,
     request_timeout_ms: u32,
 }
 

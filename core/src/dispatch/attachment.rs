@@ -61,7 +61,7 @@ struct CqWriter {
 pub const MAX_PENDING_PUSHES: usize = 10_000;
 
 /// One attached client segment.
-pub struct Attachment {
+pub struct ClientAttachment {
     id: u64,
     seg: Arc<Segment>,
     exec: Arc<dyn Execute>,
@@ -87,7 +87,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Attachment {
+impl ClientAttachment {
     pub(super) fn new(
         id: u64,
         seg: Arc<Segment>,
@@ -95,10 +95,10 @@ impl Attachment {
         doorbell: Doorbell,
         opts: AttachOptions,
         rt: tokio::runtime::Handle,
-    ) -> std::io::Result<Arc<Attachment>> {
+    ) -> std::io::Result<Arc<ClientAttachment>> {
         let l = *seg.layout();
         let (closed_tx, _) = watch::channel(false);
-        Ok(Arc::new(Attachment {
+        Ok(Arc::new(ClientAttachment {
             id,
             cq: Mutex::new(CqWriter {
                 prod: Producer::new(l.cq_capacity, l.max_record),
@@ -453,7 +453,7 @@ impl Attachment {
     }
 }
 
-impl Sink for Attachment {
+impl Sink for ClientAttachment {
     /// A request's completion (its `token` is the request's bytes counted
     /// against `max_outstanding_bytes`).
     fn complete(&self, id: u64, token: u64, started: std::time::Instant, c: Completion) {
@@ -469,7 +469,7 @@ impl Sink for Attachment {
     }
 
     fn flush(&self) {
-        Attachment::flush(self);
+        ClientAttachment::flush(self);
     }
 }
 

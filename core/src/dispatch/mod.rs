@@ -2,11 +2,11 @@
 //! each validated request to an executor, and writes exactly one completion
 //! per request into the segment's completion ring.
 //!
-//! One tokio task serves one attached segment (an [`Attachment`]: a
-//! client's segment, not a Redis connection; its loop is `serve.rs`). It takes at most
-//! [`DRAIN_BUDGET`] requests per turn and then yields, so a client that
-//! floods its ring gets its turn like everyone else but cannot starve the
-//! others. When its ring is empty it spins briefly (yielding to tokio),
+//! One tokio task serves one attached segment (a [`ClientAttachment`]: a
+//! client's segment, not a Redis connection; its loop is `serve.rs`). It
+//! takes at most [`DRAIN_BUDGET`] requests per turn and then yields, so a
+//! client that floods its ring gets its turn like everyone else but cannot
+//! starve the others. When its ring is empty it spins briefly (yielding to tokio),
 //! then announces need-wakeup and re-checks (`wake::announce`, the
 //! protocol's one announce/re-check step) and sleeps on the client's
 //! eventfd doorbell.
@@ -51,7 +51,7 @@ use std::time::Duration;
 use vshm_protocol::msg::{Completion, Request};
 use vshm_protocol::segment::Segment;
 
-pub use attachment::{Attachment, AttachmentStats, MAX_PENDING_PUSHES};
+pub use attachment::{AttachmentStats, ClientAttachment, MAX_PENDING_PUSHES};
 pub use doorbell::Doorbell;
 pub use latency::LatencyHistogram;
 
@@ -76,8 +76,8 @@ pub trait Execute: Send + Sync + 'static {
     /// Called once by [`Dispatcher::attach`] with the attachment this
     /// executor serves, before its first request: an executor that sends
     /// out-of-band pushes (pub/sub) keeps a weak reference to it and calls
-    /// [`Attachment::push`]. Default: nothing.
-    fn attached(&self, _conn: &Arc<Attachment>) {}
+    /// [`ClientAttachment::push`]. Default: nothing.
+    fn attached(&self, _conn: &Arc<ClientAttachment>) {}
 }
 
 /// Per-attachment options.
@@ -110,7 +110,7 @@ impl Default for AttachOptions {
 pub struct Dispatcher {
     rt: tokio::runtime::Handle,
     next_id: AtomicU64,
-    conns: Mutex<Vec<Arc<Attachment>>>,
+    conns: Mutex<Vec<Arc<ClientAttachment>>>,
 }
 
 impl Dispatcher {
@@ -129,11 +129,11 @@ impl Dispatcher {
         seg: Arc<Segment>,
         exec: Arc<dyn Execute>,
         opts: AttachOptions,
-    ) -> std::io::Result<Arc<Attachment>> {
+    ) -> std::io::Result<Arc<ClientAttachment>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let doorbell = Doorbell::new()?;
         let _guard = self.rt.enter();
-        let conn = Attachment::new(id, seg, exec.clone(), doorbell, opts, self.rt.clone())?;
+        let conn = ClientAttachment::new(id, seg, exec.clone(), doorbell, opts, self.rt.clone())?;
         exec.attached(&conn);
         self.conns
             .lock()
@@ -154,7 +154,7 @@ impl Dispatcher {
     }
 
     /// Attachments currently served.
-    pub fn attachments(&self) -> Vec<Arc<Attachment>> {
+    pub fn attachments(&self) -> Vec<Arc<ClientAttachment>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

@@ -16,7 +16,7 @@ use vshm_protocol::ring::{kind, rflags, Consumer, DataArea, Record, RecordHeader
 use vshm_protocol::wake::{self, Announced, Side};
 use vshm_protocol::ProtocolError;
 
-use super::attachment::Attachment;
+use super::attachment::ClientAttachment;
 use super::doorbell::ArcFd;
 use super::DRAIN_BUDGET;
 
@@ -193,7 +193,7 @@ struct Turn {
     broken: Option<String>,
 }
 
-impl Attachment {
+impl ClientAttachment {
     /// The serve loop (one task per attachment).
     pub(super) async fn serve(self: Arc<Self>) {
         let afd: AsyncFd<ArcFd> = match self.doorbell().register() {
