@@ -360,10 +360,7 @@ impl Client {
     /// oldest pinned record to the read position). Diagnostics and tests.
     pub fn pinned_bytes(&self) -> u64 {
         let r = lock(&self.cq.ring);
-        match r.pins.first() {
-            Some(&p) => r.cons.head().wrapping_sub(p),
-            None => 0,
-        }
+        r.pins.pinned_bytes(&r.cons)
     }
 
     /// The error that ended this client, if one did (its segment was

@@ -4,7 +4,7 @@
 //! that zero-copy [`Reply`]s keep in the ring (see [`crate::client`] for
 //! the whole picture).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,7 @@ use rkyv::util::AlignedVec;
 use crate::endpoint::{self, EndpointError, PeerWake, WaitStrategy};
 use vshm_protocol::frame::Reassembler;
 use vshm_protocol::msg::{self, ArchivedCompletion, ClientError, ErrorKind};
+use vshm_protocol::pins::Pins;
 use vshm_protocol::ring::{kind, Consumer, REC_ALIGN};
 use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, Side};
@@ -64,7 +65,7 @@ pub(crate) struct Ring {
     pub(crate) cons: Consumer,
     pub(crate) reasm: Reassembler,
     /// Start positions of records handed out in place and not yet released.
-    pub(crate) pins: BTreeSet<u64>,
+    pub(crate) pins: Pins,
 }
 
 /// Completions taken from the ring, waiting to be picked up.
@@ -108,7 +109,7 @@ impl CqSide {
             ring: Mutex::new(Ring {
                 cons: Consumer::new(l.cq_capacity, l.max_record),
                 reasm: Reassembler::new(l.max_message),
-                pins: BTreeSet::new(),
+                pins: Pins::new(),
             }),
             waits: Mutex::new(Waits {
                 leader: false,
@@ -135,15 +136,12 @@ impl CqSide {
     }
 
     /// Return ring space up to the oldest pinned record (or everything
-    /// consumed when nothing is pinned).
+    /// consumed when nothing is pinned): `Pins::release`, the code loom
+    /// model d2 runs.
     pub(crate) fn release_locked(&self, ring: &mut Ring) {
-        let to = ring
-            .pins
-            .first()
-            .copied()
-            .unwrap_or_else(|| ring.cons.head());
         let (ctl, _) = self.seg.cq();
-        if ring.cons.release_to(ctl, to) {
+        let Ring { cons, pins, .. } = ring;
+        if pins.release(cons, ctl) {
             self.wake_producer();
         }
     }
@@ -156,7 +154,7 @@ impl CqSide {
 
     pub(crate) fn unpin(&self, start: u64) {
         let mut ring = lock(&self.ring);
-        if ring.pins.remove(&start) {
+        if ring.pins.unpin(start) {
             self.release_locked(&mut ring);
         }
     }
@@ -179,7 +177,7 @@ impl CqSide {
                     ring.cons.advance(&rec);
                     let aligned = (bytes.as_ptr() as usize).is_multiple_of(REC_ALIGN as usize);
                     let reply = if aligned && msg::access_completion(bytes).is_ok() {
-                        ring.pins.insert(rec.pos());
+                        ring.pins.pin(&rec);
                         Reply {
                             id: h.id,
                             store: Store::Ring {

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use vshm_core::dispatch::{AttachOptions, Connection, Execute};
+use vshm_core::dispatch::{AttachOptions, ClientAttachment, Execute};
 use vshm_core::Config;
 use vshm_protocol::msg::ClientError;
 
@@ -51,9 +51,9 @@ impl EmbeddedClient {
         EmbeddedClient { attachment, client }
     }
 
-    /// The core-side connection (stats, state).
-    pub fn connection(&self) -> &Arc<Connection> {
-        self.attachment.connection()
+    /// The dispatcher's side of this client's attachment (stats, state).
+    pub fn attachment(&self) -> &Arc<ClientAttachment> {
+        self.attachment.attachment()
     }
 }
 

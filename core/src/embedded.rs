@@ -18,9 +18,7 @@ use vshm_protocol::layout::{features, Layout};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::segment::Segment;
 
-use crate::dispatch::{
-    AttachOptions, ClientAttachment, Declined, Dispatcher, Execute,
-};
+use crate::dispatch::{AttachOptions, ClientAttachment, Declined, Dispatcher, Execute};
 use crate::engine::{PushSink, Subscriber};
 use crate::net::ticket::Ticket;
 use crate::{Backend, Config, Engine};
