@@ -325,7 +325,7 @@ mod tests {
         let p = key(SubKind::Pattern, "p*");
         assert_eq!(r.subscribe(1, &[a.clone(), b.clone()]).unwrap().len(), 2);
         // Already held: nothing added (a rollback must not remove it).
-        assert!(r.subscribe(1, &[a.clone()]).unwrap().is_empty());
+        assert!(r.subscribe(1, std::slice::from_ref(&a)).unwrap().is_empty());
         r.subscribe(2, &[a.clone(), p.clone()]).unwrap();
         assert_eq!(r.sinks(&a).len(), 2);
         // Unsubscribe-all of one kind keeps the other kinds.
@@ -346,9 +346,9 @@ mod tests {
         let mut r = Registry::default();
         r.add_client(1, Arc::new(NoSink));
         let a = key(SubKind::Exact, "a");
-        r.subscribe(1, &[a.clone()]).unwrap();
+        r.subscribe(1, std::slice::from_ref(&a)).unwrap();
         r.subs.get_mut(&a).unwrap().failed = Some(ClientError::new(ErrorKind::Request, "NOPERM"));
-        r.subscribe(1, &[a.clone()]).unwrap();
+        r.subscribe(1, std::slice::from_ref(&a)).unwrap();
         assert!(r.subs[&a].failed.is_none());
     }
 
