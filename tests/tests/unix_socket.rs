@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::{Mode, Protocol};
-use vshm_core::embedded::{EmbeddedClient, EmbeddedCore};
 use vshm_core::Config;
 use vshm_protocol::msg::{ArgRef, ArgsRef, Completion, ErrorKind, Op, Route, SubKind, Value};
 use vshm_tests::RedisServer;
