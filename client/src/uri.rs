@@ -3,7 +3,12 @@
 //! ```text
 //! valkey://[user[:password]@]host[:port][,host[:port]...][/db][?key=value&...]
 //! redis://...   valkeys://... and rediss://... (TLS)
+//! unix:///path/to/sock[?key=value&...]   (also valkey+unix://, redis+unix://)
 //! ```
+//!
+//! A Unix socket URI names a standalone server's socket (an absolute
+//! path, percent-decoded); the core checks it (`config::parse_address`).
+//! Credentials then go in the query: `username`, `password`.
 //!
 //! Query keys: `cluster` (0/1), `db`, `name` (client name), `timeout_ms`
 //! (request timeout), `connect_timeout_ms`, `protocol` (`resp2`/`resp3`),
@@ -61,26 +66,8 @@ fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("{k}: not a valid number: {v:?}"))
 }
 
-/// Parse a URI into a core config and the core thread count (0: default).
-pub fn parse(uri: &str) -> Result<(Config, usize), UriError> {
-    let (scheme, rest) = uri
-        .split_once("://")
-        .ok_or_else(|| bad(uri, "missing scheme://"))?;
-    let mut cfg = Config::default();
-    match scheme.to_ascii_lowercase().as_str() {
-        "valkey" | "redis" => {}
-        "valkeys" | "rediss" => cfg.tls = true,
-        other => {
-            return Err(bad(
-                uri,
-                format!("unsupported scheme {other:?} (valkey, redis, valkeys, rediss)"),
-            ))
-        }
-    }
-    let (rest, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, Some(q)),
-        None => (rest, None),
-    };
+/// The `[user[:password]@]host[:port][,...][/db]` part of a TCP URI.
+fn authority(uri: &str, rest: &str, cfg: &mut Config) -> Result<(), UriError> {
     let (authority, path) = match rest.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (rest, None),
@@ -122,6 +109,42 @@ pub fn parse(uri: &str) -> Result<(Config, usize), UriError> {
     if let Some(p) = path.filter(|p| !p.is_empty()) {
         cfg.database = num("database path", p).map_err(|e| bad(uri, e))?;
     }
+    Ok(())
+}
+
+/// Parse a URI into a core config and the core thread count (0: default).
+pub fn parse(uri: &str) -> Result<(Config, usize), UriError> {
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| bad(uri, "missing scheme://"))?;
+    let mut cfg = Config::default();
+    let unix = vshm_core::config::is_unix_scheme(scheme);
+    match scheme.to_ascii_lowercase().as_str() {
+        _ if unix => {}
+        "valkey" | "redis" => {}
+        "valkeys" | "rediss" => cfg.tls = true,
+        other => {
+            return Err(bad(
+                uri,
+                format!(
+                    "unsupported scheme {other:?} (valkey, redis, valkeys, rediss, \
+                     unix, valkey+unix, redis+unix)"
+                ),
+            ))
+        }
+    }
+    let (rest, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    if unix {
+        let path = decode(rest).map_err(|e| bad(uri, e))?;
+        let addr = format!("unix://{path}");
+        vshm_core::config::parse_address(&addr).map_err(|e| bad(uri, e.message))?;
+        cfg.addresses = vec![addr];
+    } else {
+        authority(uri, rest, &mut cfg)?;
+    }
     let mut threads = 0usize;
     for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -137,6 +160,8 @@ pub fn parse(uri: &str) -> Result<(Config, usize), UriError> {
                 }
                 "db" | "database" => cfg.database = num(k, &v)?,
                 "name" | "client_name" => cfg.client_name = Some(v.clone()),
+                "username" => cfg.username = Some(v.clone()),
+                "password" => cfg.password = Some(v.clone()),
                 "timeout_ms" | "request_timeout_ms" => cfg.request_timeout_ms = num(k, &v)?,
                 "connect_timeout_ms" | "connection_timeout_ms" => {
                     cfg.connection_timeout_ms = num(k, &v)?
@@ -192,6 +217,44 @@ mod tests {
         let (c, _) = parse("rediss://[::1]").unwrap();
         assert!(c.tls);
         assert_eq!(c.addresses, vec!["[::1]:6379"]);
+        for (u, scheme) in [
+            ("unix:///tmp/v.sock", "unix"),
+            (
+                "valkey+unix:///tmp/v%20s.sock?db=2&password=s3",
+                "valkey+unix",
+            ),
+            ("REDIS+UNIX:///tmp/v.sock", "redis+unix"),
+        ] {
+            let (c, _) = parse(u).unwrap_or_else(|e| panic!("{scheme}: {e}"));
+            assert_eq!(c.mode, Mode::Standalone);
+            assert!(
+                c.addresses[0].starts_with("unix:///tmp/v"),
+                "{:?}",
+                c.addresses
+            );
+            assert_eq!(
+                vshm_core::config::parse_address(&c.addresses[0])
+                    .unwrap()
+                    .unix_path(),
+                Some(std::path::Path::new(if scheme == "valkey+unix" {
+                    "/tmp/v s.sock"
+                } else {
+                    "/tmp/v.sock"
+                }))
+            );
+            if scheme == "valkey+unix" {
+                assert_eq!(c.database, 2);
+                assert_eq!(c.password.as_deref(), Some("s3"));
+            }
+        }
+        for bad_unix in [
+            "unix://relative.sock",
+            "unix://",
+            "unix:///tmp/v.sock?cluster=1",
+            "unix:///tmp/v.sock?tls=1",
+        ] {
+            assert!(parse(bad_unix).is_err(), "{bad_unix}");
+        }
         for bad_uri in [
             "127.0.0.1:6379",
             "http://h",

@@ -139,8 +139,10 @@ impl Backoff {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// `"host:port"` entries (IPv6 as `"[::1]:6379"`). Standalone: the one
-    /// server (only the first entry is used). Cluster: seed nodes.
+    /// `"host:port"` entries (IPv6 as `"[::1]:6379"`), or a Unix socket
+    /// `"unix:///path/to/sock"` (standalone only; also `valkey+unix://`,
+    /// `redis+unix://`). Standalone: the one server (only the first entry
+    /// is used). Cluster: seed nodes.
     /// Default `["127.0.0.1:6379"]`.
     pub addresses: Vec<String>,
     /// Default standalone.
@@ -241,16 +243,39 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// A parsed `"host:port"`.
+/// A parsed server address: `"host:port"`, or a Unix socket.
+///
+/// A Unix socket is `host` = its absolute path and `port` = 0 (port 0 is
+/// never a TCP server's, so the two cannot be confused); use
+/// [`Endpoint::unix`] and [`Endpoint::unix_path`] rather than the
+/// convention itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
 }
 
+impl Endpoint {
+    /// The Unix socket at `path`.
+    pub fn unix(path: impl Into<String>) -> Endpoint {
+        Endpoint {
+            host: path.into(),
+            port: 0,
+        }
+    }
+
+    /// The socket path when this is a Unix socket address.
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        (self.port == 0).then(|| std::path::Path::new(&self.host))
+    }
+}
+
+/// `host:port`, `[v6]:port`, or `unix:///path`.
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
+        if self.port == 0 {
+            write!(f, "unix://{}", self.host)
+        } else if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)
@@ -258,7 +283,36 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// Parse `"host:port"` or `"[v6]:port"`.
+/// The URI schemes of a Unix socket address.
+pub const UNIX_SCHEMES: [&str; 3] = ["unix", "valkey+unix", "redis+unix"];
+
+/// Whether `scheme` (without `://`, any case) names a Unix socket.
+pub fn is_unix_scheme(scheme: &str) -> bool {
+    UNIX_SCHEMES.iter().any(|u| scheme.eq_ignore_ascii_case(u))
+}
+
+/// Parse one server address of [`Config::addresses`]: `"host:port"`,
+/// `"[v6]:port"`, or a Unix socket `"unix:///path/to/sock"` (also
+/// `valkey+unix://` and `redis+unix://`; the path must be absolute).
+pub fn parse_address(s: &str) -> Result<Endpoint, ClientError> {
+    let t = s.trim();
+    if let Some((scheme, path)) = t.split_once("://") {
+        if !is_unix_scheme(scheme) {
+            return Err(invalid(format!(
+                "bad address {s:?}: expected \"host:port\" or \"unix:///path\""
+            )));
+        }
+        if !path.starts_with('/') || path.len() < 2 || path.contains('\0') {
+            return Err(invalid(format!(
+                "bad address {s:?}: a Unix socket address needs an absolute path (\"unix:///path/to/sock\")"
+            )));
+        }
+        return Ok(Endpoint::unix(path));
+    }
+    parse_endpoint(t)
+}
+
+/// Parse `"host:port"` or `"[v6]:port"` (TCP only; see [`parse_address`]).
 pub fn parse_endpoint(s: &str) -> Result<Endpoint, ClientError> {
     let bad = || {
         ClientError::new(
@@ -292,7 +346,18 @@ fn invalid(msg: impl Into<String>) -> ClientError {
 impl Config {
     /// Check the settings; errors are `InvalidRequest` with the reason.
     pub fn validate(&self) -> Result<(), ClientError> {
-        self.endpoints()?;
+        let endpoints = self.endpoints()?;
+        if endpoints.iter().any(|e| e.unix_path().is_some()) {
+            if self.mode == Mode::Cluster {
+                return Err(invalid(
+                    "a cluster cannot be reached over a Unix socket (its nodes announce TCP \
+                     addresses): use host:port seeds, or mode = standalone",
+                ));
+            }
+            if self.tls {
+                return Err(invalid("tls is not available over a Unix socket"));
+            }
+        }
         if self.ca_file.is_some() && !self.tls {
             return Err(invalid("ca_file requires tls = true"));
         }
@@ -326,7 +391,7 @@ impl Config {
         if self.addresses.is_empty() {
             return Err(invalid("addresses is empty"));
         }
-        self.addresses.iter().map(|a| parse_endpoint(a)).collect()
+        self.addresses.iter().map(|a| parse_address(a)).collect()
     }
 
     /// `request_timeout_ms` as a duration.
@@ -445,6 +510,47 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(bad(c), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn unix_addresses() {
+        for a in [
+            "unix:///tmp/v.sock",
+            "valkey+unix:///tmp/v.sock",
+            "REDIS+UNIX:///tmp/v.sock",
+        ] {
+            let e = parse_address(a).unwrap();
+            assert_eq!(e, Endpoint::unix("/tmp/v.sock"), "{a}");
+            assert_eq!(e.unix_path(), Some(std::path::Path::new("/tmp/v.sock")));
+            assert_eq!(e.to_string(), "unix:///tmp/v.sock");
+        }
+        assert_eq!(parse_address("h:1").unwrap().unix_path(), None);
+        for a in [
+            "unix://",
+            "unix:///",
+            "unix://tmp/v.sock",
+            "tcp://h:1",
+            "unix:/x",
+        ] {
+            assert_eq!(
+                parse_address(a).unwrap_err().kind,
+                ErrorKind::InvalidRequest,
+                "{a:?}"
+            );
+        }
+        let unix = |mode, tls| Config {
+            addresses: vec!["unix:///tmp/v.sock".into()],
+            mode,
+            tls,
+            ..Config::default()
+        };
+        assert!(unix(Mode::Standalone, false).validate().is_ok());
+        let e = unix(Mode::Cluster, false).validate().unwrap_err();
+        assert!(e.message.contains("cluster"), "{e}");
+        assert_eq!(
+            unix(Mode::Standalone, true).validate().unwrap_err().kind,
+            ErrorKind::InvalidRequest
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!   implementation of the workspace).
 //! * [`single_slot`]: does a command go to exactly one slot's node?
 //! * [`fan_out`]: is a keyless command sent to all nodes/primaries?
-//! * `command_keys` / `placement`: the keys of a command and where a
-//!   pipelined command goes (crate-internal).
+//! * `command_keys` / `placement` / `pipeline_waves`: the keys of a
+//!   command, where a pipelined command goes, and the order in which a
+//!   pipeline that spans slots is sent (crate-internal).
 
 /// Number of hash slots in a cluster.
 pub const SLOTS: u16 = 16384;
@@ -148,6 +149,42 @@ pub(crate) fn placement(name: &str, args: &[Vec<u8>]) -> Placement {
         SlotPlacement::Slot(s) => Placement::Slot(s),
         SlotPlacement::Keyless | SlotPlacement::MultiSlot => Placement::Alone,
     }
+}
+
+/// One step of a cluster pipeline that spans slots (the slow path,
+/// `engine/batch.rs`): the steps run one after the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Wave {
+    /// One command (its index) that runs alone with the `redis` crate's own
+    /// routing (split per slot or fanned out).
+    Alone(usize),
+    /// Consecutive one-slot commands: one sub-pipeline per slot (ascending),
+    /// each with its command indexes in request order; the sub-pipelines
+    /// are sent concurrently.
+    Slots(Vec<(u16, Vec<usize>)>),
+}
+
+/// Split a pipeline into [`Wave`]s by the commands' placements: a run of
+/// one-slot commands forms one wave, grouped by slot; an `Alone` command
+/// runs after everything before it and before anything after it.
+pub(crate) fn pipeline_waves(places: &[Placement]) -> Vec<Wave> {
+    let mut waves = Vec::new();
+    let mut run: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+    for (i, p) in places.iter().enumerate() {
+        match p {
+            Placement::Slot(s) => run.entry(*s).or_default().push(i),
+            Placement::Alone => {
+                if !run.is_empty() {
+                    waves.push(Wave::Slots(std::mem::take(&mut run).into_iter().collect()));
+                }
+                waves.push(Wave::Alone(i));
+            }
+        }
+    }
+    if !run.is_empty() {
+        waves.push(Wave::Slots(run.into_iter().collect()));
+    }
+    waves
 }
 
 /// Whether a command goes to exactly one slot's node: the decision of the
@@ -355,6 +392,36 @@ mod tests {
         assert_eq!(p("MGET {t}a {t}b"), Placement::Slot(slot_of(b"t")));
         assert_eq!(p("MGET a b"), Placement::Alone);
         assert_eq!(p("DBSIZE"), Placement::Alone);
+    }
+
+    #[test]
+    fn waves_keep_order_around_alone_commands() {
+        use Placement::{Alone, Slot};
+        assert_eq!(pipeline_waves(&[]), vec![]);
+        assert_eq!(
+            pipeline_waves(&[Slot(7), Slot(3), Slot(7), Alone, Alone, Slot(3), Slot(9)]),
+            vec![
+                Wave::Slots(vec![(3, vec![1]), (7, vec![0, 2])]),
+                Wave::Alone(3),
+                Wave::Alone(4),
+                Wave::Slots(vec![(3, vec![5]), (9, vec![6])]),
+            ]
+        );
+        assert_eq!(
+            pipeline_waves(&[Alone, Slot(1)]),
+            vec![Wave::Alone(0), Wave::Slots(vec![(1, vec![1])])]
+        );
+        // Every command is in exactly one wave.
+        let places = [Slot(5), Alone, Slot(5), Slot(6), Alone];
+        let mut seen: Vec<usize> = pipeline_waves(&places)
+            .into_iter()
+            .flat_map(|w| match w {
+                Wave::Alone(i) => vec![i],
+                Wave::Slots(g) => g.into_iter().flat_map(|(_, v)| v).collect(),
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(seen, (0..places.len()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -30,13 +30,23 @@ impl NodeAddr {
             port,
         }
     }
+
+    /// The socket path when this is a Unix socket (a standalone server
+    /// given as `unix:///path`; the same convention as
+    /// [`Endpoint::unix_path`]: port 0, the path as host). Cluster nodes are
+    /// never Unix sockets.
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        (self.port == 0).then(|| std::path::Path::new(&self.host))
+    }
 }
 
 /// `host:port` (`[v6]:port` when the host is an IPv6 address, like
-/// [`Endpoint`]).
+/// [`Endpoint`]; `unix:///path` for a Unix socket).
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
+        if self.port == 0 {
+            write!(f, "unix://{}", self.host)
+        } else if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)

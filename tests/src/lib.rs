@@ -40,6 +40,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for one `redis-cli` run of [`RedisServer::cli`] (seconds, for `timeout(1)`).
 const CLI_TIMEOUT_SECS: &str = "30";
+/// The socket file of [`RedisServer::start_unix`], relative to the server's dir (its working
+/// directory), so the server is not bound by the 108-byte socket path limit.
+const UNIX_SOCKET: &str = "redis.sock";
+
 /// How many times to try another port when a server fails to start.
 const START_ATTEMPTS: usize = 10;
 /// Ports are picked in `PORT_LOW..PORT_HIGH`; the cluster bus uses `port + 10000`.
@@ -326,6 +330,21 @@ impl RedisServer {
             }
         }
         panic!("redis-server did not start after {START_ATTEMPTS} attempts; last: {last_error}");
+    }
+
+    /// Like [`RedisServer::start`], also listening on a Unix socket (`redis.sock` in its
+    /// temp dir; see [`RedisServer::unix_socket`]).
+    pub fn start_unix() -> RedisServer {
+        Self::start_with(&["--unixsocket", UNIX_SOCKET, "--unixsocketperm", "700"])
+    }
+
+    /// The Unix socket the server listens on (started with [`RedisServer::start_unix`]).
+    pub fn unix_socket(&self) -> Option<PathBuf> {
+        let unix = self.extra_args.iter().any(|a| a == "--unixsocket");
+        self.dir
+            .as_ref()
+            .filter(|_| unix)
+            .map(|d| d.join(UNIX_SOCKET))
     }
 
     /// A handle to a server this process does not own (`"host:port"`).

@@ -608,15 +608,12 @@ pub(super) fn check_standalone_route(
     shared: &Standalone,
     route: &Route,
 ) -> Result<(), ClientError> {
-    if let Route::Address { host, port } = route {
-        let ep = shared.endpoint();
-        if !(ep.host.eq_ignore_ascii_case(host) && ep.port == *port) {
-            return Err(invalid(format!(
-                "{host}:{port} is not the server of this standalone backend ({ep})"
-            )));
+    match route {
+        Route::Address { host, port } => {
+            super::fast::check_standalone_address(shared.endpoint(), host, *port)
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Map a request route onto redis-rs routing; `None` = let redis-rs route

@@ -2,16 +2,19 @@
 //! `crate::net`) and how they are sent; everything else runs on the slow
 //! path (`Backend::execute`).
 //!
-//! The decision is a pure function ([`plan`]), tested without I/O.
+//! The decision is a pure function ([`plan`]), tested without I/O; so is
+//! the validation of batches ([`validate_batch`]), which refuses invalid
+//! batches before anything is sent.
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
-use vshm_protocol::msg::{Op, Request, Route};
+use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Op, Request, Route, Value};
 
+use super::backend::Kind;
 use super::Backend;
 use crate::commands;
-use crate::config::{Mode, ReadFrom};
+use crate::config::{Endpoint, ReadFrom};
 use crate::dispatch::Declined;
 use crate::keys::{self, SlotPlacement};
 use crate::net::batch::BatchWork;
@@ -50,25 +53,46 @@ pub(crate) struct Plan {
     pub bound_ms: u32,
 }
 
-/// Whether `req` takes the fast path, and where it goes. `None`: the slow
-/// path, which also produces every refusal and validation error (refused
-/// and blocking commands, multi-slot and fan-out commands, batches,
-/// scripts, scans, pub/sub, explicit multi-node routes, unknown
-/// addresses).
-pub(crate) fn plan(
-    mode: Mode,
-    read_from: ReadFrom,
-    map: Option<&SlotMap>,
-    req: &Request,
-) -> Option<Plan> {
+/// What becomes of a request.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Decision {
+    /// The fast path sends it.
+    Fast(Plan),
+    /// The slow path runs it (`Backend::execute`).
+    Slow,
+    /// Decided without sending anything: a validation error, or the empty
+    /// batch's empty array.
+    Done(Completion),
+}
+
+/// The deployment a request is planned for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Deployment<'a> {
+    /// One server.
+    Standalone(&'a Endpoint),
+    /// A cluster, with the slot map when it is known.
+    Cluster(Option<&'a SlotMap>),
+}
+
+fn invalid(msg: impl Into<String>) -> ClientError {
+    ClientError::new(ErrorKind::InvalidRequest, msg)
+}
+
+/// What becomes of `req` (pure). The slow path takes what is not for one
+/// node: blocking, multi-slot and fan-out commands, multi-slot pipelines,
+/// scripts, scans, pub/sub, explicit multi-node routes of commands, and
+/// routes to addresses the slot map does not know (it checks them against
+/// a fresh topology). Invalid batches are refused here; every valid
+/// transaction is sent here (unless its address route is unknown).
+pub(crate) fn plan(dep: Deployment<'_>, read_from: ReadFrom, req: &Request) -> Decision {
     match &req.op {
-        Op::Command { args } => plan_command(mode, read_from, map, req, args),
+        Op::Command { args } => plan_command(dep, read_from, req, args),
         Op::Batch {
             atomic,
             watch,
             commands,
-        } => plan_batch(mode, read_from, map, req, *atomic, watch, commands),
-        _ => None,
+        } => plan_batch(dep, read_from, req, *atomic, watch, commands),
+        _ => Decision::Slow,
     }
 }
 
@@ -82,192 +106,310 @@ fn sendable(args: &[Vec<u8>]) -> Option<String> {
     commands::refusal(&name).is_none().then_some(name)
 }
 
-/// Where an explicit single-node route goes (cluster); `None` for
-/// multi-node routes, bad slots and addresses the topology does not know
-/// (the slow path reports those).
-fn explicit(route: &Route, map: Option<&SlotMap>, read_only: bool) -> Option<Target> {
-    match route {
+/// Whether an `Address` route names the one server of a standalone
+/// backend (hosts compared without case).
+pub(crate) fn check_standalone_address(
+    server: &Endpoint,
+    host: &str,
+    port: u16,
+) -> Result<(), ClientError> {
+    if server.host.eq_ignore_ascii_case(host) && server.port == port {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{host}:{port} is not the server of this standalone backend ({server})"
+        )))
+    }
+}
+
+/// Where a request goes on a standalone server: every single-node route is
+/// the server; an `Address` must name it.
+fn standalone_target(server: &Endpoint, route: &Route) -> Result<Target, ClientError> {
+    if let Route::Address { host, port } = route {
+        check_standalone_address(server, host, *port)?;
+    }
+    Ok(Target::Random)
+}
+
+/// Where an explicit single-node route goes (cluster). `Ok(None)` for
+/// multi-node routes and addresses the slot map does not know (the slow
+/// path handles those); a slot out of range is an error.
+fn explicit(
+    route: &Route,
+    map: Option<&SlotMap>,
+    read_only: bool,
+) -> Result<Option<Target>, ClientError> {
+    Ok(match route {
         Route::SlotKey { key, replica } => Some(Target::Slot {
             slot: keys::slot_of(key),
             replica: *replica && read_only,
         }),
-        Route::SlotId { slot, replica } if *slot < keys::SLOTS => Some(Target::Slot {
-            slot: *slot,
-            replica: *replica && read_only,
-        }),
+        Route::SlotId { slot, replica } => {
+            if *slot >= keys::SLOTS {
+                return Err(invalid(format!("slot {slot} is out of range 0..16383")));
+            }
+            Some(Target::Slot {
+                slot: *slot,
+                replica: *replica && read_only,
+            })
+        }
         Route::Random => Some(Target::Random),
         Route::Address { host, port } => {
             let addr = NodeAddr {
                 host: host.clone(),
                 port: *port,
             };
-            map?.nodes().contains(&&addr).then_some(Target::Addr(addr))
+            map.filter(|m| m.nodes().contains(&&addr))
+                .map(|_| Target::Addr(addr))
         }
-        _ => None,
+        Route::Auto | Route::AllNodes | Route::AllPrimaries => None,
+    })
+}
+
+fn decide(target: Result<Option<Target>, ClientError>, req: &Request) -> Decision {
+    match target {
+        Ok(Some(target)) => Decision::Fast(Plan {
+            target,
+            bound_ms: req.timeout_ms,
+        }),
+        Ok(None) => Decision::Slow,
+        Err(e) => Decision::Done(Completion::Err(e)),
     }
 }
 
 fn plan_command(
-    mode: Mode,
+    dep: Deployment<'_>,
     read_from: ReadFrom,
-    map: Option<&SlotMap>,
     req: &Request,
     args: &[Vec<u8>],
-) -> Option<Plan> {
-    let name = sendable(args)?;
+) -> Decision {
+    // Refusals and bad names are reported by the slow path.
+    let Some(name) = sendable(args) else {
+        return Decision::Slow;
+    };
     if commands::block_timeout(&name, args).is_some() {
-        return None;
+        return Decision::Slow;
     }
-    let target = match mode {
-        Mode::Standalone => match &req.route {
-            // The slow path checks an address against the server.
-            Route::Address { .. } => return None,
-            _ => Target::Random,
-        },
-        Mode::Cluster => {
+    let target = match dep {
+        Deployment::Standalone(server) => standalone_target(server, &req.route).map(Some),
+        Deployment::Cluster(map) => {
             let read_only = commands::is_read_only(&name);
             match &req.route {
-                Route::Auto => match keys::single_slot(&name, args) {
-                    SlotPlacement::Slot(slot) => Target::Slot {
+                Route::Auto => Ok(match keys::single_slot(&name, args) {
+                    SlotPlacement::Slot(slot) => Some(Target::Slot {
                         slot,
                         replica: read_only && read_from != ReadFrom::Primary,
-                    },
-                    SlotPlacement::Keyless if !keys::fan_out(&name) => Target::Random,
-                    _ => return None,
-                },
-                r => explicit(r, map, read_only)?,
+                    }),
+                    SlotPlacement::Keyless if !keys::fan_out(&name) => Some(Target::Random),
+                    _ => None,
+                }),
+                r => explicit(r, map, read_only),
             }
         }
     };
-    Some(Plan {
-        target,
-        bound_ms: req.timeout_ms,
-    })
+    decide(target, req)
 }
 
-/// A batch takes the fast path when it goes to one node as a whole: a
-/// transaction (standalone, or all its keys and watch keys in one slot, or
-/// no keys at all), or a pipeline without blocking commands whose keys are
-/// all in one slot (standalone: any). Invalid batches (refused commands,
-/// watch keys without `atomic`, keys in several slots of a transaction,
-/// multi-node routes) and multi-slot pipelines take the slow path.
+/// A key for an error message: lossy text, at most 64 bytes.
+fn show_key(k: &[u8]) -> String {
+    let cut = &k[..k.len().min(64)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if k.len() > 64 {
+        s.push_str("...");
+    }
+    format!("`{s}`")
+}
+
+/// The one slot of a cluster transaction (watch keys and every command's
+/// keys), `None` when it has no keys; `InvalidRequest` naming two keys in
+/// different slots otherwise.
+fn transaction_slot(
+    watch: &[Vec<u8>],
+    cmds: &[Vec<Vec<u8>>],
+    names: &[String],
+) -> Result<Option<u16>, ClientError> {
+    let mut first: Option<(u16, &[u8])> = None;
+    let all = watch.iter().map(Vec::as_slice).chain(
+        cmds.iter()
+            .zip(names)
+            .flat_map(|(c, n)| keys::command_keys(n, c)),
+    );
+    for k in all {
+        let s = keys::slot_of(k);
+        match first {
+            None => first = Some((s, k)),
+            Some((fs, fk)) if fs != s => {
+                return Err(invalid(format!(
+                    "cross-slot transaction refused (nothing was sent): keys {} (slot {fs}) and {} (slot {s}) \
+                     are in different slots; all keys and watch keys of a cluster transaction must \
+                     hash to one slot (use a {{hashtag}})",
+                    show_key(fk),
+                    show_key(k)
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(first.map(|(s, _)| s))
+}
+
+/// The checks every batch passes before anything is sent (pure): watch
+/// keys only with `atomic`, no multi-node route, every command non-empty,
+/// printable and not refused, and (cluster) a transaction's keys in one
+/// slot. Returns the commands' upper-case names.
+pub(crate) fn validate_batch(
+    cluster: bool,
+    route: &Route,
+    atomic: bool,
+    watch: &[Vec<u8>],
+    cmds: &[Vec<Vec<u8>>],
+) -> Result<Vec<String>, ClientError> {
+    if !atomic && !watch.is_empty() {
+        return Err(invalid(
+            "watch keys need an atomic batch (a transaction): set `atomic`",
+        ));
+    }
+    if matches!(route, Route::AllNodes | Route::AllPrimaries) {
+        return Err(invalid(
+            "a batch cannot be fanned out to several nodes: use Auto (split by key) or a single-node route",
+        ));
+    }
+    let mut names = Vec::with_capacity(cmds.len());
+    for (i, c) in cmds.iter().enumerate() {
+        if c.is_empty() {
+            return Err(invalid(format!("command {i} of the batch is empty")));
+        }
+        if let Some(why) = commands::bad_name(c) {
+            return Err(invalid(format!("command {i} of the batch: {why}")));
+        }
+        let name = commands::command_name(c);
+        if let Some(why) = commands::refusal(&name) {
+            return Err(invalid(format!("command {i} of the batch ({name}): {why}")));
+        }
+        names.push(name);
+    }
+    if cluster && atomic {
+        transaction_slot(watch, cmds, &names)?;
+    }
+    Ok(names)
+}
+
+/// A batch takes the fast path when it goes to one node as a whole: every
+/// valid transaction (standalone, or all its keys and watch keys in one
+/// slot, or no keys at all), and a pipeline without blocking commands
+/// whose keys are all in one slot (standalone: any). Invalid batches are
+/// refused ([`validate_batch`]); multi-slot pipelines and pipelines with
+/// blocking commands take the slow path, as does a batch routed to an
+/// address the slot map does not know.
 fn plan_batch(
-    mode: Mode,
+    dep: Deployment<'_>,
     read_from: ReadFrom,
-    map: Option<&SlotMap>,
     req: &Request,
     atomic: bool,
     watch: &[Vec<u8>],
     cmds: &[Vec<Vec<u8>>],
-) -> Option<Plan> {
-    if cmds.is_empty() || (!atomic && !watch.is_empty()) {
-        return None;
-    }
-    let mut read_only = !atomic;
-    let mut slot: Option<u16> = None;
-    let mut keyless = false;
-    let mut one_slot = |k: &[u8]| {
-        let s = keys::slot_of(k);
-        match slot {
-            None => {
-                slot = Some(s);
-                true
-            }
-            Some(x) => x == s,
-        }
+) -> Decision {
+    let cluster = matches!(dep, Deployment::Cluster(_));
+    let names = match validate_batch(cluster, &req.route, atomic, watch, cmds) {
+        Ok(n) => n,
+        Err(e) => return Decision::Done(Completion::Err(e)),
     };
-    for k in watch {
-        if !one_slot(k) {
-            return None;
-        }
+    if cmds.is_empty() {
+        return Decision::Done(Completion::Ok(Value::Array(Vec::new())));
     }
-    for c in cmds {
-        let name = sendable(c)?;
-        // Blocking commands of a pipeline need a dedicated connection
-        // (inside MULTI they do not block).
-        if !atomic && commands::block_timeout(&name, c).is_some() {
-            return None;
-        }
-        read_only &= commands::is_read_only(&name);
-        if mode == Mode::Cluster {
-            let ks = keys::command_keys(&name, c);
-            keyless |= ks.is_empty();
-            for k in ks {
-                if !one_slot(k) {
-                    return None;
-                }
+    // Commands inside MULTI never block; blocking commands of a pipeline
+    // need a dedicated connection.
+    if !atomic
+        && cmds
+            .iter()
+            .zip(&names)
+            .any(|(c, n)| commands::block_timeout(n, c).is_some())
+    {
+        return Decision::Slow;
+    }
+    let read_only = !atomic && names.iter().all(|n| commands::is_read_only(n));
+    let target = match dep {
+        Deployment::Standalone(server) => standalone_target(server, &req.route).map(Some),
+        Deployment::Cluster(map) => match &req.route {
+            Route::Auto if atomic => {
+                // One slot, checked by `validate_batch`.
+                let slot = transaction_slot(watch, cmds, &names).ok().flatten();
+                Ok(Some(match slot {
+                    Some(slot) => Target::Slot {
+                        slot,
+                        replica: false,
+                    },
+                    None => Target::Random,
+                }))
             }
-        }
-    }
-    let target = match mode {
-        Mode::Standalone => match &req.route {
-            Route::Address { .. } => return None,
-            Route::AllNodes | Route::AllPrimaries => return None,
-            _ => Target::Random,
-        },
-        Mode::Cluster => match &req.route {
-            Route::Auto => match slot {
-                // A keyless command in a pipeline runs with its own routing
-                // (fan-out, ...) on the slow path.
-                Some(_) if keyless && !atomic => return None,
-                Some(s) => Target::Slot {
-                    slot: s,
-                    replica: read_only && read_from != ReadFrom::Primary,
-                },
-                None if atomic => Target::Random,
-                None => return None,
-            },
-            r => explicit(r, map, read_only)?,
+            Route::Auto => Ok(pipeline_slot(cmds, &names).map(|slot| Target::Slot {
+                slot,
+                replica: read_only && read_from != ReadFrom::Primary,
+            })),
+            r => explicit(r, map, read_only),
         },
     };
-    Some(Plan {
-        target,
-        bound_ms: req.timeout_ms,
-    })
+    decide(target, req)
+}
+
+/// The one slot of a pipeline's keys; `None` when they span slots or a
+/// command is keyless (a keyless command in a pipeline runs with its own
+/// routing, fan-out included, on the slow path).
+fn pipeline_slot(cmds: &[Vec<Vec<u8>>], names: &[String]) -> Option<u16> {
+    let mut slot = None;
+    for (c, n) in cmds.iter().zip(names) {
+        let ks = keys::command_keys(n, c);
+        if ks.is_empty() {
+            return None;
+        }
+        for k in ks {
+            let s = keys::slot_of(k);
+            if *slot.get_or_insert(s) != s {
+                return None;
+            }
+        }
+    }
+    slot
 }
 
 impl Backend {
+    /// What becomes of `req` on this backend ([`plan`]).
+    fn decide(&self, req: &Request) -> Decision {
+        let rf = self.config().read_from;
+        match (&self.links, &self.kind) {
+            (Links::Cluster(c), _) => plan(Deployment::Cluster(Some(&c.slot_map())), rf, req),
+            (Links::Single(_), Kind::Standalone { shared, .. }) => {
+                plan(Deployment::Standalone(shared.endpoint()), rf, req)
+            }
+            (Links::Single(_), Kind::Cluster { .. }) => plan(Deployment::Cluster(None), rf, req),
+        }
+    }
+
     /// The fast path for a caller that awaits the completion
     /// ([`Backend::execute`]): `None` when the request takes the slow path.
     pub(crate) fn execute_fast(
         &self,
         req: &Request,
-    ) -> Option<tokio::sync::oneshot::Receiver<vshm_protocol::msg::Completion>> {
-        let map = match &self.links {
-            Links::Cluster(c) => Some(c.slot_map()),
-            Links::Single(_) => None,
-        };
-        plan(
-            self.config().mode,
-            self.config().read_from,
-            map.as_deref(),
-            req,
-        )?;
+    ) -> Option<tokio::sync::oneshot::Receiver<Completion>> {
         let (ticket, rx) = crate::net::ticket::OneshotSink::ticket();
         match self.try_submit(req.clone(), ticket) {
             Ok(()) => Some(rx),
-            // Planned above, so taken; a hand-back would be a bug.
-            Err(back) => {
-                drop(back);
-                Some(rx)
-            }
+            // The declined ticket completes the dropped receiver: a no-op.
+            Err(_) => None,
         }
     }
 
-    /// Take `req` on the fast path if it goes to one node (see [`plan`]);
-    /// otherwise hand it back for [`Backend::execute`].
+    /// Take `req` on the fast path if it goes to one node, or complete it
+    /// at once when [`plan`] decided it (see [`Decision`]); otherwise hand
+    /// it back for [`Backend::execute`].
     pub fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), Declined> {
-        let map = match &self.links {
-            Links::Cluster(c) => Some(c.slot_map()),
-            Links::Single(_) => None,
-        };
-        let Some(p) = plan(
-            self.config().mode,
-            self.config().read_from,
-            map.as_deref(),
-            &req,
-        ) else {
-            return Err(Box::new((req, ticket)));
+        let p = match self.decide(&req) {
+            Decision::Fast(p) => p,
+            Decision::Done(c) => {
+                ticket.complete(c);
+                return Ok(());
+            }
+            Decision::Slow => return Err(Box::new((req, ticket))),
         };
         let raise = req.flags & vshm_protocol::msg::flags::RAISE_ON_ERROR != 0;
         let work = match req.op {
@@ -312,8 +454,54 @@ mod tests {
         }
     }
 
+    fn fast(d: Decision) -> Option<Target> {
+        match d {
+            Decision::Fast(p) => Some(p.target),
+            _ => None,
+        }
+    }
+
     fn cluster(args: &[&str], route: Route, rf: ReadFrom) -> Option<Target> {
-        plan(Mode::Cluster, rf, None, &req(args, route)).map(|p| p.target)
+        fast(plan(Deployment::Cluster(None), rf, &req(args, route)))
+    }
+
+    fn server() -> Endpoint {
+        Endpoint {
+            host: "h".into(),
+            port: 1,
+        }
+    }
+
+    fn standalone(r: &Request) -> Decision {
+        plan(Deployment::Standalone(&server()), ReadFrom::Primary, r)
+    }
+
+    fn argv(s: &str) -> Vec<Vec<u8>> {
+        s.split(' ').map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    fn batch(atomic: bool, watch: &[&str], cmds: &[&str], route: Route) -> Request {
+        Request {
+            id: 1,
+            timeout_ms: 0,
+            flags: 0,
+            route,
+            op: Op::Batch {
+                atomic,
+                watch: watch.iter().map(|w| w.as_bytes().to_vec()).collect(),
+                commands: cmds.iter().map(|c| argv(c)).collect(),
+            },
+        }
+    }
+
+    fn refused(d: Decision) -> ClientError {
+        match d {
+            Decision::Done(Completion::Err(e)) => {
+                assert_eq!(e.kind, ErrorKind::InvalidRequest, "{e}");
+                e
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]
@@ -371,61 +559,167 @@ mod tests {
         );
         assert_eq!(cluster(&[], Route::Auto, p), None);
         assert_eq!(cluster(&["\u{1}GET", "k"], Route::Auto, p), None);
-        assert_eq!(
-            cluster(
+        let e = refused(plan(
+            Deployment::Cluster(None),
+            p,
+            &req(
                 &["GET", "k"],
                 Route::SlotId {
                     slot: 16384,
-                    replica: false
+                    replica: false,
                 },
-                p
             ),
-            None
+        ));
+        assert!(e.message.contains("out of range"), "{e}");
+        // The empty batch is answered at once.
+        assert_eq!(
+            standalone(&batch(false, &[], &[], Route::Auto)),
+            Decision::Done(Completion::Ok(Value::Array(Vec::new())))
         );
-        let batch = Request {
-            id: 1,
-            timeout_ms: 0,
-            flags: 0,
-            route: Route::Auto,
-            op: Op::Batch {
-                atomic: false,
-                watch: vec![],
-                commands: vec![],
-            },
-        };
-        assert_eq!(plan(Mode::Standalone, p, None, &batch), None);
     }
 
     #[test]
     fn standalone_routes() {
-        let p = ReadFrom::Primary;
-        assert!(plan(Mode::Standalone, p, None, &req(&["GET", "k"], Route::Auto)).is_some());
-        assert!(plan(
-            Mode::Standalone,
-            p,
-            None,
-            &req(&["DBSIZE"], Route::AllNodes)
-        )
+        assert!(fast(standalone(&req(&["GET", "k"], Route::Auto))).is_some());
+        assert!(fast(standalone(&req(&["DBSIZE"], Route::AllNodes))).is_some());
+        let at = |host: &str, port| Route::Address {
+            host: host.into(),
+            port,
+        };
+        // The server itself (host without case), else a refusal.
+        assert_eq!(
+            fast(standalone(&req(&["GET", "k"], at("H", 1)))),
+            Some(Target::Random)
+        );
+        let e = refused(standalone(&req(&["GET", "k"], at("h", 2))));
+        assert!(e.message.contains("not the server"), "{e}");
+        assert_eq!(
+            standalone(&req(&["BLPOP", "q", "1"], Route::Auto)),
+            Decision::Slow
+        );
+        // Transactions go fast whatever their keys; a blocking pipeline
+        // goes slow.
+        assert!(fast(standalone(&batch(
+            true,
+            &["a"],
+            &["SET b 1", "BLPOP q 0"],
+            Route::Auto
+        )))
         .is_some());
-        assert!(plan(
-            Mode::Standalone,
-            p,
-            None,
-            &req(
-                &["GET", "k"],
-                Route::Address {
-                    host: "h".into(),
-                    port: 1
-                }
-            )
-        )
-        .is_none());
-        assert!(plan(
-            Mode::Standalone,
-            p,
-            None,
-            &req(&["BLPOP", "q", "1"], Route::Auto)
-        )
-        .is_none());
+        assert_eq!(
+            standalone(&batch(false, &[], &["SET b 1", "BLPOP q 0"], Route::Auto)),
+            Decision::Slow
+        );
+    }
+
+    #[test]
+    fn batches_are_validated_before_planning() {
+        let p = ReadFrom::Primary;
+        let c = |r: &Request| plan(Deployment::Cluster(None), p, r);
+        let e = refused(c(&batch(false, &["w"], &["GET w"], Route::Auto)));
+        assert!(e.message.contains("atomic"), "{e}");
+        let e = refused(c(&batch(true, &[], &["GET w"], Route::AllPrimaries)));
+        assert!(e.message.contains("fanned out"), "{e}");
+        let e = refused(standalone(&batch(
+            false,
+            &[],
+            &["GET w", "SELECT 1"],
+            Route::Auto,
+        )));
+        assert!(e.message.contains("command 1"), "{e}");
+        // A cluster transaction's keys and watch keys must be in one slot.
+        let e = refused(c(&batch(true, &[], &["SET a 1", "SET b 2"], Route::Auto)));
+        assert!(
+            e.message.contains("`a`") && e.message.contains("`b`"),
+            "{e}"
+        );
+        let e = refused(c(&batch(
+            true,
+            &["{t}w", "x"],
+            &["SET {t}a 1"],
+            Route::Auto,
+        )));
+        assert!(e.message.contains("`x`"), "{e}");
+        // ... but not a standalone one.
+        assert!(fast(standalone(&batch(
+            true,
+            &[],
+            &["SET a 1", "SET b 2"],
+            Route::Auto
+        )))
+        .is_some());
+    }
+
+    #[test]
+    fn cluster_batches() {
+        let p = ReadFrom::Primary;
+        let c = |r: &Request| fast(plan(Deployment::Cluster(None), p, r));
+        let t = keys::slot_of(b"t");
+        let slot = |slot| {
+            Some(Target::Slot {
+                slot,
+                replica: false,
+            })
+        };
+        assert_eq!(
+            c(&batch(
+                true,
+                &["{t}w"],
+                &["SET {t}a 1", "INCR {t}b"],
+                Route::Auto
+            )),
+            slot(t)
+        );
+        // A keyless transaction goes to any node.
+        assert_eq!(
+            c(&batch(true, &[], &["PING"], Route::Auto)),
+            Some(Target::Random)
+        );
+        assert_eq!(
+            c(&batch(false, &[], &["SET {t}a 1", "GET {t}b"], Route::Auto)),
+            slot(t)
+        );
+        // Replica reads: a read-only pipeline only.
+        assert_eq!(
+            fast(plan(
+                Deployment::Cluster(None),
+                ReadFrom::PreferReplica,
+                &batch(false, &[], &["GET {t}a", "GET {t}b"], Route::Auto)
+            )),
+            Some(Target::Slot {
+                slot: t,
+                replica: true
+            })
+        );
+        // Multi-slot pipelines, pipelines with a keyless command, blocking
+        // pipelines: the slow path.
+        for cmds in [
+            &["GET a", "GET b"][..],
+            &["GET {t}a", "DBSIZE"],
+            &["BLPOP {t}q 1"],
+        ] {
+            assert_eq!(
+                plan(
+                    Deployment::Cluster(None),
+                    p,
+                    &batch(false, &[], cmds, Route::Auto)
+                ),
+                Decision::Slow,
+                "{cmds:?}"
+            );
+        }
+        // An address the slot map does not know: the slow path checks it.
+        let unknown = Route::Address {
+            host: "10.0.0.1".into(),
+            port: 7000,
+        };
+        assert_eq!(
+            plan(
+                Deployment::Cluster(None),
+                p,
+                &batch(true, &[], &["SET {t}a 1"], unknown)
+            ),
+            Decision::Slow
+        );
     }
 }

@@ -70,7 +70,9 @@ pub(crate) struct Standalone {
 /// Build the redis-rs client of a standalone config (also used for the
 /// dedicated blocking connections).
 pub(crate) fn client_for(c: &Config, ep: &Endpoint) -> Result<Client, ClientError> {
-    let addr = if c.tls {
+    let addr = if let Some(path) = ep.unix_path() {
+        redis::ConnectionAddr::Unix(path.to_path_buf())
+    } else if c.tls {
         redis::ConnectionAddr::TcpTls {
             host: ep.host.clone(),
             port: ep.port,

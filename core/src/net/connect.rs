@@ -1,11 +1,12 @@
-//! Opening one server connection: TCP (or TLS), then the handshake
-//! (HELLO/AUTH, SELECT, CLIENT SETNAME, READONLY) pipelined in one write.
+//! Opening one server connection: TCP (or TLS), or a Unix socket, then the
+//! handshake (HELLO/AUTH, SELECT, CLIENT SETNAME, READONLY) pipelined in
+//! one write.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use vshm_protocol::msg::{ClientError, ErrorKind};
 
 use crate::config::{Config, Protocol, ReadFrom};
@@ -125,11 +126,31 @@ async fn open_unbounded(
     s: &ConnSettings,
     addr: &NodeAddr,
 ) -> Result<(ReadHalf, WriteHalf), ClientError> {
+    let (r, w) = transport(s, addr).await?;
+    handshake(s, addr, r, w).await
+}
+
+/// The byte stream to `addr`: a Unix socket, TCP, or TLS over TCP.
+async fn transport(
+    s: &ConnSettings,
+    addr: &NodeAddr,
+) -> Result<(ReadHalf, WriteHalf), ClientError> {
+    if let Some(path) = addr.unix_path() {
+        if s.tls.is_some() {
+            // `Config::validate` refuses this combination.
+            return Err(conn_err(addr, "TLS is not available over a Unix socket"));
+        }
+        let sock = UnixStream::connect(path)
+            .await
+            .map_err(|e| conn_err(addr, e))?;
+        let (r, w) = sock.into_split();
+        return Ok((Box::new(r), Box::new(w)));
+    }
     let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
         .await
         .map_err(|e| conn_err(addr, e))?;
     let _ = tcp.set_nodelay(true);
-    let (mut r, mut w): (ReadHalf, WriteHalf) = match &s.tls {
+    Ok(match &s.tls {
         None => {
             let (r, w) = tcp.into_split();
             (Box::new(r), Box::new(w))
@@ -144,7 +165,16 @@ async fn open_unbounded(
             let (r, w) = tokio::io::split(stream);
             (Box::new(r), Box::new(w))
         }
-    };
+    })
+}
+
+/// Run the handshake on a fresh stream.
+async fn handshake(
+    s: &ConnSettings,
+    addr: &NodeAddr,
+    mut r: ReadHalf,
+    mut w: WriteHalf,
+) -> Result<(ReadHalf, WriteHalf), ClientError> {
     let cmds = s.handshake();
     if cmds.is_empty() {
         return Ok((r, w));
