@@ -25,8 +25,8 @@ use pyo3::types::{PyList, PyTuple};
 use vshm_core::config::ReadFrom;
 use vshm_protocol::client::{Reply, QUEUED};
 use vshm_protocol::daemon::Reconnecting;
-use vshm_protocol::register::Settings;
 use vshm_protocol::msg::{ArgRef, ArgsRef, ClientError, ErrorKind, Op, Route, SubKind};
+use vshm_protocol::register::Settings;
 
 use crate::convert::{self, Decode};
 use crate::errors::{client_error, value_error, IntoPy};
@@ -384,9 +384,7 @@ impl NativeClient {
             return Err(value_error("empty batch: add at least one command"));
         }
         if !watch.is_empty() && !transaction {
-            return Err(value_error(
-                "watch needs a transaction (transaction=True)",
-            ));
+            return Err(value_error("watch needs a transaction (transaction=True)"));
         }
         Ok(Op::Batch {
             atomic: transaction,
@@ -525,8 +523,8 @@ impl NativeClient {
         }
         let decode = Decode::new(py, decode_responses, encoding)?;
         let t = convert::timeout(timeout, "timeout")?;
-        let ct = convert::timeout(connect_timeout, "connect_timeout")?
-            .unwrap_or(Duration::from_secs(5));
+        let ct =
+            convert::timeout(connect_timeout, "connect_timeout")?.unwrap_or(Duration::from_secs(5));
         let settings = Settings {
             database,
             client_name,

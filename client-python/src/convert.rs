@@ -85,7 +85,9 @@ pub(crate) fn arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
 /// The arguments of one command (non-empty).
 pub(crate) fn args<'a>(items: &'a [Bound<'_, PyAny>]) -> PyResult<Vec<Cow<'a, [u8]>>> {
     if items.is_empty() {
-        return Err(value_error("empty command: at least the command name is needed"));
+        return Err(value_error(
+            "empty command: at least the command name is needed",
+        ));
     }
     items.iter().map(arg).collect()
 }
@@ -108,7 +110,9 @@ pub(crate) fn timeout(t: Option<f64>, what: &str) -> PyResult<Option<Duration>> 
         None => Ok(None),
         Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => {
             // At least 1 ms: the protocol counts whole milliseconds.
-            Ok(Some(Duration::from_secs_f64(s).max(Duration::from_millis(1))))
+            Ok(Some(
+                Duration::from_secs_f64(s).max(Duration::from_millis(1)),
+            ))
         }
         Some(s) => Err(value_error(format!(
             "{what} must be a positive number of seconds (got {s})"

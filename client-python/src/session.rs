@@ -429,9 +429,8 @@ impl Session {
                     let fresh = new_eventfd()?;
                     // SAFETY: both descriptors are ours; dup3 atomically
                     // makes our descriptor number refer to the fresh one.
-                    let r = unsafe {
-                        libc::dup3(fresh.as_raw_fd(), e.fd.as_raw_fd(), libc::O_CLOEXEC)
-                    };
+                    let r =
+                        unsafe { libc::dup3(fresh.as_raw_fd(), e.fd.as_raw_fd(), libc::O_CLOEXEC) };
                     if r < 0 {
                         return Err(internal(format!(
                             "dup3: {}",
