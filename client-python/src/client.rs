@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -25,11 +25,13 @@ use pyo3::types::{PyList, PyTuple};
 use vshm_core::config::ReadFrom;
 use vshm_protocol::client::{Reply, QUEUED};
 use vshm_protocol::daemon::Reconnecting;
-use vshm_protocol::msg::{ArgRef, ArgsRef, ClientError, ErrorKind, Op, Route, SubKind};
+use vshm_protocol::msg::{
+    ArchivedCompletion, ArgRef, ArgsRef, ClientError, ErrorKind, Op, Route, SubKind,
+};
 use vshm_protocol::register::Settings;
 
 use crate::convert::{self, Decode};
-use crate::errors::{client_error, value_error, IntoPy};
+use crate::errors::{archived_error, client_error, value_error, IntoPy};
 use crate::session::{self, lock, Conn, Mode, Session};
 
 /// The longest a blocking wait goes without checking for signals.
@@ -87,6 +89,8 @@ struct Inner {
     pending: Mutex<Pending>,
     confirmations: Mutex<VecDeque<Confirmation>>,
     decode: Decode,
+    /// Whether the daemon's servers are a cluster (asked once).
+    cluster: OnceLock<bool>,
 }
 
 impl Inner {
@@ -370,6 +374,7 @@ impl NativeClient {
                 pending: Mutex::new(Pending::default()),
                 confirmations: Mutex::new(VecDeque::new()),
                 decode,
+                cluster: OnceLock::new(),
             },
         }
     }
@@ -801,8 +806,26 @@ impl NativeClient {
     }
 
     #[getter]
-    fn is_cluster(&self) -> bool {
-        self.inner.session.is_cluster()
+    fn is_cluster(&self, py: Python<'_>) -> PyResult<bool> {
+        if let Some(c) = self.inner.session.is_cluster() {
+            return Ok(c);
+        }
+        if let Some(c) = self.inner.cluster.get() {
+            return Ok(*c);
+        }
+        // Through the daemon: ask the servers once ("cluster_enabled:1"
+        // in INFO cluster; a cluster may answer per node).
+        let args = [ArgRef(b"INFO"), ArgRef(b"cluster")];
+        let op = Op::Command {
+            args: ArgsRef(&args),
+        };
+        let r = self.inner.run(py, &op, &Route::Auto, None)?;
+        if let ArchivedCompletion::Err(e) = r.completion() {
+            return Err(archived_error(py, e));
+        }
+        // The text is contiguous in the archived reply, whatever its shape.
+        let c = r.bytes().windows(17).any(|w| w == b"cluster_enabled:1");
+        Ok(*self.inner.cluster.get_or_init(|| c))
     }
 
     #[getter]

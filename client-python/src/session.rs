@@ -290,8 +290,13 @@ impl Session {
         Ok(s)
     }
 
-    pub fn is_cluster(&self) -> bool {
-        matches!(&self.mode, Mode::Embedded { config, .. } if config.mode == CoreMode::Cluster)
+    /// Whether the servers are a cluster: known for the in-process core
+    /// (its config); None through the daemon (its configuration).
+    pub fn is_cluster(&self) -> Option<bool> {
+        match &self.mode {
+            Mode::Embedded { config, .. } => Some(config.mode == CoreMode::Cluster),
+            Mode::Daemon(_) => None,
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -206,7 +206,8 @@ class NativeClient:
     def closed(self) -> bool: ...
     @property
     def is_cluster(self) -> bool:
-        """True for a cluster URL (cluster=1); False through the daemon."""
+        """In-process: the URL's cluster=1. Through vshmd: asked once from
+        the servers (INFO cluster) on first read, then cached."""
 
     @property
     def decode_responses(self) -> bool: ...
