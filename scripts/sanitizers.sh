@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The ring and client code (vshm-protocol) under AddressSanitizer and
+# The ring and client code (vshm-protocol, vshm-client without the
+# embedded core) under AddressSanitizer and
 # ThreadSanitizer. Any sanitizer report fails the script.
 #
 #   scripts/sanitizers.sh            # both
@@ -10,12 +11,13 @@
 # the CI toolchain has no rust-src, so the standard library stays
 # uninstrumented). Own target dirs: target/asan, target/tsan.
 #
-# ASan (+ LeakSanitizer): every vshm-protocol test (unit tests of the
-# client, frame, msg, layout and register code; tests/hostile.rs,
-# tests/ring_model.rs, tests/cross_process.rs, whose child process is the
-# same instrumented binary) and the examples/tsan_echo.rs three-thread echo.
+# ASan (+ LeakSanitizer): every vshm-protocol and vshm-client test (unit
+# tests of the frame, msg, layout, register and client code;
+# shm-protocol/tests/ring_model.rs, client/tests/hostile.rs,
+# client/tests/cross_process.rs, whose child process is the same
+# instrumented binary) and the client/examples/tsan_echo.rs three-thread echo.
 #
-# TSan: examples/tsan_echo.rs only: a client sender, a core and a client
+# TSan: client/examples/tsan_echo.rs only: a client sender, a core and a client
 # receiver on three threads over one segment; then the real `Client` (one
 # thread: submit, wait, zero-copy replies pinned in the ring) against a core
 # thread. The threads synchronize through nothing but our ring and wake
@@ -55,8 +57,8 @@ if [[ $what == all || $what == asan ]]; then
     t0=$(date +%s)
     export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:exitcode=86"
     log=$LOGS/asan.log
-    echo "sanitizers.sh: AddressSanitizer: vshm-protocol tests (log: $log)"
-    if ! RUSTFLAGS="-Zsanitizer=address" cargo test -p vshm-protocol --target "$TRIPLE" \
+    echo "sanitizers.sh: AddressSanitizer: vshm-protocol and vshm-client tests (log: $log)"
+    if ! RUSTFLAGS="-Zsanitizer=address" cargo test -p vshm-protocol -p vshm-client --no-default-features --target "$TRIPLE" \
         --target-dir "$TR/asan" >"$log" 2>&1; then
         check "$log"
         tail -n 40 "$log" >&2
@@ -85,7 +87,7 @@ if [[ $what == all || $what == tsan ]]; then
     # The flag acknowledges that std was built without TSan (no
     # -Zbuild-std); see the header.
     if ! RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" \
-        cargo build -p vshm-protocol --example tsan_echo --target "$TRIPLE" \
+        cargo build -p vshm-client --no-default-features --example tsan_echo --target "$TRIPLE" \
         --target-dir "$TR/tsan" >"$LOGS/tsan-build.log" 2>&1; then
         tail -n 30 "$LOGS/tsan-build.log" >&2
         exit 1

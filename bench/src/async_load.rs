@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vshm_protocol::client::Reply;
+use vshm_client::client::Reply;
 use vshm_protocol::msg::{ArchivedCompletion, ArgRef, ArgsRef, Op, Route};
 
 use crate::prefork::{self, round3, ConnCounter, Rng, Target};

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use memmap2::{MmapOptions, MmapRaw};
-use vshm_protocol::endpoint::{Dir, EndpointError, PeerWake, Receiver, Sender, WaitStrategy};
+use vshm_client::endpoint::{Dir, EndpointError, PeerWake, Receiver, Sender, WaitStrategy};
 use vshm_protocol::frame::Message;
 use vshm_protocol::layout::{state, Layout};
 use vshm_protocol::ring::{kind, Consumer, Producer, Record, RecordHeader, ReserveError};

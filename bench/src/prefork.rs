@@ -27,8 +27,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use vshm_protocol::client::ClientOptions;
-use vshm_protocol::daemon::DaemonClient;
+use vshm_client::client::ClientOptions;
+use vshm_client::daemon::DaemonClient;
 use vshm_protocol::msg::{Route, Value};
 use vshm_protocol::register::Settings;
 use vshm_tests::vshmd::{Servers, Vshmd};

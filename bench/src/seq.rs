@@ -26,9 +26,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use vshm_core::embedded::{EmbeddedClient, EmbeddedCore};
-use vshm_protocol::client::{Client, ClientOptions};
-use vshm_protocol::daemon::DaemonClient;
+use vshm_client::client::{Client, ClientOptions};
+use vshm_client::daemon::DaemonClient;
+use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_protocol::msg::{ArchivedCompletion, ArchivedValue, Route};
 use vshm_protocol::register::Settings;
 use vshm_tests::vshmd::{Servers, Vshmd};
@@ -471,7 +471,7 @@ pub fn run(args: Args) -> BoxResult<Vec<Row>> {
          {rounds} interleaved rounds; {} CPUs; load average {}; wait strategy {:?}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         report::loadavg(),
-        vshm_protocol::endpoint::WaitStrategy::from_env(),
+        vshm_client::endpoint::WaitStrategy::from_env(),
     );
     let mut env = Env::start(&systems)?;
     let mut acc: Vec<Option<Sample>> = systems.iter().map(|_| None).collect();

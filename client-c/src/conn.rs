@@ -4,27 +4,23 @@
 //! `vshm_fd`.
 //!
 //! **Registrations and fork.** A handle works through one registration at
-//! a time (a segment served by the daemon or by the in-process core). It
-//! is replaced when it becomes unusable: the daemon restarted, or this is
-//! a forked child (`fork_generation()` changed). In a child, nothing of
-//! the parent's registration is touched: an embedded registration is
-//! forgotten whole (its core's threads do not exist in the child; its
-//! runtime is never dropped there), and a new in-process core is started
-//! lazily. Asynchronous requests of a replaced registration complete with
+//! a time, kept by a `::vshm_client::session::Session` (daemon or embedded
+//! core; replaced when unusable and in a forked child, see that module).
+//! The registration's generation is the `seq` in the ids C sees.
+//! Asynchronous requests of a replaced registration complete with
 //! `VSHM_ERR_CONNECTION`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vshm_core::embedded::{EmbeddedClient, EmbeddedCore};
-use vshm_core::Config;
-use vshm_protocol::client::{Client, Reply, QUEUED};
-use vshm_protocol::daemon::{fork_generation, DaemonClient, Reconnecting};
+use ::vshm_client::client::{Reply, QUEUED};
+use ::vshm_client::daemon::fork_generation;
+use ::vshm_client::session::{park, Session, SessionError};
+pub(crate) use ::vshm_client::session::{Conn, Mode};
 use vshm_protocol::layout::state;
 use vshm_protocol::msg::{Op, Route, SubKind};
 use vshm_protocol::segment::Segment;
@@ -36,125 +32,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-// ---------------------------------------------------------------------------
-// Objects abandoned in a forked child
-
-/// A value kept forever, never used or dropped again.
-struct Parked(#[allow(dead_code)] Box<dyn std::any::Any>);
-
-// SAFETY: a parked value is never accessed again, from any thread.
-unsafe impl Send for Parked {}
-
-static PARKED: Mutex<Vec<Parked>> = Mutex::new(Vec::new());
-
-/// Keep `v` forever without dropping it: what a forked child does with the
-/// parent's core and registrations (dropping them would join threads that
-/// do not exist in the child, or touch state the parent still uses). The
-/// memory stays reachable (valgrind: "still reachable", not "lost").
-fn park<T: 'static>(v: T) {
-    lock(&PARKED).push(Parked(Box::new(v)));
-}
-
-// ---------------------------------------------------------------------------
-// The process's embedded core
-
-struct CoreSlot {
-    core: Weak<EmbeddedCore>,
-    fork_gen: u64,
-}
-
-static CORE: Mutex<Option<CoreSlot>> = Mutex::new(None);
-
-/// The process's in-process core, started on first use with `threads`
-/// worker threads. It stops when the last embedded client is freed.
-fn embedded_core(threads: usize) -> Result<Arc<EmbeddedCore>, Error> {
-    let gen = fork_generation();
-    let mut g = lock(&CORE);
-    if let Some(slot) = g.as_ref() {
-        if slot.fork_gen == gen {
-            if let Some(c) = slot.core.upgrade() {
-                return Ok(c);
-            }
-        } else {
-            // The parent's core: its threads are gone. Never touch it.
-            park(g.take());
+impl From<SessionError> for Error {
+    fn from(e: SessionError) -> Error {
+        match e {
+            SessionError::CoreStart(_) => Error::new(VSHM_ERR_INTERNAL, e.to_string()),
+            SessionError::Client(c) => c.into(),
         }
     }
-    let core = Arc::new(EmbeddedCore::start(threads).map_err(|e| {
-        Error::new(
-            VSHM_ERR_INTERNAL,
-            format!("cannot start the in-process core: {e}"),
-        )
-    })?);
-    *g = Some(CoreSlot {
-        core: Arc::downgrade(&core),
-        fork_gen: gen,
-    });
-    Ok(core)
-}
-
-/// An embedded registration. Field order matters: the client detaches
-/// before the core reference goes (possibly stopping the core).
-pub(crate) struct EmbeddedConn {
-    client: EmbeddedClient,
-    _core: Arc<EmbeddedCore>,
-}
-
-// ---------------------------------------------------------------------------
-// Registrations
-
-#[derive(Clone)]
-pub(crate) enum Conn {
-    Daemon(Arc<DaemonClient>),
-    Embedded(Arc<EmbeddedConn>),
-}
-
-impl std::ops::Deref for Conn {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        match self {
-            Conn::Daemon(d) => d,
-            Conn::Embedded(e) => &e.client,
-        }
-    }
-}
-
-/// The current registration. Dropped normally in the process that made
-/// it; parked (kept, never dropped) in a forked child: an embedded one
-/// must not stop the parent's core, and a daemon one must not join its
-/// watcher thread (the daemon's own `Reconnecting` then lets go of its
-/// reference without touching anything).
-struct Current {
-    conn: ManuallyDrop<Conn>,
-    seq: u32,
-    fork_gen: u64,
-}
-
-impl Current {
-    fn usable(&self) -> bool {
-        self.fork_gen == fork_generation()
-            && self.conn.segment().state() == state::OPEN
-            && !self.conn.is_dead()
-    }
-}
-
-impl Drop for Current {
-    fn drop(&mut self) {
-        if self.fork_gen == fork_generation() {
-            // SAFETY: dropped exactly once, here; never used afterwards.
-            unsafe { ManuallyDrop::drop(&mut self.conn) };
-        } else {
-            // SAFETY: taken exactly once, here; `self.conn` is not used
-            // afterwards (this is its drop).
-            park(unsafe { ManuallyDrop::take(&mut self.conn) });
-        }
-    }
-}
-
-/// How a handle opens registrations.
-pub(crate) enum Mode {
-    Daemon(Reconnecting),
-    Embedded { config: Config, threads: usize },
 }
 
 // ---------------------------------------------------------------------------
@@ -280,14 +164,14 @@ fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
             return;
         }
         if seg.state() != state::OPEN {
-            vshm_protocol::endpoint::ring_doorbell(efd);
+            vshm_protocol::wake::ring_doorbell(efd);
             return;
         }
         // Acquire: pairs with the core's Release publish of the tail.
         let t = ctl.prod.tail.load(Ordering::Acquire);
         if t != last {
             last = t;
-            vshm_protocol::endpoint::ring_doorbell(efd);
+            vshm_protocol::wake::ring_doorbell(efd);
             continue;
         }
         let s = wake::prepare_sleep(ctl, Side::Consumer);
@@ -306,9 +190,7 @@ fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
 // The handle's contents
 
 pub(crate) struct ClientInner {
-    mode: Mode,
-    cur: RwLock<Option<Current>>,
-    next_seq: AtomicU32,
+    session: Session,
     pub pending: Mutex<Pending>,
     closed: AtomicBool,
     /// Per-request timeout when the caller passes none (None: the core's).
@@ -325,9 +207,7 @@ pub(crate) struct ClientInner {
 impl ClientInner {
     pub fn new(mode: Mode, default_timeout: Option<Duration>) -> Result<ClientInner, Error> {
         let inner = ClientInner {
-            mode,
-            cur: RwLock::new(None),
-            next_seq: AtomicU32::new(1),
+            session: Session::new(mode),
             pending: Mutex::new(Pending::default()),
             closed: AtomicBool::new(false),
             default_timeout,
@@ -343,21 +223,7 @@ impl ClientInner {
     }
 
     pub fn is_embedded(&self) -> bool {
-        matches!(self.mode, Mode::Embedded { .. })
-    }
-
-    fn open(&self) -> Result<Conn, Error> {
-        match &self.mode {
-            Mode::Daemon(rc) => Ok(Conn::Daemon(rc.get()?)),
-            Mode::Embedded { config, threads } => {
-                let core = embedded_core(*threads)?;
-                let client = core.open(config)?;
-                Ok(Conn::Embedded(Arc::new(EmbeddedConn {
-                    client,
-                    _core: core,
-                })))
-            }
-        }
+        self.session.is_embedded()
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -370,34 +236,12 @@ impl ClientInner {
     /// The usable registration, opening a new one if needed.
     pub fn conn(&self) -> Result<(Conn, u32), Error> {
         self.check_open()?;
-        {
-            let g = self.cur.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = g.as_ref() {
-                if c.usable() {
-                    return Ok(((*c.conn).clone(), c.seq));
-                }
-            }
+        let reg = self.session.get()?;
+        if reg.opened {
+            self.restart_notifier(&reg.conn, reg.generation)?;
+            self.replay_subscriptions(&reg.conn);
         }
-        let mut g = self.cur.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = g.as_ref() {
-            if c.usable() {
-                return Ok(((*c.conn).clone(), c.seq));
-            }
-        }
-        // Drop (or, in a forked child, park) the old one first: in a
-        // child, the embedded core must be replaced before opening.
-        drop(g.take());
-        let conn = self.open()?;
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        *g = Some(Current {
-            conn: ManuallyDrop::new(conn.clone()),
-            seq,
-            fork_gen: fork_generation(),
-        });
-        drop(g);
-        self.restart_notifier(&conn, seq)?;
-        self.replay_subscriptions(&conn);
-        Ok((conn, seq))
+        Ok((reg.conn, reg.generation))
     }
 
     /// Subscribe a new registration to what the handle was subscribed to.
@@ -448,10 +292,7 @@ impl ClientInner {
     /// The current registration without opening one: None when there is
     /// none or it belongs to the parent of this forked process.
     pub fn current(&self) -> Option<(Conn, u32)> {
-        let g = self.cur.read().unwrap_or_else(|e| e.into_inner());
-        g.as_ref()
-            .filter(|c| c.fork_gen == fork_generation())
-            .map(|c| ((*c.conn).clone(), c.seq))
+        self.session.current()
     }
 
     /// The eventfd of `vshm_fd`, created (and the notifier started) on
@@ -604,6 +445,6 @@ impl Drop for ClientInner {
         // Notifier before the registration (it holds its segment).
         drop(lock(&self.notifier).take());
         drop(std::mem::take(&mut *lock(&self.pending)));
-        drop(self.cur.write().unwrap_or_else(|e| e.into_inner()).take());
+        self.session.close();
     }
 }

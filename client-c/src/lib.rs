@@ -19,7 +19,6 @@
 mod conn;
 mod error;
 mod handle;
-mod uri;
 
 // The API by group. cbindgen writes the header in this order, so each
 // stands alone (rustfmt sorts adjacent `mod` lines).
@@ -51,10 +50,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use ::vshm_client::client::Reply;
+use ::vshm_client::daemon::Reconnecting;
+#[cfg(feature = "embedded")]
 use vshm_core::config::{Mode as CoreMode, Protocol, ReadFrom};
+#[cfg(feature = "embedded")]
 use vshm_core::Config;
-use vshm_protocol::client::Reply;
-use vshm_protocol::daemon::Reconnecting;
 use vshm_protocol::msg::{
     flags, ArchivedCompletion, ArchivedValue, ArgRef, ArgsRef, Op, Route, SubKind,
 };
@@ -504,6 +505,7 @@ pub unsafe extern "C" fn vshm_config_init(cfg: *mut vshm_config) {
     })
 }
 
+#[cfg(feature = "embedded")]
 unsafe fn config_from_c(c: &vshm_config) -> Result<(Config, usize), Error> {
     let mut cfg = Config::default();
     if !c.addresses.is_null() && c.naddresses > 0 {
@@ -558,6 +560,7 @@ unsafe fn config_from_c(c: &vshm_config) -> Result<(Config, usize), Error> {
     Ok((cfg, c.core_threads as usize))
 }
 
+#[cfg(feature = "embedded")]
 fn open_embedded(cfg: Config, threads: usize, out: *mut *mut vshm_client) -> Result<(), Error> {
     let threads = if threads == 0 { 1 } else { threads };
     let inner = ClientInner::new(
@@ -569,6 +572,16 @@ fn open_embedded(cfg: Config, threads: usize, out: *mut *mut vshm_client) -> Res
     )?;
     new_client(inner, out);
     Ok(())
+}
+
+/// The error of the embedded entry points in a build without the cargo
+/// feature `embedded` (a daemon-only libvshm that does not link the core).
+#[cfg(not(feature = "embedded"))]
+fn no_embedded() -> Error {
+    Error::new(
+        VSHM_ERR_INVALID_REQUEST,
+        "libvshm was built without embedded mode (cargo feature `embedded`): use vshm_connect",
+    )
 }
 
 /// Open a client served by an in-process core (started on first use,
@@ -586,13 +599,21 @@ pub unsafe extern "C" fn vshm_open_embedded(
 ) -> vshm_status {
     guard(|| {
         check_out(out, "out")?;
-        let (c, threads) = if cfg.is_null() {
-            (Config::default(), 0)
-        } else {
-            // SAFETY: non-null, a valid struct per the contract.
-            unsafe { config_from_c(&*cfg)? }
-        };
-        open_embedded(c, threads, out)
+        #[cfg(feature = "embedded")]
+        {
+            let (c, threads) = if cfg.is_null() {
+                (Config::default(), 0)
+            } else {
+                // SAFETY: non-null, a valid struct per the contract.
+                unsafe { config_from_c(&*cfg)? }
+            };
+            open_embedded(c, threads, out)
+        }
+        #[cfg(not(feature = "embedded"))]
+        {
+            let _ = cfg;
+            Err(no_embedded())
+        }
     })
 }
 
@@ -611,8 +632,17 @@ pub unsafe extern "C" fn vshm_open_embedded_uri(
         check_out(out, "out")?;
         // SAFETY: a C string per the contract (or NULL, refused).
         let u = unsafe { cstr(uri, "uri")? }.ok_or_else(|| Error::arg("uri is NULL"))?;
-        let (cfg, threads) = uri::parse(u)?;
-        open_embedded(cfg, threads, out)
+        #[cfg(feature = "embedded")]
+        {
+            let (cfg, threads) =
+                ::vshm_client::uri::parse(u).map_err(|e| Error::arg(e.to_string()))?;
+            open_embedded(cfg, threads, out)
+        }
+        #[cfg(not(feature = "embedded"))]
+        {
+            let _ = u;
+            Err(no_embedded())
+        }
     })
 }
 

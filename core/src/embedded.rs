@@ -1,22 +1,19 @@
-//! The in-process mode: the same core on background threads inside the
-//! client process, serving that process's segments through the very same
-//! dispatcher code path the daemon uses.
+//! The in-process mode, server side: the same core on background threads
+//! inside the client process, serving that process's segments through the
+//! very same dispatcher code path the daemon uses.
 //!
-//! ```no_run
-//! # use vshm_core::{embedded::EmbeddedCore, Config};
-//! let core = EmbeddedCore::start(1).unwrap();
-//! let cfg = Config { addresses: vec!["127.0.0.1:6379".into()], ..Config::default() };
-//! let client = core.open(&cfg).unwrap();
-//! client.call(&[b"SET", b"k", b"v"]).unwrap();
-//! core.shutdown(std::time::Duration::from_secs(1));
-//! ```
+//! [`EmbeddedCore::attach`] creates a segment and attaches it to the
+//! dispatcher; the returned [`Attachment`] holds what the client end needs
+//! (segment, doorbell). The client end itself (`EmbeddedClient`, the
+//! `open` convenience) is `vshm_client::embedded`, so that this crate does
+//! not depend on the client runtime.
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use vshm_protocol::client::{Client, ClientOptions};
 use vshm_protocol::layout::{features, Layout};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::segment::Segment;
@@ -114,27 +111,39 @@ pub struct EmbeddedCore {
     dispatcher: Arc<Dispatcher>,
 }
 
-/// A client of the embedded core. Dropping it detaches its segment.
-pub struct EmbeddedClient {
-    client: Client,
+/// A segment attached to the embedded core: what the client end needs
+/// (the segment, the core's doorbell, the request timeout of the config)
+/// and the guard of the attachment. Dropping it detaches the segment.
+pub struct Attachment {
+    segment: Arc<Segment>,
     conn: Arc<Connection>,
+    request_timeout: Option<Duration>,
 }
 
-impl std::ops::Deref for EmbeddedClient {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.client
+impl Attachment {
+    /// The segment the client end submits to.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
     }
-}
 
-impl EmbeddedClient {
+    /// The core's eventfd for this segment (the client rings it after
+    /// submitting).
+    pub fn doorbell(&self) -> Arc<OwnedFd> {
+        self.conn.doorbell_fd()
+    }
+
+    /// The config's request timeout (None when attached without a config).
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout
+    }
+
     /// The core-side connection (stats, state).
     pub fn connection(&self) -> &Arc<Connection> {
         &self.conn
     }
 }
 
-impl Drop for EmbeddedClient {
+impl Drop for Attachment {
     fn drop(&mut self) {
         self.conn.detach();
     }
@@ -167,19 +176,19 @@ impl EmbeddedCore {
         self.rt.as_ref().expect("runtime lives until shutdown")
     }
 
-    /// Open a client for `config` (connections are pooled by the config's
-    /// pool key; see `docs/architecture.md`).
-    pub fn open(&self, config: &Config) -> Result<EmbeddedClient, ClientError> {
-        self.open_with(config, DEFAULT_SQ, DEFAULT_CQ)
+    /// Attach a segment for a client of `config` (connections are pooled
+    /// by the config's pool key; see `docs/architecture.md`).
+    pub fn attach(&self, config: &Config) -> Result<Attachment, ClientError> {
+        self.attach_with(config, DEFAULT_SQ, DEFAULT_CQ)
     }
 
-    /// Open with explicit ring capacities (powers of two).
-    pub fn open_with(
+    /// Attach with explicit ring capacities (powers of two).
+    pub fn attach_with(
         &self,
         config: &Config,
         sq: u64,
         cq: u64,
-    ) -> Result<EmbeddedClient, ClientError> {
+    ) -> Result<Attachment, ClientError> {
         let engine = self.engine.clone();
         let cfg = config.clone();
         let backend = self
@@ -194,22 +203,19 @@ impl EmbeddedCore {
                 .unwrap_or_else(|| "embedded".into()),
             ..AttachOptions::default()
         };
-        let copts = ClientOptions {
-            request_timeout: config.request_timeout(),
-            ..ClientOptions::default()
-        };
-        self.open_exec(exec, sq, cq, opts, copts)
+        let mut att = self.attach_exec(exec, sq, cq, opts)?;
+        att.request_timeout = Some(config.request_timeout());
+        Ok(att)
     }
 
     /// Attach a fresh segment served by any executor (tests, benchmarks).
-    pub fn open_exec(
+    pub fn attach_exec(
         &self,
         exec: Arc<dyn Execute>,
         sq: u64,
         cq: u64,
         opts: AttachOptions,
-        copts: ClientOptions,
-    ) -> Result<EmbeddedClient, ClientError> {
+    ) -> Result<Attachment, ClientError> {
         let layout = Layout::new(sq, cq, features::SQ_DOORBELL)
             .map_err(|e| ClientError::new(ErrorKind::InvalidRequest, e.to_string()))?;
         let seg = Arc::new(
@@ -220,8 +226,11 @@ impl EmbeddedCore {
             .dispatcher
             .attach(seg.clone(), exec, opts)
             .map_err(|e| ClientError::new(ErrorKind::Connection, e.to_string()))?;
-        let client = Client::new(seg, Some(conn.doorbell_fd()), copts);
-        Ok(EmbeddedClient { client, conn })
+        Ok(Attachment {
+            segment: seg,
+            conn,
+            request_timeout: None,
+        })
     }
 
     /// Stop: in-flight requests get up to `grace` to complete, the rest a

@@ -128,7 +128,7 @@ fn main() -> ExitCode {
                 .map(|c| c.socket_path)
                 .unwrap_or_else(|_| PathBuf::from(DEFAULT_SOCKET_PATH)),
         };
-        return match vshm_protocol::daemon::stats(
+        return match vshm_client::daemon::stats(
             &socket,
             *prometheus,
             Duration::from_millis(*timeout_ms),

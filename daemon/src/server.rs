@@ -17,7 +17,7 @@ use vshm_core::dispatch::{AttachOptions, Connection, Dispatcher};
 use vshm_core::embedded::ClientExec;
 use vshm_core::{Backend, Engine};
 use vshm_protocol::layout::{features, Layout};
-use vshm_protocol::register::{self, Hello, Reply, Settings, PROTOCOL_VERSION};
+use vshm_protocol::register::{self, HandshakeReply, Hello, Settings, PROTOCOL_VERSION};
 use vshm_protocol::segment::Segment;
 
 use crate::config::{DaemonConfig, SegmentConfig};
@@ -259,7 +259,7 @@ impl Daemon {
                 } else {
                     snap.text()
                 });
-                let reply = register::encode_reply(&Reply::Stats { text });
+                let reply = register::encode_reply(&HandshakeReply::Stats { text });
                 if let Err(e) = conn.send(&reply, &[]).await {
                     debug!(error = %e, "cannot send stats");
                 }
@@ -294,7 +294,7 @@ impl Daemon {
     async fn refuse(&self, conn: &Conn, cred: &UnixCredentials, reason: String) {
         self.refuse_count();
         warn!(pid = cred.pid(), uid = cred.uid(), gid = cred.gid(), reason = %reason, "registration refused");
-        let reply = register::encode_reply(&Reply::Refused {
+        let reply = register::encode_reply(&HandshakeReply::Refused {
             reason,
             daemon_version: PROTOCOL_VERSION,
         });
@@ -428,7 +428,7 @@ impl Daemon {
     /// Hand the descriptors over, then hold the socket until the client
     /// closes it (exit, crash, drop) and reclaim the segment.
     async fn client_session(&self, conn: Conn, reg: Registered) {
-        let welcome = register::encode_reply(&Reply::Welcome {
+        let welcome = register::encode_reply(&HandshakeReply::Welcome {
             protocol_version: PROTOCOL_VERSION,
             client_id: reg.id,
             request_timeout_ms: reg.request_timeout_ms,

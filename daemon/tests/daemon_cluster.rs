@@ -150,8 +150,7 @@ fn many_processes_share_the_daemons_connections() {
         let (stop, best, socket) = (stop.clone(), best.clone(), d.socket.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(t) = vshm_protocol::daemon::stats(&socket, false, Duration::from_secs(5))
-                {
+                if let Ok(t) = vshm_client::daemon::stats(&socket, false, Duration::from_secs(5)) {
                     let busy = client_rows(&t)
                         .iter()
                         .filter(|r| r[8] != "0" || r[6] != "0")

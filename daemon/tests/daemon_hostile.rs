@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{client_rows, memfd_maps, output_bounded, spawn_tied, Servers, Vshmd};
-use vshm_protocol::client::ClientOptions;
-use vshm_protocol::daemon::DaemonClient;
+use vshm_client::client::ClientOptions;
+use vshm_client::daemon::DaemonClient;
 use vshm_protocol::msg::Value;
 use vshm_protocol::register::Settings;
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{client_rows, Servers, Vshmd};
-use vshm_protocol::client::{into_result, ClientOptions};
-use vshm_protocol::daemon::{DaemonClient, Reconnecting};
+use vshm_client::client::{into_result, ClientOptions};
+use vshm_client::daemon::{DaemonClient, Reconnecting};
 use vshm_protocol::msg::{ErrorKind, Route, Value};
 use vshm_protocol::register::Settings;
 

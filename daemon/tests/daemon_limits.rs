@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{client_rows, spawn_tied, Servers, Vshmd};
-use vshm_protocol::client::ClientOptions;
-use vshm_protocol::daemon::DaemonClient;
+use vshm_client::client::ClientOptions;
+use vshm_client::daemon::DaemonClient;
 use vshm_protocol::msg::{ClientError, ErrorKind, Route, Value};
 use vshm_protocol::register::Settings;
 

@@ -9,8 +9,8 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{Servers, Vshmd};
-use vshm_protocol::client::ClientOptions;
-use vshm_protocol::daemon::DaemonClient;
+use vshm_client::client::ClientOptions;
+use vshm_client::daemon::DaemonClient;
 use vshm_protocol::register::Settings;
 use vshm_tests::RedisServer;
 

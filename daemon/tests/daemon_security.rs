@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use common::{file_mode, memfd_links, memfd_maps, output_bounded, Servers, Vshmd, VSHMD, WORKER};
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-use vshm_protocol::client::ClientOptions;
-use vshm_protocol::daemon::DaemonClient;
+use vshm_client::client::ClientOptions;
+use vshm_client::daemon::DaemonClient;
 use vshm_protocol::msg::ErrorKind;
-use vshm_protocol::register::{self, Hello, Reply, Settings, PROTOCOL_VERSION};
+use vshm_protocol::register::{self, HandshakeReply, Hello, Settings, PROTOCOL_VERSION};
 
 const NOBODY: u32 = 65534;
 
@@ -34,7 +34,7 @@ fn connect_err(socket: &Path, settings: &Settings) -> vshm_protocol::msg::Client
 }
 
 /// Send raw bytes as the first message and read the reply.
-fn raw_exchange(socket: &Path, bytes: &[u8]) -> Reply {
+fn raw_exchange(socket: &Path, bytes: &[u8]) -> HandshakeReply {
     let s = socket_fd();
     connect(s.as_raw_fd(), &UnixAddr::new(socket).unwrap()).unwrap();
     register::set_timeouts(&s, Duration::from_secs(5)).unwrap();
@@ -230,7 +230,7 @@ fn version_mismatch_and_bad_handshakes_get_clear_errors() {
         settings: Settings::default(),
     };
     match raw_exchange(&d.socket, &register::encode_hello(&hello)) {
-        Reply::Refused {
+        HandshakeReply::Refused {
             reason,
             daemon_version,
         } => {
@@ -248,7 +248,9 @@ fn version_mismatch_and_bad_handshakes_get_clear_errors() {
         r => panic!("{r:?}"),
     }
     match raw_exchange(&d.socket, b"\x01\x02garbage that is no hello") {
-        Reply::Refused { reason, .. } => assert!(reason.contains("cannot decode"), "{reason}"),
+        HandshakeReply::Refused { reason, .. } => {
+            assert!(reason.contains("cannot decode"), "{reason}")
+        }
         r => panic!("{r:?}"),
     }
     // Unknown profile, and a profile this uid may not use.
@@ -281,7 +283,7 @@ fn version_mismatch_and_bad_handshakes_get_clear_errors() {
         .unwrap()
         .expect("a refusal");
     match register::decode_reply(&b).unwrap() {
-        Reply::Refused { reason, .. } => {
+        HandshakeReply::Refused { reason, .. } => {
             assert!(reason.contains("no registration message"), "{reason}")
         }
         r => panic!("{r:?}"),

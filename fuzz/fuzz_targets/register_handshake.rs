@@ -21,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use vshm_protocol::register::{
     decode_hello, decode_reply, encode_hello, encode_reply, recv_with_fds, send_with_fds,
-    set_timeouts, Hello, Reply, Settings, MAX_HANDSHAKE,
+    set_timeouts, Hello, HandshakeReply, Settings, MAX_HANDSHAKE,
 };
 
 /// One connected pair, made once: (daemon end, client end).
@@ -119,13 +119,13 @@ fn hello(h: AHello) -> Hello {
     }
 }
 
-fn reply(r: AReply) -> Reply {
+fn reply(r: AReply) -> HandshakeReply {
     match r {
         AReply::Welcome {
             protocol_version,
             client_id,
             request_timeout_ms,
-        } => Reply::Welcome {
+        } => HandshakeReply::Welcome {
             protocol_version,
             client_id,
             request_timeout_ms,
@@ -133,11 +133,11 @@ fn reply(r: AReply) -> Reply {
         AReply::Refused {
             reason,
             daemon_version,
-        } => Reply::Refused {
+        } => HandshakeReply::Refused {
             reason,
             daemon_version,
         },
-        AReply::Stats { text } => Reply::Stats { text },
+        AReply::Stats { text } => HandshakeReply::Stats { text },
     }
 }
 

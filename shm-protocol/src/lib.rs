@@ -9,7 +9,12 @@
 //! * [`wake`]: the need-wakeup flags and the futex sleep/wake protocol;
 //! * [`frame`]: record headers and the fragmentation of large messages;
 //! * [`msg`]: the rkyv-archived `Request` and `Completion` messages;
-//! * [`segment`]: creating (memfd, sealed) and attaching segments.
+//! * [`segment`]: creating (memfd, sealed) and attaching segments;
+//! * [`register`]: the wire format of the daemon handshake (client and
+//!   vshmd both speak it).
+//!
+//! The client runtime (the client end of a segment, the daemon
+//! registration, the session layer) is the `vshm-client` crate.
 //!
 //! All atomics go through the [`sync`] shim so that the same source runs under
 //! loom (`RUSTFLAGS="--cfg vshm_loom"`) and in production. See
@@ -17,12 +22,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-#[cfg(not(vshm_loom))]
-pub mod client;
-#[cfg(not(vshm_loom))]
-pub mod daemon;
-#[cfg(not(vshm_loom))]
-pub mod endpoint;
 pub mod frame;
 pub mod layout;
 pub mod msg;

@@ -66,7 +66,7 @@ pub enum Hello {
 
 /// Daemon → client.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
+pub enum HandshakeReply {
     /// Registered: the segment and doorbell descriptors ride along.
     Welcome {
         protocol_version: u32,
@@ -101,16 +101,16 @@ pub fn decode_hello(b: &[u8]) -> Result<Hello, ProtocolError> {
     rkyv::from_bytes::<Hello, E>(&a).map_err(bad)
 }
 
-pub fn encode_reply(r: &Reply) -> Vec<u8> {
+pub fn encode_reply(r: &HandshakeReply) -> Vec<u8> {
     rkyv::to_bytes::<E>(r)
         .expect("serializing into a Vec")
         .to_vec()
 }
 
-pub fn decode_reply(b: &[u8]) -> Result<Reply, ProtocolError> {
+pub fn decode_reply(b: &[u8]) -> Result<HandshakeReply, ProtocolError> {
     let mut a = rkyv::util::AlignedVec::<16>::with_capacity(b.len());
     a.extend_from_slice(b);
-    rkyv::from_bytes::<Reply, E>(&a).map_err(bad)
+    rkyv::from_bytes::<HandshakeReply, E>(&a).map_err(bad)
 }
 
 fn os<D: std::fmt::Display>(what: &'static str) -> impl FnOnce(D) -> ProtocolError {
@@ -216,7 +216,7 @@ mod tests {
             },
         };
         assert_eq!(decode_hello(&encode_hello(&h)).unwrap(), h);
-        let r = Reply::Refused {
+        let r = HandshakeReply::Refused {
             reason: "no".into(),
             daemon_version: 9,
         };

@@ -110,6 +110,17 @@ fn futex_wake_all(ctl: &RingCtl, side: Side) {
     ctl.model.get(side).wake();
 }
 
+/// Add 1 to an eventfd, the core's doorbell (non-blocking; a saturated
+/// counter already means "wake up"). The other way to wake a peer besides
+/// the ring futex: clients ring it after submitting, the core's own paths
+/// ring it to wake its dispatcher.
+#[cfg(not(vshm_loom))]
+pub fn ring_doorbell(fd: std::os::fd::RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to a descriptor we hold.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
 /// Raw shared futex calls on a word in shared memory.
 #[cfg(not(vshm_loom))]
 pub mod futex {

@@ -185,7 +185,7 @@ impl Vshmd {
         loop {
             // Any answer (stats, or a refusal when our uid is not allowed)
             // means the socket is up.
-            match vshm_protocol::daemon::stats(&self.socket, false, Duration::from_secs(2)) {
+            match vshm_client::daemon::stats(&self.socket, false, Duration::from_secs(2)) {
                 Ok(_) => return,
                 Err(e) if e.message.contains("vshmd refused") => return,
                 Err(_) => {}
@@ -230,7 +230,7 @@ impl Vshmd {
 
     /// Stats text through the library call.
     pub fn stats(&self) -> String {
-        vshm_protocol::daemon::stats(&self.socket, false, Duration::from_secs(5))
+        vshm_client::daemon::stats(&self.socket, false, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("stats: {}\n{}", e.message, self.log_text()))
     }
 

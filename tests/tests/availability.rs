@@ -35,8 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vshm_protocol::client::{ClientOptions, Reply};
-use vshm_protocol::daemon::DaemonClient;
+use vshm_client::client::{ClientOptions, Reply};
+use vshm_client::daemon::DaemonClient;
 use vshm_protocol::msg::{ArgRef, ArgsRef, Completion, Op, Route, Value};
 use vshm_protocol::register::Settings;
 use vshm_tests::cluster_ops::{migrate_slot, wait_slot_owner, wait_slots_settled};

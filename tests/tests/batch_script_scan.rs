@@ -9,10 +9,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use vshm_client::client::into_result;
+use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::{Mode, Protocol};
-use vshm_core::embedded::{EmbeddedClient, EmbeddedCore};
 use vshm_core::Config;
-use vshm_protocol::client::into_result;
 use vshm_protocol::msg::{
     flags, ArgRef, ArgsRef, ClientError, Completion, ErrorKind, Op, Route, Value,
 };

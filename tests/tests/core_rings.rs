@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vshm_client::embedded::{EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::{Mode, Protocol};
-use vshm_core::embedded::EmbeddedCore;
 use vshm_core::Config;
 use vshm_protocol::msg::{ErrorKind, Route, Value};
 use vshm_tests::{shared_cluster, shared_standalone};

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use vshm_client::client::ClientOptions;
+use vshm_client::embedded::{EmbeddedCore, EmbeddedOpen};
 use vshm_core::dispatch::{AttachOptions, Execute};
-use vshm_core::embedded::EmbeddedCore;
-use vshm_protocol::client::ClientOptions;
 use vshm_protocol::msg::{Completion, ErrorKind, Op, Request, Value};
 
 /// Replies with the concatenation of the arguments after the first; an

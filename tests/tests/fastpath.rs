@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::{Mode, Protocol};
-use vshm_core::embedded::{EmbeddedClient, EmbeddedCore};
 use vshm_core::Config;
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Route, Value};
 use vshm_tests::cluster_ops::{migrate_slot, wait_slot_owner, wait_slots_settled};

@@ -9,10 +9,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use vshm_client::client::into_result;
+use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::{Mode, Protocol};
-use vshm_core::embedded::{EmbeddedClient, EmbeddedCore};
 use vshm_core::Config;
-use vshm_protocol::client::into_result;
 use vshm_protocol::msg::{ArgsRef, ClientError, ErrorKind, Op, Route, SubKind, Value};
 use vshm_tests::{key_slot, shared_cluster, shared_standalone, RedisCluster, RedisServer};
 

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::{Backoff, Mode, ReadFrom};
-use vshm_core::embedded::{EmbeddedClient, EmbeddedCore};
 use vshm_core::{Backend, Config};
 use vshm_protocol::msg::{ClientError, ErrorKind, Route, Value};
 use vshm_tests::{key_slot, RedisCluster, RedisServer};

@@ -703,5 +703,5 @@ impl Sink for Connection {
 }
 
 fn doorbell_kick(fd: &Arc<OwnedFd>) {
-    vshm_protocol::endpoint::ring_doorbell(fd.as_raw_fd());
+    vshm_protocol::wake::ring_doorbell(fd.as_raw_fd());
 }

@@ -1,7 +1,7 @@
 //! The demo and test worker for vshmd.
 //!
 //! * `worker`: one process running a mixed, self-checking workload either
-//!   through vshmd (`vshm_protocol::daemon::Reconnecting`) or directly
+//!   through vshmd (`vshm_client::daemon::Reconnecting`) or directly
 //!   against the cluster (the redis crate's cluster client). It connects,
 //!   prints `ready`, waits for `go` on stdin, runs, prints `done ...`, and
 //!   stays connected until stdin closes (so connections can be counted).
@@ -23,9 +23,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use vshm_protocol::client::ClientOptions;
-use vshm_protocol::daemon::Reconnecting;
-use vshm_protocol::endpoint::WaitStrategy;
+use vshm_client::client::ClientOptions;
+use vshm_client::daemon::Reconnecting;
+use vshm_client::endpoint::WaitStrategy;
 use vshm_protocol::msg::{Route, Value};
 use vshm_protocol::register::Settings;
 

@@ -36,11 +36,11 @@ use clap::{Parser, Subcommand};
 use memmap2::{MmapOptions, MmapRaw};
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use rand::{Rng, RngCore, SeedableRng};
-use vshm_protocol::endpoint::ring_doorbell;
+use vshm_client::endpoint::ring_doorbell;
 use vshm_protocol::frame::{FragmentWriter, Reassembler};
 use vshm_protocol::layout::{state, HEADER_SIZE};
 use vshm_protocol::msg::{self, Completion, ErrorKind, Op, Request, Route};
-use vshm_protocol::register::{self, Hello, Reply, Settings, PROTOCOL_VERSION};
+use vshm_protocol::register::{self, HandshakeReply, Hello, Settings, PROTOCOL_VERSION};
 use vshm_protocol::ring::{kind, rflags, Consumer, DataArea, Producer, RecordHeader};
 use vshm_protocol::segment::Segment;
 
@@ -146,8 +146,8 @@ fn register(path: &Path, name: &str, sq: u64, cq: u64) -> Result<Session, String
         .map_err(|e| e.to_string())?
         .ok_or("vshmd hung up during registration")?;
     match register::decode_reply(&bytes).map_err(|e| e.to_string())? {
-        Reply::Welcome { .. } if fds.len() == 2 => {}
-        Reply::Refused { reason, .. } => return Err(format!("refused: {reason}")),
+        HandshakeReply::Welcome { .. } if fds.len() == 2 => {}
+        HandshakeReply::Refused { reason, .. } => return Err(format!("refused: {reason}")),
         r => return Err(format!("unexpected reply {r:?} with {} fds", fds.len())),
     }
     let doorbell = fds.pop().expect("two fds");

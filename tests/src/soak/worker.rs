@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vshm_protocol::client::{ClientOptions, Reply};
-use vshm_protocol::daemon::DaemonClient;
+use vshm_client::client::{ClientOptions, Reply};
+use vshm_client::daemon::DaemonClient;
 use vshm_protocol::msg::{ArgRef, ArgsRef, ClientError, Completion, ErrorKind, Op, Route, Value};
 use vshm_protocol::register::Settings;
 

@@ -28,7 +28,7 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
-use vshm_protocol::endpoint::{Dir, EndpointError, PeerWake, Sender};
+use vshm_client::endpoint::{Dir, EndpointError, PeerWake, Sender};
 use vshm_protocol::frame::{FragmentWriter, FrameError, Reassembler};
 use vshm_protocol::layout::{
     state, Layout, RingCtl, SegmentHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC,

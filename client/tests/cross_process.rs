@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
-use vshm_protocol::endpoint::{Dir, EndpointError, PeerWake, Receiver, Sender};
+use vshm_client::endpoint::{Dir, EndpointError, PeerWake, Receiver, Sender};
 use vshm_protocol::layout::{state, Layout};
 use vshm_protocol::msg::{decode_request, encode_request, Op, Request, Route};
 use vshm_protocol::ring::kind;

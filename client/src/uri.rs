@@ -15,12 +15,16 @@
 use vshm_core::config::{Mode, Protocol, ReadFrom};
 use vshm_core::Config;
 
-use crate::error::Error;
+/// A URI that cannot be used. The message names the scheme and the
+/// reason, never the rest of the URI (it may hold a password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UriError(pub String);
 
-fn bad(uri: &str, why: impl std::fmt::Display) -> Error {
+fn bad(uri: &str, why: impl std::fmt::Display) -> UriError {
     // Never echo a password: show the scheme and the reason only.
     let scheme = uri.split("://").next().unwrap_or("");
-    Error::arg(format!("bad URI ({scheme}://...): {why}"))
+    UriError(format!("bad URI ({scheme}://...): {why}"))
 }
 
 fn decode(s: &str) -> Result<String, String> {
@@ -58,7 +62,7 @@ fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
 }
 
 /// Parse a URI into a core config and the core thread count (0: default).
-pub(crate) fn parse(uri: &str) -> Result<(Config, usize), Error> {
+pub fn parse(uri: &str) -> Result<(Config, usize), UriError> {
     let (scheme, rest) = uri
         .split_once("://")
         .ok_or_else(|| bad(uri, "missing scheme://"))?;
@@ -200,7 +204,7 @@ mod tests {
             "redis://:secret@h?x%zz=1&db=%zz",
         ] {
             let e = parse(bad_uri).unwrap_err();
-            assert!(!e.message.contains("secret"), "{}", e.message);
+            assert!(!e.0.contains("secret"), "{}", e.0);
         }
     }
 }

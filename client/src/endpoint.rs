@@ -10,13 +10,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::frame::{FragmentWriter, FrameError, Message, Reassembler};
-use crate::layout::{state, RingCtl};
-use crate::ring::{Consumer, Producer, RecordHeader, ReserveError};
-use crate::segment::{RingArea, Segment};
-use crate::sync::spin_hint;
-use crate::wake::{self, Side};
-use crate::ProtocolError;
+use vshm_protocol::frame::{FragmentWriter, FrameError, Message, Reassembler};
+use vshm_protocol::layout::{state, RingCtl};
+use vshm_protocol::ring::{Consumer, Producer, RecordHeader, ReserveError};
+use vshm_protocol::segment::{RingArea, Segment};
+use vshm_protocol::sync::spin_hint;
+use vshm_protocol::wake::{self, Side};
+use vshm_protocol::ProtocolError;
 
 /// Which ring of the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,13 +122,8 @@ impl PeerWake {
     }
 }
 
-/// Add 1 to an eventfd (non-blocking; a saturated counter already means
-/// "wake up").
-pub fn ring_doorbell(fd: std::os::fd::RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to a descriptor we hold.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-}
+/// Add 1 to an eventfd (defined with the wake protocol).
+pub use vshm_protocol::wake::ring_doorbell;
 
 /// Errors of the blocking endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]

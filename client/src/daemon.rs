@@ -12,10 +12,10 @@ use std::time::Duration;
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 
 use crate::client::{Client, ClientOptions};
-use crate::layout::state;
-use crate::msg::{ClientError, ErrorKind};
-use crate::register::{self, Hello, Reply, Settings, PROTOCOL_VERSION};
-use crate::segment::Segment;
+use vshm_protocol::layout::state;
+use vshm_protocol::msg::{ClientError, ErrorKind};
+use vshm_protocol::register::{self, HandshakeReply, Hello, Settings, PROTOCOL_VERSION};
+use vshm_protocol::segment::Segment;
 
 fn conn_err(msg: impl Into<String>) -> ClientError {
     ClientError::new(ErrorKind::Connection, msg)
@@ -98,7 +98,7 @@ impl DaemonClient {
             .ok_or_else(|| conn_err("vshmd closed the connection during registration"))?;
         let reply = register::decode_reply(&bytes).map_err(|e| conn_err(e.to_string()))?;
         let (client_id, timeout_ms) = match reply {
-            Reply::Welcome {
+            HandshakeReply::Welcome {
                 protocol_version,
                 client_id,
                 request_timeout_ms,
@@ -110,13 +110,13 @@ impl DaemonClient {
                 }
                 (client_id, request_timeout_ms)
             }
-            Reply::Refused { reason, .. } => {
+            HandshakeReply::Refused { reason, .. } => {
                 return Err(ClientError::new(
                     ErrorKind::Connection,
                     format!("vshmd refused: {reason}"),
                 ))
             }
-            Reply::Stats { .. } => return Err(conn_err("unexpected stats reply")),
+            HandshakeReply::Stats { .. } => return Err(conn_err("unexpected stats reply")),
         };
         if fds.len() != 2 {
             return Err(conn_err(format!(
@@ -285,8 +285,8 @@ pub fn stats(path: &Path, prometheus: bool, timeout: Duration) -> Result<String,
         .map_err(|e| conn_err(e.to_string()))?
         .ok_or_else(|| conn_err("vshmd closed the connection"))?;
     match register::decode_reply(&bytes).map_err(|e| conn_err(e.to_string()))? {
-        Reply::Stats { text } => Ok(text),
-        Reply::Refused { reason, .. } => Err(conn_err(format!("vshmd refused: {reason}"))),
-        Reply::Welcome { .. } => Err(conn_err("unexpected reply")),
+        HandshakeReply::Stats { text } => Ok(text),
+        HandshakeReply::Refused { reason, .. } => Err(conn_err(format!("vshmd refused: {reason}"))),
+        HandshakeReply::Welcome { .. } => Err(conn_err("unexpected reply")),
     }
 }

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vshm_protocol::client::{Client, ClientOptions};
-use vshm_protocol::endpoint::WaitStrategy;
+use vshm_client::client::{Client, ClientOptions};
+use vshm_client::endpoint::WaitStrategy;
 use vshm_protocol::frame::{FragmentWriter, Reassembler};
 use vshm_protocol::layout::{Layout, RingCtl};
 use vshm_protocol::msg::{decode_submitted, encode_completion, Completion, Op, Route, Value};

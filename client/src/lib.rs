@@ -1,0 +1,36 @@
+//! # vshm-client
+//!
+//! The client runtime of vshm, on top of the wire format of
+//! `vshm-protocol`:
+//!
+//! * [`client`]: [`Client`], the client end of one segment (submit, call,
+//!   wait; thread-safe, bounded waits), with [`ClientOptions`];
+//! * [`reply`]: [`Reply`] (a completion read in place from the ring or
+//!   from private memory) and [`into_result`];
+//! * `completion` (private): the completion-ring side: draining,
+//!   reassembly, pinned records;
+//! * [`endpoint`]: blocking single-direction endpoints and wait strategies;
+//! * [`daemon`]: registering with vshmd ([`daemon::DaemonClient`],
+//!   [`daemon::Reconnecting`]), fork detection, `vshmd stats`;
+//! * [`session`]: what a language binding holds: the current registration
+//!   (daemon or in-process), replaced when unusable and after `fork()`;
+//! * [`embedded`] and [`uri`] (feature `embedded`, default on): clients of
+//!   the in-process core (`vshm-core`) and connection URIs.
+//!
+//! Without the `embedded` feature the crate does not depend on vshm-core.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod client;
+mod completion;
+pub mod daemon;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod endpoint;
+pub mod reply;
+pub mod session;
+#[cfg(feature = "embedded")]
+pub mod uri;
+
+pub use client::{Client, ClientOptions, QUEUED};
+pub use reply::{into_result, Reply};
