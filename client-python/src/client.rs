@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
+use vshm_client::daemon::Reconnecting;
 use vshm_core::config::ReadFrom;
-use vshm_protocol::daemon::Reconnecting;
 use vshm_protocol::msg::{
     ArchivedCompletion, ArgRef, ArgsRef, ClientError, ErrorKind, Op, Route, SubKind,
 };
@@ -19,7 +19,7 @@ use vshm_protocol::register::Settings;
 use crate::convert::{self, Decode};
 use crate::errors::{archived_error, client_error, value_error, IntoPy};
 use crate::inner::{outcome, Confirmation, Inner, Outcome, Pending, SLICE};
-use crate::session::{self, lock, Mode, Session};
+use crate::session::{lock, Mode, Session};
 
 /// Owned argument lists borrowed as the protocol's `ArgRef`s.
 fn refs<'a>(args: &'a [Cow<'a, [u8]>]) -> Vec<ArgRef<'a>> {
@@ -150,7 +150,7 @@ impl NativeClient {
         encoding: &str,
     ) -> PyResult<NativeClient> {
         let decode = Decode::new(py, decode_responses, encoding)?;
-        let (mut cfg, threads) = session::parse_url(url).map_err(value_error)?;
+        let (mut cfg, threads) = vshm_client::uri::parse(url).map_err(|e| value_error(e.0))?;
         let t = convert::timeout(timeout, "timeout")?;
         if let Some(ms) = millis(t) {
             cfg.request_timeout_ms = ms;
@@ -171,19 +171,15 @@ impl NativeClient {
             cfg.read_from = ReadFrom::PreferReplica;
         }
         cfg.validate().map_err(|e| value_error(e.message))?;
-        let sq = match ring_size(sq_size, "sq_size")? {
-            0 => vshm_core::embedded::DEFAULT_SQ,
-            n => n,
-        };
-        let cq = match ring_size(cq_size, "cq_size")? {
-            0 => vshm_core::embedded::DEFAULT_CQ,
-            n => n,
-        };
+        if sq_size.is_some() || cq_size.is_some() {
+            return Err(value_error(
+                "from_url: the in-process core's ring sizes are fixed (1 MiB each); \
+                 sq_size/cq_size apply to from_daemon",
+            ));
+        }
         let mode = Mode::Embedded {
             config: cfg,
-            threads,
-            sq,
-            cq,
+            threads: threads.max(1),
         };
         let s = py.allow_threads(|| Session::new(mode, t)).py_err(py)?;
         Ok(NativeClient::new(s, decode))

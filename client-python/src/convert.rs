@@ -10,7 +10,7 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PySet, PyString,
     PyTuple,
 };
-use vshm_protocol::client::Reply;
+use vshm_client::Reply;
 use vshm_protocol::msg::{ArchivedCompletion, ArchivedValue, Route};
 
 use crate::errors::{archived_error, response_error, value_error, VshmError};

@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use vshm_protocol::client::{Reply, QUEUED};
+use vshm_client::{Reply, QUEUED};
 use vshm_protocol::msg::{ArgsRef, ClientError, ErrorKind, Op, Route};
 
 use crate::convert::{self, Decode};

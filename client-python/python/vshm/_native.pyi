@@ -71,8 +71,10 @@ class NativeClient:
         ``&read_from=primary|prefer_replica|round_robin_replicas&max_inflight=..&threads=..&tls=1&ca_file=..]``;
         also ``redis://``, ``valkeys://``/``rediss://`` (TLS). Keyword
         options override the URL. timeout: default request timeout in
-        seconds (the core's default: 0.25). Raises ValueError for a bad URL
-        or option, ConnectionError when the server cannot be reached."""
+        seconds (the core's default: 0.25). sq_size/cq_size: ValueError (the
+        in-process rings are fixed, 1 MiB each; they apply to from_daemon).
+        Raises ValueError for a bad URL or option, ConnectionError when the
+        server cannot be reached."""
 
     @staticmethod
     def from_daemon(
