@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use vshm_client::{Reply, QUEUED};
+use vshm_protocol::layout::state;
 use vshm_protocol::msg::{ArgsRef, ClientError, ErrorKind, Op, Route};
 
 use crate::convert::{self, Decode};
@@ -192,6 +193,23 @@ impl Inner {
             };
             if let Err(e) = r {
                 dead = Some(e);
+            }
+            // Polling only drains the ring: a registration that ended (the
+            // daemon died, the core closed the segment) with nothing left
+            // in it is noticed here, so that an event loop woken by the
+            // notifier fails what can no longer complete.
+            if dead.is_none() && replies.is_empty() {
+                dead = match conn.segment().state() {
+                    state::OPEN => conn.dead(),
+                    state::PEER_LOST => Some(ClientError::new(
+                        ErrorKind::Connection,
+                        "connection to the vshm daemon lost",
+                    )),
+                    _ => Some(ClientError::new(
+                        ErrorKind::Closing,
+                        "the core closed this client's segment",
+                    )),
+                };
             }
         }
         let cur_seq = cur.as_ref().map_or(0, |c| c.1);

@@ -73,6 +73,8 @@ def start_vshmd(binary, port, workdir):
             f'[server]\naddresses = ["127.0.0.1:{port}"]\nmode = "standalone"\n'
             f"request_timeout_ms = 1000\n"
         )
+    if os.path.exists(sock):
+        os.unlink(sock)  # left by a killed daemon
     p = subprocess.Popen([binary, "--config", conf], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     deadline = time.time() + 10
@@ -381,18 +383,25 @@ def daemon_restart(binary, port, workdir, state):
     def restart():
         c = n.NativeClient.from_daemon(SOCK, timeout=1.0)
         assert c.execute(("PING",)) == b"PONG"
-        pend = c.submit(("BLPOP", "smoke:never", 0.5))
-        state["vshmd"].terminate()
+        import select
+        fd = c.fileno()
+        pend = c.submit(("BLPOP", "smoke:never", 0.9))
+        c.drain()
+        state["vshmd"].kill()
         state["vshmd"].wait(10)
+        # An event loop is woken (the notifier sees the segment end) and
+        # drain() fails the request at once, with no other call.
+        t = time.time()
+        got = []
+        while not got and time.time() - t < 3:
+            select.select([fd], [], [], 1)
+            got = c.drain()
+        assert got and got[0][0] == pend and got[0][2], got
+        assert isinstance(got[0][1], n.ConnectionError), got
+        assert time.time() - t < 0.8, time.time() - t
         # The daemon is gone: ConnectionError (bounded), then, once it is
         # back, the next call re-registers.
         expect_raises(n.ConnectionError, c.execute, ("PING",))
-        got = []
-        deadline = time.time() + 3
-        while not got and time.time() < deadline:
-            got = c.drain()
-            time.sleep(0.05)
-        assert got and got[0][0] == pend and got[0][2], got
         state["vshmd"], _ = start_vshmd(binary, port, workdir)
         assert c.execute(("PING",)) == b"PONG"
         c.close()
