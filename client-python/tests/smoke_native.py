@@ -308,6 +308,7 @@ def basic_suite(c, label):
 
     def fork():
         c.execute(("SET", "smoke:fork", "parent"))
+        fd0 = c.fileno()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -315,10 +316,13 @@ def basic_suite(c, label):
                 assert c.execute(("GET", "smoke:fork")) == b"parent"
                 c.execute(("SET", "smoke:fork", "child"))
                 assert c.wait(c.submit(("ECHO", "x"))) == b"x"
-                fd = c.fileno()
+                # The descriptor number from before the fork keeps working
+                # without asking for it again (a fresh eventfd behind it).
                 i = c.submit(("ECHO", "y"))
                 import select
-                select.select([fd], [], [], 2)
+                r, _, _ = select.select([fd0], [], [], 2)
+                assert r == [fd0], "fileno() not signalled in the child"
+                assert c.fileno() == fd0
                 got = []
                 deadline = time.time() + 2
                 while not got and time.time() < deadline:

@@ -136,43 +136,48 @@ impl EventNotifier {
     /// The descriptor, created on first use, with the notifier following
     /// `seg`, the segment of registration `generation`.
     pub fn fd(&self, seg: &Arc<Segment>, generation: u32) -> std::io::Result<RawFd> {
-        let raw = {
-            let mut efd = lock(&self.efd);
-            match efd.as_mut() {
-                None => {
-                    *efd = Some(EventFd {
-                        fd: new_eventfd()?,
-                        fork_gen: fork_generation(),
-                    })
-                }
-                Some(e) if e.fork_gen != fork_generation() => {
-                    let fresh = new_eventfd()?;
-                    // SAFETY: both descriptors are ours; dup3 atomically
-                    // makes our descriptor number refer to the fresh
-                    // eventfd (`fresh` itself is closed when dropped).
-                    let r =
-                        unsafe { libc::dup3(fresh.as_raw_fd(), e.fd.as_raw_fd(), libc::O_CLOEXEC) };
-                    if r < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    e.fork_gen = fork_generation();
-                }
-                Some(_) => {}
-            }
-            efd.as_ref().map_or(-1, |e| e.fd.as_raw_fd())
-        };
+        let raw = self.own_fd(true)?.unwrap_or(-1);
         self.follow(seg, generation)?;
         Ok(raw)
     }
 
+    /// This process's descriptor: created when `create` (else None before
+    /// the first `fd`); in a forked child, a fresh eventfd is put at the
+    /// inherited number first.
+    fn own_fd(&self, create: bool) -> std::io::Result<Option<RawFd>> {
+        let mut efd = lock(&self.efd);
+        match efd.as_mut() {
+            None if !create => return Ok(None),
+            None => {
+                *efd = Some(EventFd {
+                    fd: new_eventfd()?,
+                    fork_gen: fork_generation(),
+                })
+            }
+            Some(e) if e.fork_gen != fork_generation() => {
+                let fresh = new_eventfd()?;
+                // SAFETY: both descriptors are ours; dup3 atomically makes
+                // our descriptor number refer to the fresh eventfd
+                // (`fresh` itself is closed when dropped).
+                let r = unsafe { libc::dup3(fresh.as_raw_fd(), e.fd.as_raw_fd(), libc::O_CLOEXEC) };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                e.fork_gen = fork_generation();
+            }
+            Some(_) => {}
+        }
+        Ok(efd.as_ref().map(|e| e.fd.as_raw_fd()))
+    }
+
     /// Make the notifier follow `seg` (registration `generation`): call it
-    /// when a registration was opened. A no-op until `fd` was asked for.
+    /// when a registration was opened. A no-op until `fd` was asked for;
+    /// in a forked child it also renews the descriptor (same number), so
+    /// an event loop keeps watching the number it has.
     pub fn follow(&self, seg: &Arc<Segment>, generation: u32) -> std::io::Result<()> {
-        let efd = lock(&self.efd)
-            .as_ref()
-            .filter(|e| e.fork_gen == fork_generation())
-            .map(|e| e.fd.as_raw_fd());
-        let Some(efd) = efd else { return Ok(()) };
+        let Some(efd) = self.own_fd(false)? else {
+            return Ok(());
+        };
         let mut n = lock(&self.notifier);
         if let Some(cur) = n.as_ref() {
             if cur.generation == generation && cur.fork_gen == fork_generation() {
