@@ -1,7 +1,7 @@
 //! What a `vshm_client` handle holds: the way to (re)open its
 //! registration (daemon or embedded core), the current registration, the
 //! asynchronous requests in flight, and the completion notifier behind
-//! `vshm_fd`.
+//! `vshm_fd` (`::vshm_client::notify`, shared with the Python module).
 //!
 //! **Registrations and fork.** A handle works through one registration at
 //! a time, kept by a `::vshm_client::session::Session` (daemon or embedded
@@ -10,22 +10,18 @@
 //! Asynchronous requests of a replaced registration complete with
 //! `VSHM_ERR_CONNECTION`.
 
-use std::collections::{BTreeSet, HashMap};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ::vshm_client::client::{Reply, QUEUED};
-use ::vshm_client::daemon::fork_generation;
-use ::vshm_client::session::{park, Session, SessionError};
+use ::vshm_client::notify::EventNotifier;
 pub(crate) use ::vshm_client::session::{Conn, Mode};
-use vshm_protocol::layout::state;
-use vshm_protocol::msg::{Op, Route, SubKind};
-use vshm_protocol::ring::PublishWatch;
-use vshm_protocol::segment::Segment;
-use vshm_protocol::wake::{self, ParkAtOnce, Side};
+use ::vshm_client::session::{Session, SessionError};
+use ::vshm_client::subscriptions::Subscriptions;
+use vshm_protocol::msg::SubKind;
 
 use crate::error::{Error, VSHM_ERR_CLOSING, VSHM_ERR_CONNECTION, VSHM_ERR_INTERNAL};
 
@@ -102,100 +98,11 @@ pub(crate) fn c_id(seq: u32, client_id: u64) -> u64 {
         | (client_id & !QUEUED & ((1 << ID_BITS) - 1))
 }
 
-// ---------------------------------------------------------------------------
-// The completion notifier (vshm_fd)
-
-/// A thread that parks on the completion ring's futex and signals the
-/// handle's eventfd whenever the core publishes completions (or the
-/// segment stops being open).
-struct Notifier {
-    stop: Arc<AtomicBool>,
-    seg: Arc<Segment>,
-    thread: Option<JoinHandle<()>>,
-    fork_gen: u64,
-    seq: u32,
-}
-
-impl Notifier {
-    fn start(seg: Arc<Segment>, efd: RawFd, seq: u32) -> Result<Notifier, Error> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            let seg = seg.clone();
-            std::thread::Builder::new()
-                .name("vshm-notify".into())
-                .spawn(move || notify_loop(&seg, efd, &stop))
-                .map_err(|e| {
-                    Error::new(
-                        VSHM_ERR_INTERNAL,
-                        format!("cannot start the notifier thread: {e}"),
-                    )
-                })?
-        };
-        Ok(Notifier {
-            stop,
-            seg,
-            thread: Some(thread),
-            fork_gen: fork_generation(),
-            seq,
-        })
-    }
-}
-
-impl Drop for Notifier {
-    fn drop(&mut self) {
-        let Some(t) = self.thread.take() else { return };
-        if self.fork_gen != fork_generation() {
-            // The thread does not exist in a forked child.
-            park(t);
-            return;
-        }
-        // Release: pairs with the Acquire load in `notify_loop`.
-        self.stop.store(true, Ordering::Release);
-        let (ctl, _) = self.seg.cq();
-        wake::wake(ctl, Side::Consumer);
-        let _ = t.join();
-    }
-}
-
-/// Why the notifier stopped waiting.
-enum Notify {
-    /// The core published completions (or the first look).
-    Published,
-    /// The segment is no longer open: signal once more and stop.
-    Closed,
-    /// The handle is being freed.
-    Stop,
-}
-
-/// Ring the handle's eventfd whenever the core publishes completions, until
-/// the segment stops being open or the handle stops the notifier. Waits
-/// with the protocol's sleep loop (`wake::wait`), parking at most 100 ms at
-/// a time; `PublishWatch` is the protocol's "completions published?" check.
-fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
-    let (ctl, _) = seg.cq();
-    let mut watch = PublishWatch::new();
-    loop {
-        let mut w = ParkAtOnce::new(Duration::from_millis(100), || {
-            // Acquire: pairs with the Release store in `Notifier::drop`.
-            Ok::<_, std::convert::Infallible>(if stop.load(Ordering::Acquire) {
-                Some(Notify::Stop)
-            } else if seg.state() != state::OPEN {
-                Some(Notify::Closed)
-            } else {
-                watch.published(ctl).then_some(Notify::Published)
-            })
-        });
-        let Ok(why) = wake::wait(ctl, Side::Consumer, &mut w);
-        match why {
-            Notify::Published => vshm_protocol::wake::ring_doorbell(efd),
-            Notify::Closed => {
-                vshm_protocol::wake::ring_doorbell(efd);
-                return;
-            }
-            Notify::Stop => return,
-        }
-    }
+fn notifier_error(e: std::io::Error) -> Error {
+    Error::new(
+        VSHM_ERR_INTERNAL,
+        format!("cannot start the completion notifier: {e}"),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -207,13 +114,13 @@ pub(crate) struct ClientInner {
     closed: AtomicBool,
     /// Per-request timeout when the caller passes none (None: the core's).
     pub default_timeout: Option<Duration>,
-    efd: Mutex<Option<OwnedFd>>,
-    notifier: Mutex<Option<Notifier>>,
+    /// The eventfd of `vshm_fd` and its notifier thread.
+    events: EventNotifier,
     /// The push callback and its userdata (pub/sub messages).
     push_cb: Mutex<(PushCallback, usize)>,
     /// Subscriptions made through this handle (kind, channel), replayed
     /// on a new registration (daemon restart, forked child).
-    subs: Mutex<BTreeSet<(u8, Vec<u8>)>>,
+    subs: Subscriptions,
 }
 
 impl ClientInner {
@@ -223,10 +130,9 @@ impl ClientInner {
             pending: Mutex::new(Pending::default()),
             closed: AtomicBool::new(false),
             default_timeout,
-            efd: Mutex::new(None),
-            notifier: Mutex::new(None),
+            events: EventNotifier::new(),
             push_cb: Mutex::new((None, 0)),
-            subs: Mutex::new(BTreeSet::new()),
+            subs: Subscriptions::new(),
         };
         // Open eagerly so that a bad address or a missing daemon is
         // reported by the open call.
@@ -251,47 +157,17 @@ impl ClientInner {
         self.check_open()?;
         let reg = self.session.get()?;
         if reg.opened {
-            self.restart_notifier(&reg.conn, reg.generation)?;
-            self.replay_subscriptions(&reg.conn);
+            self.events
+                .follow(reg.conn.segment(), reg.generation)
+                .map_err(notifier_error)?;
+            self.subs.replay(&reg.conn, self.default_timeout);
         }
         Ok((reg.conn, reg.generation))
     }
 
-    /// Subscribe a new registration to what the handle was subscribed to.
-    /// Best effort: failures show as missing messages, like a subscription
-    /// lost by the server (pub/sub delivery is at most once).
-    fn replay_subscriptions(&self, conn: &Conn) {
-        let subs = lock(&self.subs).clone();
-        for kind in [SubKind::Exact, SubKind::Pattern, SubKind::Sharded] {
-            let channels: Vec<Vec<u8>> = subs
-                .iter()
-                .filter(|(k, _)| *k == kind as u8)
-                .map(|(_, c)| c.clone())
-                .collect();
-            if channels.is_empty() {
-                continue;
-            }
-            let op = Op::Subscribe { kind, channels };
-            if let Ok(id) = conn.submit_op(&op, &Route::Auto, self.default_timeout, 0) {
-                let deadline = Instant::now() + conn.wait_bound(self.default_timeout);
-                drop(conn.wait_reply_until(id, deadline, true));
-            }
-        }
-    }
-
     /// Record a subscription change made through this handle.
     pub fn note_subscriptions(&self, kind: SubKind, subscribe: bool, channels: &[Vec<u8>]) {
-        let mut subs = lock(&self.subs);
-        let k = kind as u8;
-        if subscribe {
-            subs.extend(channels.iter().map(|c| (k, c.clone())));
-        } else if channels.is_empty() {
-            subs.retain(|(sk, _)| *sk != k);
-        } else {
-            for c in channels {
-                subs.remove(&(k, c.clone()));
-            }
-        }
+        self.subs.note(kind, subscribe, channels);
     }
 
     pub fn set_push_callback(&self, cb: PushCallback, userdata: usize) {
@@ -312,47 +188,12 @@ impl ClientInner {
     /// first use.
     pub fn fd(&self) -> Result<RawFd, Error> {
         let (conn, seq) = self.conn()?;
-        let mut efd = lock(&self.efd);
-        if efd.is_none() {
-            // SAFETY: plain system call; the descriptor is owned below.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-            if fd < 0 {
-                return Err(Error::new(
-                    VSHM_ERR_INTERNAL,
-                    format!("eventfd: {}", std::io::Error::last_os_error()),
-                ));
-            }
-            // SAFETY: fd is a fresh descriptor nothing else owns.
-            *efd = Some(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let raw = efd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
-        drop(efd);
-        self.restart_notifier(&conn, seq)?;
-        Ok(raw)
-    }
-
-    fn restart_notifier(&self, conn: &Conn, seq: u32) -> Result<(), Error> {
-        let efd = lock(&self.efd).as_ref().map(|f| f.as_raw_fd());
-        let Some(efd) = efd else { return Ok(()) };
-        let mut n = lock(&self.notifier);
-        if let Some(cur) = n.as_ref() {
-            if cur.seq == seq && cur.fork_gen == fork_generation() {
-                return Ok(());
-            }
-        }
-        drop(n.take());
-        *n = Some(Notifier::start(conn.segment().clone(), efd, seq)?);
-        Ok(())
+        self.events.fd(conn.segment(), seq).map_err(notifier_error)
     }
 
     /// Reset the eventfd (before draining completions).
     pub fn clear_fd(&self) {
-        if let Some(fd) = lock(&self.efd).as_ref() {
-            let mut v = 0u64;
-            // SAFETY: reads 8 bytes into a live u64 from our own
-            // non-blocking eventfd; EAGAIN when already zero.
-            unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-        }
+        self.events.clear();
     }
 
     /// Start freeing: refuse new calls, stop the notifier, and return the
@@ -360,7 +201,7 @@ impl ClientInner {
     pub fn close(&self) -> Vec<(u64, Entry)> {
         // Release: pairs with the Acquire load in `check_open`.
         self.closed.store(true, Ordering::Release);
-        drop(lock(&self.notifier).take());
+        self.events.stop();
         let mut p = lock(&self.pending);
         let taken = std::mem::take(&mut p.taken);
         let entries: Vec<(u64, Entry)> = p.entries.drain().collect();
@@ -457,7 +298,7 @@ impl ClientInner {
 impl Drop for ClientInner {
     fn drop(&mut self) {
         // Notifier before the registration (it holds its segment).
-        drop(lock(&self.notifier).take());
+        self.events.stop();
         drop(std::mem::take(&mut *lock(&self.pending)));
         self.session.close();
     }

@@ -14,6 +14,9 @@
 //!   [`daemon::Reconnecting`]), fork detection, `vshmd stats`;
 //! * [`session`]: what a language binding holds: the current registration
 //!   (daemon or in-process), replaced when unusable and after `fork()`;
+//!   with [`notify`] (the eventfd an event loop watches, signalled by a
+//!   notifier thread on the completion ring) and [`subscriptions`]
+//!   (pub/sub subscriptions replayed on a new registration);
 //! * [`embedded`] and [`uri`] (feature `embedded`, default on): clients of
 //!   the in-process core (`vshm-core`) and connection URIs.
 //!
@@ -27,8 +30,10 @@ pub mod daemon;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod endpoint;
+pub mod notify;
 pub mod reply;
 pub mod session;
+pub mod subscriptions;
 #[cfg(feature = "embedded")]
 pub mod uri;
 
