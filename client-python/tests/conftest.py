@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -122,7 +123,15 @@ class Vshmd:
         def up():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vshmd exited at startup:\n{Path(self.log).read_text()[-3000:]}")
-            return os.path.exists(self.socket)
+            if not os.path.exists(self.socket):
+                return False
+            # bound is not enough: it must accept (listen) too
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                try:
+                    s.connect(self.socket)
+                    return True
+                except OSError:
+                    return False
 
         _bounded_wait(up, 20, "vshmd's socket")
 
@@ -143,6 +152,10 @@ class Vshmd:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class RedisServer:
@@ -187,6 +200,10 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 @pytest.fixture(scope="session")
 def servers():
@@ -216,7 +233,7 @@ def daemons(servers):
         yield get
     finally:
         for d in _daemons.values():
-            d.stop()
+            d.remove()
         _daemons.clear()
 
 
@@ -289,4 +306,20 @@ def redis_py(servers):
 def private_redis():
     s = RedisServer()
     yield s
-    s.stop()
+    s.remove()
+
+
+@pytest.fixture
+def new_vshmd(servers):
+    """new_vshmd(addresses=None, cluster=False) -> a Vshmd of this test (stopped at teardown);
+    by default serving the shared standalone server."""
+    made = []
+
+    def make(addresses=None, cluster=False, **kw):
+        d = Vshmd(addresses or [servers.standalone], cluster=cluster, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.remove()

@@ -84,30 +84,12 @@ def prepare(args: Tuple[Any, ...]) -> Tuple[Any, ...]:
     return args
 
 
-# Option names of Client.from_url / from_daemon that go to the native client.
-NATIVE_OPTIONS = (
-    "timeout",
-    "connect_timeout",
-    "client_name",
-    "username",
-    "password",
-    "read_from_replica",
-    "sq_size",
-    "cq_size",
-    "decode_responses",
-    "encoding",
-)
-
-
 class Factory:
     """How a client's native client was made, to make another one of the same kind."""
 
     __slots__ = ("kind", "target", "options")
 
     def __init__(self, kind: str, target: str, options: Dict[str, Any]) -> None:
-        unknown = set(options) - set(NATIVE_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         self.kind = kind
         self.target = target
         self.options = options
