@@ -163,3 +163,21 @@ def test_vshmd_killed_then_restarted(new_vshmd, keys):
         assert c.incr(keys("b")) == 1
     finally:
         c.close()
+
+
+def test_blocking_longer_than_the_request_timeout(client, keys):
+    """Blocking commands wait their own block time, not the client's request timeout."""
+    k = keys("blk2")
+    t0 = time.monotonic()
+    assert client.blpop(k, timeout=2) is None
+    assert time.monotonic() - t0 >= 1.9
+    timer = threading.Timer(1.5, lambda: client.rpush(k, "late"))
+    timer.start()
+    try:
+        assert client.brpop([k], timeout=0) == (k.encode(), b"late")  # 0: no limit
+    finally:
+        timer.join()
+    s = keys("stream")
+    t0 = time.monotonic()
+    assert client.xread({s: "$"}, block=1500) == []
+    assert time.monotonic() - t0 >= 1.4

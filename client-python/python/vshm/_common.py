@@ -4,7 +4,7 @@ same kind, e.g. for pub/sub)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _native
 from .exceptions import InvalidRequest
@@ -98,3 +98,83 @@ class Factory:
         if self.kind == "url":
             return _native.NativeClient.from_url(self.target, **self.options)
         return _native.NativeClient.from_daemon(self.target, **self.options)
+
+
+# --- request deadlines of blocking commands -------------------------------------------------
+# The native client bounds every wait by the request's timeout (default: the core's, 0.25 s)
+# plus a transport margin, whatever the command. A blocking command (BLPOP k 5) needs longer:
+# when the caller gave no request_timeout, its block time plus a margin is passed as the
+# request's timeout (the core's bound of blocking commands is then the same). The parsing
+# follows the core's `block_timeout` (core/src/commands.rs).
+BLOCK_MARGIN = 1.0  # seconds past the block time
+BLOCK_FOREVER = 3600.0  # block 0 ("forever"): the core's default block_forever_limit_ms
+
+
+def _float_at(args: Tuple[Any, ...], i: int, scale: float) -> Optional[float]:
+    if not -len(args) <= i < len(args):
+        return None
+    x = args[i]
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        x = bytes(x).decode("ascii", errors="replace")
+    try:
+        v = float(x) if not isinstance(x, bool) else None
+    except (TypeError, ValueError):
+        return None
+    if v is None or v != v or v < 0:
+        return None
+    return v * scale
+
+
+def _xread_block(args: Tuple[Any, ...], group: bool) -> Optional[float]:
+    i = 4 if group else 1
+    while i < len(args):
+        tok = _word(args[i])
+        if tok == "STREAMS":
+            return None
+        if tok == "BLOCK":
+            return _float_at(args, i + 1, 0.001)
+        i += 2 if tok in ("COUNT", "CLAIM") else 1
+    return None
+
+
+def block_seconds(args: Tuple[Any, ...]) -> Optional[float]:
+    """The block time of a blocking command in seconds (0.0: forever); None if it does not
+    block (or its timeout is malformed: the server answers at once then)."""
+    name = _word(args[0])
+    if name in ("BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BRPOPLPUSH", "BLMOVE"):
+        return _float_at(args, len(args) - 1, 1.0) if len(args) >= 3 else None
+    if name in ("BLMPOP", "BZMPOP"):
+        return _float_at(args, 1, 1.0)
+    if name == "XREAD":
+        return _xread_block(args, False)
+    if name == "XREADGROUP":
+        return _xread_block(args, True)
+    if name == "WAIT":
+        return _float_at(args, 2, 0.001)
+    if name == "WAITAOF":
+        return _float_at(args, 3, 0.001)
+    return None
+
+
+def request_timeout(args: Tuple[Any, ...], explicit: Optional[float]) -> Optional[float]:
+    """The timeout to pass to the native client for ``args``."""
+    if explicit is not None:
+        return explicit
+    block = block_seconds(args)
+    if block is None:
+        return None
+    if block == 0:
+        return BLOCK_FOREVER
+    return block + BLOCK_MARGIN
+
+
+def batch_timeout(commands: List[Tuple[Any, ...]], explicit: Optional[float]) -> Optional[float]:
+    """The timeout of a batch: the longest of its blocking commands' (None if none blocks)."""
+    if explicit is not None:
+        return explicit
+    best: Optional[float] = None
+    for args in commands:
+        t = request_timeout(args, None)
+        if t is not None and (best is None or t > best):
+            best = t
+    return best

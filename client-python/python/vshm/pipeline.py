@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Tuple
 
 from . import callbacks
-from ._common import prepare
+from ._common import batch_timeout, prepare
 from .commands import Commands
 from .exceptions import VshmError, WatchError
 
@@ -212,7 +212,9 @@ class Pipeline(Commands):
         native = self._client._native
         try:
             if watched is None:
-                replies = native.execute_batch(commands, transaction, timeout=request_timeout)
+                replies = native.execute_batch(
+                    commands, transaction, timeout=batch_timeout(commands, request_timeout)
+                )
             else:
                 replies = native.execute_script(WATCH_EXEC_LUA, watched[0], watched[1],
                                                 timeout=request_timeout)

@@ -12,12 +12,14 @@ import asyncio
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 from .. import callbacks
-from .._common import Factory, prepare
+from .._common import Factory, batch_timeout, prepare, request_timeout
 from ..commands import Commands
 from ..exceptions import ConnectionError
 from ..pipeline import WATCH_EXEC_LUA, WATCH_SNAPSHOT_LUA, PipelineState
 
 Convert = Callable[[Any], Any]
+
+_TICK = 0.1  # seconds between drain() calls while requests are pending
 
 
 class Completions:
@@ -29,6 +31,7 @@ class Completions:
         self._pending: Dict[int, Tuple[asyncio.Future, Convert]] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._fd: Optional[int] = None
+        self._tick: Optional[asyncio.TimerHandle] = None
 
     def _reader(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -40,6 +43,9 @@ class Completions:
         return loop
 
     def _detach(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         loop, fd = self._loop, self._fd
         self._loop = self._fd = None
         if loop is not None and fd is not None and not loop.is_closed():
@@ -61,7 +67,19 @@ class Completions:
         rid = submit()
         fut = loop.create_future()
         self._pending[rid] = (fut, convert)
+        if self._tick is None:
+            self._tick = loop.call_later(_TICK, self._on_tick)
         return await fut
+
+    def _on_tick(self) -> None:
+        # drain() also fails requests past their bound (and those a daemon restart lost);
+        # with no other traffic nothing would call it, so it runs from a timer while any
+        # request is pending.
+        self._tick = None
+        if self._pending:
+            self._on_readable()
+        if self._pending and self._loop is not None:
+            self._tick = self._loop.call_later(_TICK, self._on_tick)
 
     def _on_readable(self) -> None:
         try:
@@ -88,6 +106,9 @@ class Completions:
         pending, self._pending = self._pending, {}
         for fut, _ in pending.values():
             _fail(fut, exc)
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if self._loop is not None and self._fd is not None and not self._loop.is_closed():
             try:
                 self._loop.remove_reader(self._fd)
@@ -127,7 +148,7 @@ class Client(Commands):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         args = prepare(args)
-        timeout = options.pop("request_timeout", None)
+        timeout = request_timeout(args, options.pop("request_timeout", None))
         name = callbacks.command_name(args)
         native = self._native
         return await self._completions.run(
@@ -306,7 +327,9 @@ class Pipeline(Commands):
         commands, transaction, watched = state.batch()
         try:
             if watched is None:
-                replies = await self._client._run_batch(commands, transaction, request_timeout)
+                replies = await self._client._run_batch(
+                    commands, transaction, batch_timeout(commands, request_timeout)
+                )
             else:
                 replies = await self._client._run_script(
                     WATCH_EXEC_LUA, watched[0], watched[1], request_timeout
