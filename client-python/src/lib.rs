@@ -8,6 +8,7 @@
 mod client;
 mod convert;
 mod errors;
+mod inner;
 mod session;
 
 use pyo3::prelude::*;
