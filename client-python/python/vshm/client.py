@@ -161,38 +161,46 @@ class Client(Commands):
                 yield from keys
                 if cursor == 0:
                     return
-        cursor = "0"
-        while cursor != 0:
+        cursor = 0
+        while True:
             cursor, data = self.scan(cursor=cursor, match=match, count=count, _type=_type)
             yield from data
+            if cursor == 0:
+                return
 
     def sscan_iter(self, name: Any, match: Optional[Any] = None, count: Optional[int] = None) -> Iterator[Any]:
-        cursor = "0"
-        while cursor != 0:
+        cursor = 0
+        while True:
             cursor, data = self.sscan(name, cursor=cursor, match=match, count=count)
             yield from data
+            if cursor == 0:
+                return
 
     def hscan_iter(
         self, name: Any, match: Optional[Any] = None, count: Optional[int] = None,
         no_values: Optional[bool] = None,
     ) -> Iterator[Any]:
-        cursor = "0"
-        while cursor != 0:
+        cursor = 0
+        while True:
             cursor, data = self.hscan(name, cursor=cursor, match=match, count=count, no_values=no_values)
             if no_values:
                 yield from data
             else:
                 yield from data.items()
+            if cursor == 0:
+                return
 
     def zscan_iter(
         self, name: Any, match: Optional[Any] = None, count: Optional[int] = None,
         score_cast_func: Any = float,
     ) -> Iterator[Any]:
-        cursor = "0"
-        while cursor != 0:
+        cursor = 0
+        while True:
             cursor, data = self.zscan(name, cursor=cursor, match=match, count=count,
                                       score_cast_func=score_cast_func)
             yield from data
+            if cursor == 0:
+                return
 
 
 def _b(x: Any) -> Optional[bytes]:

@@ -234,32 +234,40 @@ class Client(Commands):
                     yield k
                 if cursor == 0:
                     return
-        cursor: Any = "0"
-        while cursor != 0:
+        cursor = 0
+        while True:
             cursor, data = await self.scan(cursor=cursor, match=match, count=count, _type=_type)
             for k in data:
                 yield k
+            if cursor == 0:
+                return
 
     async def sscan_iter(self, name: Any, match: Optional[Any] = None, count: Optional[int] = None) -> AsyncIterator[Any]:
-        cursor: Any = "0"
-        while cursor != 0:
+        cursor = 0
+        while True:
             cursor, data = await self.sscan(name, cursor=cursor, match=match, count=count)
             for x in data:
                 yield x
+            if cursor == 0:
+                return
 
     async def hscan_iter(self, name: Any, match: Optional[Any] = None, count: Optional[int] = None) -> AsyncIterator[Any]:
-        cursor: Any = "0"
-        while cursor != 0:
+        cursor = 0
+        while True:
             cursor, data = await self.hscan(name, cursor=cursor, match=match, count=count)
             for item in data.items():
                 yield item
+            if cursor == 0:
+                return
 
     async def zscan_iter(self, name: Any, match: Optional[Any] = None, count: Optional[int] = None) -> AsyncIterator[Any]:
-        cursor: Any = "0"
-        while cursor != 0:
+        cursor = 0
+        while True:
             cursor, data = await self.zscan(name, cursor=cursor, match=match, count=count)
             for x in data:
                 yield x
+            if cursor == 0:
+                return
 
 
 def _same(v: Any) -> Any:
