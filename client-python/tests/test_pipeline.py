@@ -131,3 +131,22 @@ def test_functions(client, keys):
     assert client.function_load(lib, replace=True) == b"vshmpytest"
     assert client.fcall("vshmpy_echo", 0, "hello") == b"hello"
     assert client.function_delete("vshmpytest") is True
+
+
+def test_cluster_pipeline_across_slots(make_client, mode):
+    c = make_client(mode, "cluster")
+    names = [f"xslot:{i}" for i in range(50)]  # spread over the three primaries
+    pipe = c.pipeline()
+    for n in names:
+        pipe.set(n, n)
+    for n in names:
+        pipe.get(n)
+    r = pipe.execute()
+    assert r[:50] == [True] * 50 and r[50:] == [n.encode() for n in names]
+    tx = c.pipeline(transaction=True)
+    a, b = f"xslot:a:{mode}", f"xslot:b:{mode}"
+    c.delete(a, b)
+    tx.set(a, 1).set(b, 2)  # different slots
+    with pytest.raises(vshm.InvalidRequest):
+        tx.execute()
+    assert c.exists(a, b) == 0  # refused before anything was sent

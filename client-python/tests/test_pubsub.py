@@ -143,3 +143,37 @@ def test_pubsub_across_server_restart(private_redis, mode, new_vshmd):
     finally:
         sub.close()
         pub.close()
+
+
+def test_decoded_messages_and_exception_handler(make_client, mode, keys):
+    c = make_client(mode, "standalone", decode_responses=True)
+    ch = keys("dec")
+    p = c.pubsub(ignore_subscribe_messages=True)
+    p.subscribe(ch)
+    m = publish_until_received(c, p, ch, "é")
+    assert m == {"type": "message", "pattern": None, "channel": ch, "data": "é"}
+    p.close()
+
+    errors = []
+    handled = threading.Event()
+
+    def bad_handler(message):
+        raise RuntimeError("handler failed")
+
+    def on_error(e, pubsub, thread):
+        errors.append(e)
+        handled.set()
+
+    p2 = c.pubsub()
+    p2.subscribe(**{ch: bad_handler})
+    t = p2.run_in_thread(sleep_time=0.05, daemon=True, exception_handler=on_error)
+    try:
+        deadline = time.monotonic() + BOUND
+        while not handled.is_set() and time.monotonic() < deadline:
+            c.publish(ch, "x")
+            handled.wait(0.1)
+        assert errors and isinstance(errors[0], RuntimeError)
+        assert t.is_alive()  # the thread goes on after a handled error
+    finally:
+        t.stop()
+        t.join(5)
