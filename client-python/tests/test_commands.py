@@ -224,3 +224,10 @@ def test_close(make_client, mode):
     assert c.closed
     with pytest.raises(vshm.ConnectionError):
         c.ping()
+
+
+def test_cluster_info_per_node(make_client, mode):
+    c = make_client(mode, "cluster")
+    info = c.info()
+    assert info and all(isinstance(v, dict) and "redis_version" in v for v in info.values())
+    assert all(isinstance(k, str) and ":" in k for k in info)

@@ -159,8 +159,8 @@ def _without(options: Dict[str, Any], key: str) -> Dict[str, Any]:
 
 def parse_info(response: Any, **options: Any) -> Any:
     """``INFO`` text -> dict, as redis-py; a cluster reply (node -> text) -> node -> dict."""
-    if isinstance(response, dict):
-        return {k: parse_info(v) for k, v in response.items()}
+    if isinstance(response, dict):  # cluster: one reply per node, keyed "host:port"
+        return {str_if_bytes(k): parse_info(v) for k, v in response.items()}
     text = str_if_bytes(response)
     info: Dict[str, Any] = {}
 
