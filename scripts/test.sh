@@ -4,8 +4,8 @@
 #   scripts/test.sh            # all stages
 #   scripts/test.sh rust loom  # only the named stages
 #
-# Stages (one function each, below): deps, rust, loom, and the places marked
-# "LATER" for the C tests, fuzz short runs, sanitizers and the benchmark --quick.
+# Stages (one function each, below): deps, rust, loom, c, python, sanitizers, fuzz, soak,
+# bench.
 # Every stage runs even if an earlier one failed (except deps); the exit status is
 # non-zero if any stage failed. Logs go to target/test-logs/<stage>.log.
 set -uo pipefail
@@ -57,6 +57,21 @@ stage_c() {
     bash scripts/test-c.sh
 }
 
+stage_python() {
+    # The Python client (client-python, docs/python.md): builds the native module into the
+    # venv target/pyenv (scripts/build-python.sh, VSHM_TEST_PROFILE's build), installs pytest
+    # and redis-py (the differential test's reference) from PyPI, builds vshmd, and runs the
+    # pytest suite against real servers: a standalone redis-server and a 6-node cluster
+    # (scripts/test-servers.sh, unless VSHM_TEST_STANDALONE/VSHM_TEST_CLUSTER are given), in
+    # process and through vshmd.
+    local profile=${VSHM_TEST_PROFILE:-release} py
+    py=$(VSHM_PY_PROFILE=$profile bash scripts/build-python.sh | tail -n 1) || return 1
+    "$py" -m pip install --quiet pytest redis || return 1
+    cargo build --workspace "${CARGO_PROFILE_FLAGS[@]+"${CARGO_PROFILE_FLAGS[@]}"}" || return 1
+    VSHMD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/vshmd" \
+        "$py" -m pytest -p no:cacheprovider -q -rfEx client-python/tests
+}
+
 stage_sanitizers() {
     # The ring and client code under AddressSanitizer and ThreadSanitizer (stable toolchain
     # with RUSTC_BOOTSTRAP=1 -Zsanitizer=...), own target dirs; any report fails the run.
@@ -84,7 +99,7 @@ stage_bench() {
 }
 
 # Order in which stages run. Add new stages here.
-ALL_STAGES=(deps rust loom c sanitizers fuzz soak bench)
+ALL_STAGES=(deps rust loom c python sanitizers fuzz soak bench)
 
 # ---------------------------------------------------------------------------------------------
 
@@ -109,9 +124,13 @@ main() {
         "stage_$stage" 2>&1 | tee "$log"
         rc=${PIPESTATUS[0]}
         secs=$((SECONDS - start))
-        # cargo test's "test result: ok. N passed; M failed; ..." lines
-        read -r p f < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log" |
-            awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+        # cargo test's "test result: ok. N passed; M failed; ..." lines, and pytest's closing
+        # line ("N failed, M passed, ... in 12.3s")
+        read -r p f < <({
+            sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log"
+            grep -aE '^(=+ )?[0-9]+ [a-z]+.* in [0-9.]+s' "$log" |
+                awk '{p = 0; f = 0; for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p = $(i-1); if ($i ~ /^failed/) f = $(i-1) } print p, f}'
+        } | awk '{p += $1; f += $2} END {print p + 0, f + 0}')
         total_passed=$((total_passed + p))
         total_failed=$((total_failed + f))
         if [ "$rc" -eq 0 ]; then
