@@ -2,7 +2,7 @@
 //! client end (the completion ring is read in place; replies become
 //! Python objects once, straight from the archived completion).
 //!
-//! See `docs/python.md` (or `client-python/NATIVE.md`) and
+//! See `docs/python.md` ("Native module") and
 //! `python/vshm/_native.pyi` for the contract with the Python layer.
 
 mod client;

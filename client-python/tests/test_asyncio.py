@@ -158,11 +158,6 @@ def test_cluster(make_client, mode):
     run(main())
 
 
-@pytest.mark.xfail(
-    reason="native: drain() does not notice a dead vshmd until the next submit (the sync "
-    "wait does); the awaiting request only ends at its own bound",
-    strict=False,
-)
 def test_vshmd_killed_while_awaiting(new_vshmd, keys):
     d = new_vshmd()
     c = vshm.asyncio.Client.from_daemon(d.socket)
