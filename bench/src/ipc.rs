@@ -40,9 +40,9 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{fence, AtomicU64, Ordering};
 
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
@@ -828,19 +828,25 @@ fn run_cacheline(c: &Chunk<'_>, mode: PeerMode) -> BoxResult<Sample> {
     let w = floor.word();
     let res = measure(c, |i, _| {
         let v = 2 * i + 1;
-        // Release/Acquire: the word is the whole message.
+        // Release: pairs with the Acquire load in `peer_cacheline` (the word
+        // is the whole message; the orderings are the ones the ring's
+        // tail/head use, which is what this floor measures). The SeqCst
+        // fence stands for the one in `Producer::publish` (it pairs with
+        // nothing here; it is the cost being measured).
         w.store(v, Ordering::Release);
         if with_fence {
             fence(Ordering::SeqCst);
         }
         spin_until(
             OP_TIMEOUT,
+            // Acquire: pairs with the Release store in `peer_cacheline`.
             || Ok((w.load(Ordering::Acquire) == v + 1).then_some(())),
             || false,
         )?;
         Ok(())
     });
     // Stop the peer even on error (it is killed on drop anyway).
+    // Release: pairs with the Acquire load in `peer_cacheline`.
     w.store(STOP, Ordering::Release);
     let sample = res?;
     peer.finish(EXIT_TIMEOUT)?;
@@ -855,6 +861,7 @@ fn peer_cacheline(fd: OwnedFd, with_fence: bool) -> BoxResult<()> {
         let got = spin_until(
             PEER_IDLE,
             || {
+                // Acquire: pairs with the Release stores in `run_cacheline`.
                 let x = w.load(Ordering::Acquire);
                 Ok((x == expect || x == STOP).then_some(x))
             },
@@ -863,6 +870,8 @@ fn peer_cacheline(fd: OwnedFd, with_fence: bool) -> BoxResult<()> {
         if got == Some(STOP) {
             return Ok(());
         }
+        // Release: pairs with the Acquire load in `run_cacheline`; the
+        // fence, as there, is the measured cost and pairs with nothing.
         w.store(expect + 1, Ordering::Release);
         if with_fence {
             fence(Ordering::SeqCst);
@@ -963,6 +972,8 @@ fn micro_costs() {
         (
             "store + fence(SeqCst), line owned",
             per_op_ns(N, || {
+                // Release + SeqCst fence: the cost of `Producer::publish`'s
+                // orderings on an owned line; nothing pairs with them here.
                 word.store(std::hint::black_box(1), Ordering::Release);
                 fence(Ordering::SeqCst);
             }),

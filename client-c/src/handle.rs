@@ -10,8 +10,8 @@
 //! The free lists keep at most the peak number of live handles of each
 //! type; they are reachable from statics (valgrind: "still reachable").
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use vshm_protocol::sync::{AtomicU64, Ordering};
 
 use crate::error::Error;
 
@@ -61,7 +61,9 @@ pub(crate) fn alloc<T: Handle>() -> *mut T {
 pub(crate) fn publish<T: Handle>(p: *mut T) {
     // SAFETY: p came from `alloc` and is not yet visible to C.
     let h = unsafe { &*p };
-    // Release: the object's contents are visible to whoever sees LIVE.
+    // Release: pairs with the Acquire load in `get` (and the Acquire of
+    // the `compare_exchange` in `retire`): the object's contents are
+    // visible to whoever sees LIVE.
     h.magic().store(T::LIVE, Ordering::Release);
 }
 
@@ -100,6 +102,11 @@ pub(crate) unsafe fn get<'a, T: Handle>(p: *const T) -> Result<&'a T, Error> {
 pub(crate) unsafe fn retire<'a, T: Handle>(p: *const T) -> Result<&'a T, Error> {
     // SAFETY: forwarded contract.
     let h = unsafe { get(p)? };
+    // AcqRel on success: the Acquire half pairs with the Release store in
+    // `publish` (the winner empties a fully built object); the Release half
+    // pairs with the Acquire load in `get`, so a racing caller that reads
+    // FREED also sees this thread's earlier writes. Acquire on failure:
+    // pairs with the winning `retire`'s Release, only to report it.
     h.magic()
         .compare_exchange(T::LIVE, FREED, Ordering::AcqRel, Ordering::Acquire)
         .map_err(|_| Error::arg(format!("{} was already freed", T::NAME)))?;

@@ -18,9 +18,9 @@
 //! `cargo run -p vshm-protocol --example tsan_echo -- [COUNT | --client
 //! COUNT | --race]`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use vshm_client::client::{Client, ClientOptions};
 use vshm_client::endpoint::WaitStrategy;

@@ -36,9 +36,9 @@
 //! empty. This is what callback-style asynchronous APIs build on.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicU64, Ordering};
 
 use crate::endpoint::{Dir, EndpointError, PeerWake, Sender, WaitStrategy};
 use vshm_protocol::layout::state;
@@ -371,7 +371,8 @@ impl Client {
 
     /// True once the client has ended (see [`Client::dead`]); lock-free.
     pub fn is_dead(&self) -> bool {
-        // Acquire: pairs with the Release store made with `dead` set.
+        // Acquire: pairs with the Release store in `CqSide::set_dead`, made
+        // after the `dead` error is recorded.
         self.cq.is_dead.load(Ordering::Acquire)
     }
 }
@@ -474,6 +475,8 @@ mod tests {
         assert!(r1.in_ring() && r2.in_ring() && r3.in_ring());
         assert_eq!(r2.to_completion(), bulk(100, 2));
         let (ctl, _) = core.seg.cq();
+        // Acquire: pairs with the client's Release head store in
+        // `Consumer::release_to`.
         let released = || ctl.cons.head.load(Ordering::Acquire);
         assert_eq!(released(), 0);
         drop(r2);

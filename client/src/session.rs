@@ -34,8 +34,8 @@
 //! ```
 
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use vshm_protocol::sync::{AtomicU32, Ordering};
 
 #[cfg(feature = "embedded")]
 use std::sync::Weak;

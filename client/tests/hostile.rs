@@ -106,9 +106,11 @@ impl CheckedArea {
     /// consumer, so the window covers all of them (a looser check, never a
     /// false alarm).
     fn publish(&self, ctl: &RingCtl, tail: u64) {
+        // Release: pairs with the Acquire tail load in
+        // `Consumer::refresh_tail`, as `Producer::publish` does.
         ctl.prod
             .tail
-            .store(tail, std::sync::atomic::Ordering::Release);
+            .store(tail, vshm_protocol::sync::Ordering::Release);
         if tail.is_multiple_of(16) && tail >= self.lo.get() && tail > self.hi.get() {
             self.hi.set(tail);
         }
@@ -875,9 +877,11 @@ fn producer_rejects_impossible_heads() {
         } else {
             head
         };
+        // Release: pairs with the Acquire head load in
+        // `Producer::refresh_head`, as `Consumer::release_to` does.
         ctl.cons
             .head
-            .store(head, std::sync::atomic::Ordering::Release);
+            .store(head, vshm_protocol::sync::Ordering::Release);
         match prod.try_reserve(&ctl, &area, MAX_RECORD) {
             Err(ReserveError::Corrupt(ProtocolError::RingCorrupt(_))) => {}
             other => panic!("{what}: head {head} with tail {tail}: {other:?}"),
@@ -893,9 +897,10 @@ fn producer_rejects_impossible_heads() {
     let mut prod = Producer::new(CAP, MAX_RECORD);
     fill(&mut prod, &ctl, &area);
     assert_eq!(prod.try_reserve(&ctl, &area, 0), Err(ReserveError::Full));
+    // Release: pairs with the Acquire head load in `Producer::refresh_head`.
     ctl.cons
         .head
-        .store(1024, std::sync::atomic::Ordering::Release);
+        .store(1024, vshm_protocol::sync::Ordering::Release);
     assert!(prod.try_reserve(&ctl, &area, 0).is_ok());
 }
 
@@ -1310,10 +1315,13 @@ fn sender_waits_are_bounded_when_the_consumer_stops() {
     assert_eq!((what, e), ("small", EndpointError::Timeout));
     // Free the whole ring, as a consumer that read everything then died.
     let (ctl, _) = seg.sq();
-    let tail = ctl.prod.tail.load(std::sync::atomic::Ordering::Acquire);
+    // Acquire: pairs with the Release tail store in `Producer::publish`;
+    // the Release head store below pairs with the Acquire head load in
+    // `Producer::refresh_head`.
+    let tail = ctl.prod.tail.load(vshm_protocol::sync::Ordering::Acquire);
     ctl.cons
         .head
-        .store(tail, std::sync::atomic::Ordering::Release);
+        .store(tail, vshm_protocol::sync::Ordering::Release);
     std::thread::sleep(Duration::from_millis(500));
     seg.set_state(state::CLOSED);
     let (what, e) = done_rx

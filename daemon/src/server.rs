@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, AtomicU64, Ordering};
 
 use nix::sys::socket::UnixCredentials;
 use tokio::net::TcpListener;
@@ -274,6 +274,8 @@ impl Daemon {
                         .await;
                     return;
                 }
+                // Acquire: pairs with the Release store in `run` when the
+                // drain begins (the flag publishes nothing else).
                 if self.draining.load(Ordering::Acquire) {
                     self.refuse(&conn, &cred, "vshmd is shutting down".into())
                         .await;
@@ -388,6 +390,9 @@ impl Daemon {
         {
             let mut st = lock(&self.state);
             let over = limits_exceeded(&self.cfg, &st, uid);
+            // Acquire: pairs with the Release store in `run`; the `state`
+            // lock, which `run` takes after that store to count the
+            // clients, orders this check against the drain.
             if over.is_some() || self.draining.load(Ordering::Acquire) {
                 drop(st);
                 conn.detach();
@@ -520,6 +525,7 @@ impl Daemon {
     async fn preconnect(self: Arc<Self>) {
         let mut done = vec![false; self.engines.len()];
         let mut attempt = 0u32;
+        // Acquire: pairs with the Release store in `run`.
         while !self.draining.load(Ordering::Acquire) && done.iter().any(|d| !d) {
             for (i, e) in self.engines.iter().enumerate() {
                 if done[i] {
@@ -643,6 +649,8 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), String> {
             _ = int.recv() => break "SIGINT",
         }
     };
+    // Release: pairs with the Acquire loads in `serve_socket`, `register`
+    // and `preconnect`.
     daemon.draining.store(true, Ordering::Release);
     // No new registrations: the socket file goes away with the listener.
     drop(listener);

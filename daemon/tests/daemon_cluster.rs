@@ -12,9 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use common::{client_rows, parse_clients, spawn_tied, Servers, Vshmd, WORKER};
 

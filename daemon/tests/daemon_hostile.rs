@@ -18,9 +18,9 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicU8, Ordering};
 
 use common::{client_rows, memfd_maps, output_bounded, spawn_tied, Servers, Vshmd};
 use vshm_client::client::ClientOptions;

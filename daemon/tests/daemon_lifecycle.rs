@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use common::{client_rows, Servers, Vshmd};
 use vshm_client::client::{into_result, ClientOptions};

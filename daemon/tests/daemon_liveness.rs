@@ -9,9 +9,9 @@ mod common;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, AtomicU64, Ordering};
 
 use common::{client_rows, memfd_maps, output_bounded, spawn_tied, Servers, Vshmd, WORKER};
 use vshm_client::client::ClientOptions;

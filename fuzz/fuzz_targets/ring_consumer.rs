@@ -9,7 +9,7 @@
 #![no_main]
 
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
+use vshm_protocol::sync::Ordering;
 
 use libfuzzer_sys::fuzz_target;
 use vshm_protocol::frame::Reassembler;
@@ -95,6 +95,8 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             }
         }
+        // Release: pairs with the Acquire tail load in
+        // `Consumer::refresh_tail`, as the real producer's store does.
         ctl.prod.tail.store(tail, Ordering::Release);
         if tail.is_multiple_of(16) && tail >= area.lo.get() && tail > area.hi.get() {
             area.hi.set(tail);

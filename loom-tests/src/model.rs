@@ -26,6 +26,9 @@ pub fn builder(bound: usize) -> loom::model::Builder {
 
 /// Run `f` under [`builder`]`(bound)`, printing how many executions were
 /// explored and how long it took (visible with `--nocapture`).
+// The execution counter is a std atomic on purpose: it outlives each loom
+// execution, so it cannot be a loom atomic from the `sync` shim.
+#[allow(clippy::disallowed_types)]
 pub fn check<F>(name: &str, bound: usize, f: F)
 where
     F: Fn() + Sync + Send + 'static,

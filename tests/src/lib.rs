@@ -23,10 +23,10 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicU64, Ordering};
 
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;

@@ -30,10 +30,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, AtomicU64, Ordering};
 
 use vshm_client::client::{ClientOptions, Reply};
 use vshm_client::daemon::DaemonClient;
@@ -142,7 +142,7 @@ fn try_connect(socket: &Path, name: &str) -> Result<DaemonClient, vshm_protocol:
 /// daemon may be gone by then).
 fn reconnect(socket: &Path, st: &ClientState, stop: &AtomicBool) -> Option<DaemonClient> {
     st.deaths.fetch_add(1, Ordering::Relaxed);
-    // Acquire: pairs with the test thread's Release store.
+    // Acquire: pairs with the Release store in `Load::stop` (or its `Drop`).
     while !stop.load(Ordering::Acquire) {
         match try_connect(socket, &st.name) {
             Ok(c) => return Some(c),
@@ -279,6 +279,8 @@ impl Load {
 
     /// Stops the clients (each ends within its request's wait bound) and joins them.
     fn stop(mut self) -> String {
+        // Release: pairs with the Acquire loads in `reconnect`, `sync_client`
+        // and `queued_client`.
         self.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
             if let Err(e) = t.join() {
@@ -291,6 +293,7 @@ impl Load {
 
 impl Drop for Load {
     fn drop(&mut self) {
+        // Release: as in `Load::stop`.
         self.stop.store(true, Ordering::Release);
     }
 }
@@ -298,7 +301,7 @@ impl Drop for Load {
 fn sync_client(socket: &Path, tags: &[String], st: &ClientState, stop: &AtomicBool, t0: Instant) {
     let mut client = connect(socket, &st.name);
     let mut n = 0u64;
-    // Acquire: pairs with the test thread's Release store.
+    // Acquire: pairs with the Release store in `Load::stop` (or its `Drop`).
     while !stop.load(Ordering::Acquire) {
         let (tag, args) = command(tags, &st.name, n);
         n += 1;
@@ -328,7 +331,7 @@ fn queued_client(socket: &Path, tags: &[String], st: &ClientState, stop: &Atomic
     let mut pending: HashMap<u64, (usize, u64)> = HashMap::new();
     let mut replies: Vec<Reply> = Vec::new();
     let mut n = 0u64;
-    // Acquire: pairs with the test thread's Release store.
+    // Acquire: pairs with the Release store in `Load::stop` (or its `Drop`).
     while !stop.load(Ordering::Acquire) || !pending.is_empty() {
         let stopping = stop.load(Ordering::Acquire);
         while !stopping && pending.len() < QUEUED_INFLIGHT {

@@ -87,10 +87,10 @@ fn in_process_mixed_workload_8_threads_100k_commands_zero_lost() {
     assert_eq!(total, 100_000);
     let conn = client.attachment();
     let st = &conn.stats;
-    let req = st.requests.load(std::sync::atomic::Ordering::Relaxed);
-    let done = st.completions.load(std::sync::atomic::Ordering::Relaxed);
+    let req = st.requests.load(vshm_protocol::sync::Ordering::Relaxed);
+    let done = st.completions.load(vshm_protocol::sync::Ordering::Relaxed);
     assert_eq!(req, done, "every request got exactly one completion");
-    assert_eq!(st.errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(st.errors.load(vshm_protocol::sync::Ordering::Relaxed), 0);
     eprintln!("{req} requests in {:?}", start.elapsed());
     drop(client);
     core.shutdown(Duration::from_secs(2));

@@ -5,9 +5,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use vshm_protocol::sync::{AtomicUsize, Ordering};
 
 use vshm_client::client::ClientOptions;
 use vshm_client::embedded::{EmbeddedCore, EmbeddedOpen};

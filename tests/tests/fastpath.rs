@@ -19,9 +19,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::{Mode, Protocol};
@@ -155,6 +155,7 @@ fn deep_reply_does_not_harm_others(protocol: Protocol) {
                 let done = &done;
                 s.spawn(move || {
                     let f = set_get_load(c, &format!("fp:deep:{protocol:?}:{w}"), 2000);
+                    // Release: pairs with the Acquire load in the loop below.
                     done.store(true, Ordering::Release);
                     f
                 })
@@ -164,6 +165,7 @@ fn deep_reply_does_not_harm_others(protocol: Protocol) {
         // overlap even if the others are quick).
         let mut results = Vec::new();
         let mut n = 0;
+        // Acquire: pairs with the workers' Release store above.
         while n < 5 || (!done.load(Ordering::Acquire) && n < 500) {
             let r = call(&deep, &[b"EVAL", DEEP_SCRIPT.as_bytes(), b"0"]);
             results.push(match r {
@@ -271,6 +273,7 @@ fn binary_error_fails_only_its_request(protocol: Protocol) {
                 let done = &done;
                 s.spawn(move || {
                     let f = set_get_load(c, &format!("fp:bin:{w}"), 1000);
+                    // Release: pairs with the Acquire load in the loop below.
                     done.store(true, Ordering::Release);
                     f
                 })
@@ -278,6 +281,7 @@ fn binary_error_fails_only_its_request(protocol: Protocol) {
             .collect();
         let mut errors = Vec::new();
         let mut n = 0;
+        // Acquire: pairs with the workers' Release store above.
         while n < 10 || (!done.load(Ordering::Acquire) && n < 400) {
             let (args, want) = BINARY_ERRORS[n % BINARY_ERRORS.len()];
             errors.push((want, call(&bad, args)));
@@ -635,6 +639,8 @@ fn reshard_worker(
     let mut rep = WorkerReport::default();
     let mut state: HashMap<usize, KeyState> = HashMap::new();
     let mut n = 0usize;
+    // Acquire: pairs with the Release store after the migration in
+    // `no_redirect_reaches_a_client_during_resharding`.
     while !stop.load(Ordering::Acquire) {
         let t = n % tags.len();
         let st = state.entry(t).or_default();
@@ -788,6 +794,7 @@ fn no_redirect_reaches_a_client_during_resharding() {
             (moves, keys)
         };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(migrate));
+        // Release: pairs with the Acquire load in `reshard_worker`.
         stop.store(true, Ordering::Release);
         let reports: Vec<WorkerReport> = handles
             .into_iter()
@@ -841,7 +848,7 @@ fn no_redirect_reaches_a_client_during_resharding() {
 
 /// Answers `CLIENT ...` (the `redis` crate's connection setup of the slow path) with `+OK`
 /// and nothing else, ever; keeps the socket open until the test ends.
-fn silent_peer(mut s: TcpStream, commanded: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+fn silent_peer(mut s: TcpStream, commanded: std::sync::Arc<vshm_protocol::sync::AtomicUsize>) {
     use std::io::Write;
     use vshm_core::resp::{decode, Frame, Scanner};
     let mut buf = Vec::new();
@@ -863,7 +870,9 @@ fn silent_peer(mut s: TcpStream, commanded: std::sync::Arc<std::sync::atomic::At
                     let _ = s.write_all(b"+OK\r\n");
                 } else if !counted {
                     counted = true;
-                    commanded.fetch_add(1, Ordering::SeqCst);
+                    // Relaxed: a count polled by the test, publishing nothing
+                    // (was SeqCst, which paired with nothing).
+                    commanded.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -878,7 +887,7 @@ fn silent_peer(mut s: TcpStream, commanded: std::sync::Arc<std::sync::atomic::At
 fn silent_server_connection_is_replaced() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = std::sync::Arc::new(vshm_protocol::sync::AtomicUsize::new(0));
     let acc = accepted.clone();
     thread::spawn(move || {
         for s in listener.incoming() {
@@ -894,7 +903,8 @@ fn silent_server_connection_is_replaced() {
     // Every request times out; after the first one's deadline plus the stall grace (2 s)
     // the core drops the silent connection, and a later request arrives on a new one.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while accepted.load(Ordering::SeqCst) < 2 {
+    // Relaxed: see `silent_peer`; only the count itself is read.
+    while accepted.load(Ordering::Relaxed) < 2 {
         assert!(
             Instant::now() < deadline,
             "the silent connection was never replaced"

@@ -336,26 +336,26 @@ fn a_client_that_does_not_read_costs_bounded_memory() {
         .unwrap();
     let stats = &a.attachment().stats;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stats.pushes.load(std::sync::atomic::Ordering::Relaxed)
+    while stats.pushes.load(vshm_protocol::sync::Ordering::Relaxed)
         + stats
             .pushes_dropped
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(vshm_protocol::sync::Ordering::Relaxed)
         < N
     {
         assert!(
             Instant::now() < deadline,
             "messages did not arrive: {} pushed, {} dropped; server: {}",
-            stats.pushes.load(std::sync::atomic::Ordering::Relaxed),
+            stats.pushes.load(vshm_protocol::sync::Ordering::Relaxed),
             stats
                 .pushes_dropped
-                .load(std::sync::atomic::Ordering::Relaxed),
+                .load(vshm_protocol::sync::Ordering::Relaxed),
             server.cli(&["INFO", "stats"])
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     let dropped = stats
         .pushes_dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
+        .load(vshm_protocol::sync::Ordering::Relaxed);
     assert!(dropped > 0, "nothing dropped");
     let mut got = 0u64;
     while let Some(v) = a.wait_push(Duration::from_millis(500)).unwrap() {

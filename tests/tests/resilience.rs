@@ -8,9 +8,9 @@
 //! could starve nodes past their 2 s node timeout and cause failovers nobody asked for.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, AtomicU64, Ordering};
 
 use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::{Backoff, Mode, ReadFrom};
@@ -114,6 +114,7 @@ fn resharding_under_load_follows_ask_and_moved_and_loses_no_write() {
                 let mut last: HashMap<String, String> = HashMap::new();
                 let mut failures: Vec<String> = Vec::new();
                 let mut n = 0usize;
+                // Acquire: pairs with the Release store after the migration below.
                 while !stop.load(Ordering::Acquire) {
                     let k = key(2 * ((n * 7) % (KEYS / 2)) + t);
                     let v = format!("t{t}-{n}");
@@ -159,6 +160,7 @@ fn resharding_under_load_follows_ask_and_moved_and_loses_no_write() {
     assert!(during > 0, "the writers ran while the slot moved");
     support::wait_slot_owner(&cluster, slot, to);
     std::thread::sleep(Duration::from_millis(500));
+    // Release: pairs with the writers' Acquire load above.
     stop.store(true, Ordering::Release);
 
     let mut last = HashMap::new();
@@ -214,6 +216,8 @@ fn run_load(
             std::thread::spawn(move || {
                 let mut r = LoadReport::default();
                 let mut n = t;
+                // Acquire: pairs with the Release stores in
+                // `primary_killed_under_load_then_manual_failover`.
                 while !stop.load(Ordering::Acquire) {
                     let k = &keys[n % keys.len()];
                     n += threads;
@@ -305,6 +309,7 @@ fn primary_killed_under_load_then_manual_failover() {
         last = full_pass(&client, &keys);
     }
     let recovered = killed_at.elapsed();
+    // Release: pairs with the Acquire load in `run_load`.
     stop.store(true, Ordering::Release);
     let report = collect(load);
     eprintln!(
@@ -357,6 +362,7 @@ fn primary_killed_under_load_then_manual_failover() {
     }
     cluster.wait_settled(Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
+    // Release: pairs with the Acquire load in `run_load`.
     stop.store(true, Ordering::Release);
     let report = collect(load);
     eprintln!(

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use vshm_protocol::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use rkyv::util::AlignedVec;
 use tokio::sync::{watch, Notify};

@@ -3,8 +3,8 @@
 //! of two (at most ~6 % relative error), exact below 32 µs, up to ~19 h.
 //! Recording is one relaxed atomic add.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use vshm_protocol::sync::{AtomicU64, Ordering};
 
 const SUB_BITS: u32 = 4;
 const SUB: u64 = 1 << SUB_BITS;

@@ -44,9 +44,9 @@ mod serve;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vshm_protocol::sync::{AtomicU64, Ordering};
 
 use vshm_protocol::msg::{Completion, Request};
 use vshm_protocol::segment::Segment;

@@ -2,9 +2,9 @@
 //! functions (unit-tested below, no I/O), and the thin loop that reads the
 //! submission ring, applies them and sleeps on the doorbell.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use vshm_protocol::sync::Ordering;
 
 use tokio::io::unix::AsyncFd;
 use tracing::debug;

@@ -25,9 +25,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+use vshm_protocol::sync::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -161,7 +161,7 @@ pub(crate) struct Node {
     /// (a permit left over from an earlier connection only wakes the waiter
     /// to find the flag clear).
     kill: Notify,
-    kill_flag: std::sync::atomic::AtomicBool,
+    kill_flag: vshm_protocol::sync::AtomicBool,
     closed_signal: Notify,
     counters: Counters,
     settings: Arc<ConnSettings>,
@@ -204,7 +204,7 @@ impl Node {
             writer: Notify::new(),
             timer: Notify::new(),
             kill: Notify::new(),
-            kill_flag: std::sync::atomic::AtomicBool::new(false),
+            kill_flag: vshm_protocol::sync::AtomicBool::new(false),
             closed_signal: Notify::new(),
             counters: Counters::default(),
             settings,

@@ -762,7 +762,9 @@ fn prefork(socket: PathBuf, children: u32, ops: u64) -> ExitCode {
             let who = format!("child{i}-{}", std::process::id());
             let (ok, bad) = own_replies(&rc, &who, ops);
             let child_id = rc.get().map(|c| c.client_id()).unwrap_or(0);
-            let regs = rc.registrations.load(std::sync::atomic::Ordering::Relaxed);
+            let regs = rc
+                .registrations
+                .load(vshm_protocol::sync::Ordering::Relaxed);
             let fine = bad.is_empty() && ok == ops && child_id != parent_id && child_id != 0;
             println!(
                 "child {i} pid={} ok={ok} problems={} client_id={child_id} parent_client_id={parent_id} registrations={regs}",
@@ -802,7 +804,9 @@ fn prefork(socket: PathBuf, children: u32, ops: u64) -> ExitCode {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let regs = rc.registrations.load(std::sync::atomic::Ordering::Relaxed);
+    let regs = rc
+        .registrations
+        .load(vshm_protocol::sync::Ordering::Relaxed);
     println!(
         "prefork children={} children_ok={child_ok} parent_ok={} parent_problems={} parent_registrations={regs} parent_client_id={parent_id} parent_client_id_after={parent_after}",
         pids.len(),

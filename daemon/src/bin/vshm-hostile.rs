@@ -247,7 +247,7 @@ impl Session {
     /// padding: callers use fresh rings) and move the tail by `advance`.
     fn raw_record(&mut self, hdr: RecordHeader, payload: &[u8], advance: u64) {
         let (ctl, area) = self.seg.sq();
-        let tail = ctl.prod.tail.load(std::sync::atomic::Ordering::Relaxed);
+        let tail = ctl.prod.tail.load(vshm_protocol::sync::Ordering::Relaxed);
         let off = tail & (area.capacity() - 1);
         let n = (payload.len() as u64).min(area.capacity() - off - 16);
         // SAFETY: off + 16 + n <= capacity (n was clamped), inside our own
@@ -272,21 +272,26 @@ impl Session {
     }
 
     fn set_sq_tail(&self, t: u64) {
-        // Release: the record bytes above are visible before the tail.
+        // Release: pairs with the daemon's Acquire tail load in
+        // `Consumer::refresh_tail` (the record bytes above are visible
+        // before the tail).
         self.seg
             .ctl()
             .sq
             .prod
             .tail
-            .store(t, std::sync::atomic::Ordering::Release);
+            .store(t, vshm_protocol::sync::Ordering::Release);
         self.ring();
     }
 
     fn sq_tail_head(&self) -> (u64, u64) {
         let sq = &self.seg.ctl().sq;
+        // Acquire: pair with the Release stores of the tail (`set_sq_tail`,
+        // `Producer::publish`) and of the head (the daemon's
+        // `Consumer::release_to`); only the two words are read.
         (
-            sq.prod.tail.load(std::sync::atomic::Ordering::Acquire),
-            sq.cons.head.load(std::sync::atomic::Ordering::Acquire),
+            sq.prod.tail.load(vshm_protocol::sync::Ordering::Acquire),
+            sq.cons.head.load(vshm_protocol::sync::Ordering::Acquire),
         )
     }
 
@@ -402,12 +407,12 @@ fn scenarios(path: &Path) -> Result<(), String> {
     // the daemon sees it once it needs ring space.
     {
         let mut s = register(path, "hostile-head-backwards", 0, 4096)?;
-        s.seg
-            .ctl()
-            .cq
-            .cons
-            .head
-            .store(0u64.wrapping_sub(16), std::sync::atomic::Ordering::Release);
+        // Release: pairs with the daemon's Acquire head load in
+        // `Producer::refresh_head`, as a real consumer's head store would.
+        s.seg.ctl().cq.cons.head.store(
+            0u64.wrapping_sub(16),
+            vshm_protocol::sync::Ordering::Release,
+        );
         for _ in 0..400 {
             if s.seg.state() != state::OPEN || s.send_ping(Duration::from_millis(200)).is_none() {
                 break;
@@ -535,24 +540,27 @@ fn random(path: &Path, seed: Option<u64>, iterations: u32) -> Result<(), String>
                     // SAFETY: 16 bytes at offset 0 of our own ring.
                     unsafe { sq.write(0, &b) };
                 }
+                // 2-4 store the words with the Release of the real ring
+                // (pairing with the daemon's Acquire loads in
+                // `Consumer::refresh_tail` and `Producer::refresh_head`).
                 2 => {
                     let t = rng.random_range(0..cap * 2) & !15;
                     sq_ctl
                         .prod
                         .tail
-                        .store(t, std::sync::atomic::Ordering::Release);
+                        .store(t, vshm_protocol::sync::Ordering::Release);
                 }
                 3 => {
                     sq_ctl
                         .prod
                         .tail
-                        .store(rng.random(), std::sync::atomic::Ordering::Release);
+                        .store(rng.random(), vshm_protocol::sync::Ordering::Release);
                 }
                 4 => {
                     cq_ctl
                         .cons
                         .head
-                        .store(rng.random(), std::sync::atomic::Ordering::Release);
+                        .store(rng.random(), vshm_protocol::sync::Ordering::Release);
                 }
                 5 => {
                     let mut b = [0u8; 256];
@@ -563,9 +571,9 @@ fn random(path: &Path, seed: Option<u64>, iterations: u32) -> Result<(), String>
                     // Random wake words and state.
                     let w = &sq_ctl.wake;
                     w.cons_waiting
-                        .store(rng.random(), std::sync::atomic::Ordering::Relaxed);
+                        .store(rng.random(), vshm_protocol::sync::Ordering::Relaxed);
                     w.prod_waiting
-                        .store(rng.random(), std::sync::atomic::Ordering::Relaxed);
+                        .store(rng.random(), vshm_protocol::sync::Ordering::Relaxed);
                 }
             }
             s.ring();

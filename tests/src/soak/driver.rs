@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -13,9 +13,9 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -169,7 +169,8 @@ pub fn run(args: WorkerArgs) -> i32 {
                         Err(_) => break,
                     }
                 }
-                // Release: the main loop reads it with Acquire; nothing else is published.
+                // Release: pairs with the Acquire load in the main loop below;
+                // nothing else is published.
                 stop.store(true, Ordering::Release);
             })
             .expect("stdin thread");
@@ -212,7 +213,7 @@ impl Worker {
         };
         let mut next_at = Instant::now();
         let mut replies = Vec::new();
-        // Acquire: pairs with the stdin thread's Release store.
+        // Acquire: pairs with the stdin thread's Release store above.
         while !stop.load(Ordering::Acquire) {
             self.flush_tick(false);
             let now = Instant::now();
