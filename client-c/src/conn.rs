@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use ::vshm_client::client::{Reply, QUEUED};
 use ::vshm_client::notify::EventNotifier;

@@ -46,9 +46,9 @@ pub use value::*;
 
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use vshm_protocol::sync::AtomicU64;
 
 use ::vshm_client::client::Reply;
 use ::vshm_client::daemon::Reconnecting;

@@ -7,9 +7,9 @@
 //! registration, fork or URI mechanisms is implemented here.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use vshm_client::notify::EventNotifier;
 use vshm_client::session::{self, SessionError};

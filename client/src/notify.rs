@@ -12,14 +12,14 @@
 //! does not exist in the child, is parked, never joined.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use vshm_protocol::layout::state;
-use vshm_protocol::segment::Segment;
 use vshm_protocol::ring::PublishWatch;
+use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, ring_doorbell, ParkAtOnce, Side};
 
 use crate::daemon::fork_generation;

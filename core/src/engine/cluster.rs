@@ -394,8 +394,8 @@ pub(crate) async fn refresh_task(weak: Weak<Cluster>, every: Duration) {
 /// flight on the old connection finish or time out on it.
 pub(crate) struct Watchdog {
     cluster: Weak<Cluster>,
-    pending: std::sync::atomic::AtomicBool,
-    rebuilds: std::sync::atomic::AtomicU64,
+    pending: vshm_protocol::sync::AtomicBool,
+    rebuilds: vshm_protocol::sync::AtomicU64,
     handle: tokio::runtime::Handle,
 }
 
@@ -407,20 +407,20 @@ impl Watchdog {
     pub(crate) fn new(cluster: &Arc<Cluster>, handle: tokio::runtime::Handle) -> Arc<Watchdog> {
         Arc::new(Watchdog {
             cluster: Arc::downgrade(cluster),
-            pending: std::sync::atomic::AtomicBool::new(false),
-            rebuilds: std::sync::atomic::AtomicU64::new(0),
+            pending: vshm_protocol::sync::AtomicBool::new(false),
+            rebuilds: vshm_protocol::sync::AtomicU64::new(0),
             handle,
         })
     }
 
     /// Rebuilds done so far.
     pub(crate) fn rebuilds(&self) -> u64 {
-        self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
+        self.rebuilds.load(vshm_protocol::sync::Ordering::Relaxed)
     }
 
     /// Something went wrong: rebuild soon (once for a burst of reports).
     pub(crate) fn report(self: &Arc<Self>) {
-        use std::sync::atomic::Ordering;
+        use vshm_protocol::sync::Ordering;
         // AcqRel: pairs with the Release store that ends a rebuild, so a
         // report after it starts the next one.
         if self.pending.swap(true, Ordering::AcqRel) {

@@ -13,9 +13,9 @@
 //! to.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use vshm_protocol::sync::{AtomicBool, AtomicU64, Ordering};
 
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind};
@@ -207,6 +207,8 @@ impl Shared {
         sig.traffic.fetch_add(1, Ordering::Relaxed);
         let c = match info.kind {
             PushKind::Disconnection => {
+                // Release: pairs with the Acquire loads of `dead` in
+                // `while_alive` and `serve_link`.
                 sig.dead.store(true, Ordering::Release);
                 wake.notify_one();
                 return;
@@ -357,6 +359,7 @@ async fn while_alive<F: std::future::Future>(
         tokio::select! {
             r = &mut fut => return Some(r),
             _ = tokio::time::sleep(bound) => {
+                // Acquire: pairs with the Release store in `on_push`.
                 if sig.dead.load(Ordering::Acquire) || sig.traffic.load(Ordering::Relaxed) == seen {
                     return None;
                 }
@@ -419,6 +422,7 @@ async fn serve_link(
 ) -> String {
     let mut traffic_seen = sig.traffic.load(Ordering::Relaxed);
     loop {
+        // Acquire: pairs with the Release store in `on_push`.
         if sig.dead.load(Ordering::Acquire) {
             return "connection closed".into();
         }

@@ -30,9 +30,9 @@ mod registry;
 mod topology;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+use vshm_protocol::sync::{AtomicU64, Ordering};
 
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
