@@ -88,10 +88,10 @@ HEADER_FUNCTIONS=$(grep -E '^[a-zA-Z].*\bvshm_[a-z0-9_]+\(' "$PREFIX/include/vsh
 # Every function of the header must be exercised by the C test suite.
 missing=()
 for f in $HEADER_FUNCTIONS; do
-    grep -qw "$f" client-c/tests/c/test_api.c client-c/tests/c/harness.h || missing+=("$f")
+    grep -qw "$f" client-c/tests/c/*.c client-c/tests/c/harness.h || missing+=("$f")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    log "functions of vshm.h not covered by tests/c/test_api.c: ${missing[*]}"
+    log "functions of vshm.h not covered by client-c/tests/c: ${missing[*]}"
     exit 1
 fi
 
@@ -118,6 +118,7 @@ log "libvshm.so exports the header's $(echo "$HEADER_FUNCTIONS" | wc -l) functio
 log "compiling tests and examples against the installed library"
 build test_api client-c/tests/c/test_api.c
 build test_threads client-c/tests/c/test_threads.c
+build test_requests client-c/tests/c/test_requests.c
 for ex in hello async_epoll batch pubsub; do build "$ex" "client-c/examples/$ex.c"; done
 # The static library, linked the pkg-config way: a static-only install
 # (where -lvshm can only be libvshm.a) and `pkg-config --static`.
@@ -132,6 +133,7 @@ fi
 ASAN=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
 build test_api_asan client-c/tests/c/test_api.c "${ASAN[@]}"
 build test_threads_asan client-c/tests/c/test_threads.c "${ASAN[@]}"
+build test_requests_asan client-c/tests/c/test_requests.c "${ASAN[@]}"
 build async_epoll_asan client-c/examples/async_epoll.c "${ASAN[@]}"
 # A C++ compiler must accept the header too (extern "C").
 if command -v c++ >/dev/null 2>&1; then
@@ -203,11 +205,14 @@ suite() { # suite MODE: everything against one kind of core
     run "pubsub-$mode" '^pmessage alerts.disk: 90% full$' "$BIN/pubsub" "$URI"
     run "test_api-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_api"
     run "test_threads-$mode" '^9 passed, 0 failed$' "$BIN/test_threads"
+    run "test_requests-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_requests"
     run "test_api-asan-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_api_asan"
+    run "test_requests-asan-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_requests_asan"
     VSHM_TEST_SCALE=10 run "test_threads-asan-$mode" '^9 passed, 0 failed$' "$BIN/test_threads_asan"
     run "async_epoll-asan-$mode" '^completed 500 of 500' "$BIN/async_epoll_asan" "$URI" 500
     if [ "${VSHM_C_VALGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1; then
         VSHM_TEST_TIMEOUT_MS=30000 run "test_api-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_api"
+        VSHM_TEST_TIMEOUT_MS=30000 run "test_requests-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_requests"
         VSHM_TEST_TIMEOUT_MS=30000 VSHM_TEST_SCALE=100 \
             run "test_threads-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_threads"
     fi

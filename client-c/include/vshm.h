@@ -759,11 +759,26 @@ const struct vshm_value *vshm_value_attribute_data(const struct vshm_value *v);
 vshm_status vshm_command(vshm_client *client, vshm_reply **out, const char *format, ...);
 vshm_status vshm_commandv(vshm_client *client, vshm_reply **out, const char *format, va_list ap);
 
+/* vshm_command with options (timeout, route, flags; as for
+ * vshm_command_argv_opts): vshm_command_opts(c, &o, &r, "BLPOP %s 0", q).
+ * `opts` may be NULL (the defaults). */
+vshm_status vshm_command_opts(vshm_client *client, const vshm_request_options *opts, vshm_reply **out,
+                              const char *format, ...);
+vshm_status vshm_commandv_opts(vshm_client *client, const vshm_request_options *opts, vshm_reply **out,
+                               const char *format, va_list ap);
+
 /* vshm_submit_argv with a format (default options). */
 vshm_status vshm_submit_command(vshm_client *client, vshm_callback cb, void *userdata, uint64_t *id,
                                 const char *format, ...);
 vshm_status vshm_submit_commandv(vshm_client *client, vshm_callback cb, void *userdata, uint64_t *id,
                                  const char *format, va_list ap);
+
+/* vshm_submit_command with options (as for vshm_submit_argv); `opts` may
+ * be NULL. */
+vshm_status vshm_submit_command_opts(vshm_client *client, const vshm_request_options *opts, vshm_callback cb,
+                                     void *userdata, uint64_t *id, const char *format, ...);
+vshm_status vshm_submit_commandv_opts(vshm_client *client, const vshm_request_options *opts, vshm_callback cb,
+                                      void *userdata, uint64_t *id, const char *format, va_list ap);
 
 /* vshm_batch_add_argv with a format. */
 vshm_status vshm_batch_add_command(vshm_batch *batch, const char *format, ...);

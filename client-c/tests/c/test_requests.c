@@ -1,0 +1,258 @@
+/*
+ * Request-level behaviour of the vshm C API, against a real server,
+ * through the daemon or the in-process core (VSHM_TEST_MODE):
+ * printf-style calls with options, the commands the core refuses.
+ * Run plain, under AddressSanitizer and under valgrind by
+ * scripts/test-c.sh.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static vshm_client *C; /* the shared client */
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static vshm_reply *cmd(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vshm_reply *r = NULL;
+    vshm_status st = vshm_commandv(C, &r, fmt, ap);
+    va_end(ap);
+    if (st != VSHM_OK) fprintf(stderr, "   (command \"%s\": %s: %s)\n", fmt, vshm_errstr(st), vshm_last_error_message());
+    return r;
+}
+
+static int value_is(const vshm_value *v, const char *s) {
+    const char *p;
+    size_t len;
+    if (vshm_value_string(v, &p, &len) != VSHM_OK) return 0;
+    return len == strlen(s) && memcmp(p, s, len) == 0;
+}
+
+typedef struct {
+    int calls;
+    vshm_status status;
+    uint64_t id;
+    char value[64];
+    char error[256];
+} one_cb;
+
+static void on_one(vshm_client *c, uint64_t id, vshm_status st, vshm_reply *r, void *ud) {
+    (void)c;
+    one_cb *s = ud;
+    s->calls++;
+    s->status = st;
+    s->id = id;
+    if (st == VSHM_OK) {
+        if (!reply_str(r, s->value, sizeof s->value)) snprintf(s->value, sizeof s->value, "<%s>",
+                                                                 vshm_type_name(vshm_value_type(vshm_reply_value(r))));
+        vshm_reply_free(r);
+    } else {
+        snprintf(s->error, sizeof s->error, "%s", vshm_last_error_message());
+    }
+}
+
+static void wait_one(one_cb *s, int timeout_ms) {
+    double deadline = now_ms() + timeout_ms;
+    while (s->calls == 0 && now_ms() < deadline) vshm_wait(C, 100, NULL);
+}
+
+/* vshm_command_opts / vshm_submit_command_opts (and their va_list forms):
+ * the format as vshm_command, the options as vshm_command_argv_opts. */
+static vshm_status command_optsv(const vshm_request_options *o, vshm_reply **r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vshm_status st = vshm_commandv_opts(C, o, r, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+static vshm_status submit_optsv(const vshm_request_options *o, one_cb *s, uint64_t *id, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vshm_status st = vshm_submit_commandv_opts(C, o, on_one, s, id, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+static void test_format_with_options(void) {
+    vshm_request_options o;
+    memset(&o, 0, sizeof o);
+    vshm_reply *r = NULL;
+    /* NULL options and all-zero options are the defaults. */
+    CHECK_OK(vshm_command_opts(C, NULL, &r, "SET fo:%s %b", "k", "v\0w", (size_t)3));
+    vshm_reply_free(r);
+    CHECK_OK(vshm_command_opts(C, &o, &r, "STRLEN fo:%s", "k"));
+    int64_t n = -1;
+    CHECK(r && vshm_value_integer(vshm_reply_value(r), &n) == VSHM_OK && n == 3);
+    vshm_reply_free(r);
+    CHECK_OK(command_optsv(&o, &r, "GET fo:%s", "k"));
+    const char *p;
+    size_t len;
+    CHECK(r && vshm_value_string(vshm_reply_value(r), &p, &len) == VSHM_OK && len == 3 && memcmp(p, "v\0w", 3) == 0);
+    vshm_reply_free(r);
+
+    /* The timeout applies: the core's 100 ms, not the server's 0.5 s sleep. */
+    o.timeout_ms = 100;
+    double t0 = now_ms();
+    r = (vshm_reply *)&o; /* set to NULL on every error */
+    CHECK_ST(vshm_command_opts(C, &o, &r, "DEBUG SLEEP %.1f", 0.5), VSHM_ERR_TIMEOUT);
+    CHECK(r == NULL);
+    CHECK(now_ms() - t0 < 450);
+    usleep(500 * 1000); /* let the server finish sleeping */
+
+    /* The route applies: ADDRESS to the standalone server itself works,
+     * to a node that is not part of the deployment is refused. */
+    char host[64];
+    snprintf(host, sizeof host, "%s", env_or("VSHM_TEST_STANDALONE", "127.0.0.1:6379"));
+    char *colon = strrchr(host, ':');
+    REQUIRE(colon);
+    *colon = 0;
+    memset(&o, 0, sizeof o);
+    o.route.kind = VSHM_ROUTE_ADDRESS;
+    o.route.host = host;
+    o.route.port = (uint32_t)atoi(colon + 1);
+    CHECK_OK(vshm_command_opts(C, &o, &r, "ECHO %s", "routed"));
+    CHECK(r && value_is(vshm_reply_value(r), "routed"));
+    vshm_reply_free(r);
+    /* Bad options are reported as for the argv calls. */
+    o.route.kind = 99;
+    CHECK_ST(vshm_command_opts(C, &o, &r, "PING"), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(vshm_last_error_message(), "route kind") != NULL);
+    CHECK(r == NULL);
+    memset(&o, 0, sizeof o);
+    o.flags = 0x80;
+    uint64_t id = 77;
+    one_cb s;
+    memset(&s, 0, sizeof s);
+    CHECK_ST(vshm_submit_command_opts(C, &o, on_one, &s, &id, "PING"), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK(id == 0);
+    /* Format errors come first, as for vshm_command. */
+    CHECK_ST(vshm_command_opts(C, NULL, &r, "GET %q"), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_command_opts(C, NULL, NULL, "PING"), VSHM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(vshm_command_opts(NULL, NULL, &r, "PING"), VSHM_ERR_INVALID_ARGUMENT);
+
+    /* Asynchronous: options and format, callback and take. */
+    memset(&o, 0, sizeof o);
+    o.timeout_ms = 3000;
+    memset(&s, 0, sizeof s);
+    CHECK_OK(vshm_submit_command_opts(C, &o, on_one, &s, &id, "ECHO %d-%s", 42, "async"));
+    CHECK(id != 0);
+    wait_one(&s, test_timeout_ms());
+    CHECK(s.calls == 1 && s.status == VSHM_OK && s.id == id && strcmp(s.value, "42-async") == 0);
+    memset(&s, 0, sizeof s);
+    CHECK_OK(submit_optsv(NULL, &s, &id, "INCR %s", "fo:k"));
+    wait_one(&s, test_timeout_ms());
+    CHECK(s.calls == 1 && s.status == VSHM_ERR_REQUEST && strstr(s.error, "not an integer") != NULL);
+    /* The per-request timeout of an asynchronous request. */
+    o.timeout_ms = 100;
+    memset(&s, 0, sizeof s);
+    t0 = now_ms();
+    CHECK_OK(vshm_submit_command_opts(C, &o, on_one, &s, &id, "DEBUG SLEEP %s", "0.5"));
+    wait_one(&s, test_timeout_ms());
+    CHECK(s.calls == 1 && s.status == VSHM_ERR_TIMEOUT);
+    CHECK(now_ms() - t0 < 450);
+    usleep(500 * 1000);
+    /* Without a callback: vshm_take. */
+    CHECK_OK(vshm_submit_command_opts(C, NULL, NULL, NULL, &id, "ECHO %s", "taken"));
+    vshm_status st;
+    double deadline = now_ms() + test_timeout_ms();
+    while ((st = vshm_take(C, id, &r)) == VSHM_PENDING && now_ms() < deadline) vshm_wait(C, 100, NULL);
+    CHECK_OK(st);
+    CHECK(r && value_is(vshm_reply_value(r), "taken"));
+    vshm_reply_free(r);
+    vshm_reply_free(cmd("DEL fo:k"));
+}
+
+/* Every command the core refuses (core/src/commands.rs, `refusal`;
+ * docs/c-api.md, "Refused commands"): VSHM_ERR_INVALID_REQUEST before
+ * anything is sent, with a message that names what to use instead. */
+static void test_refused_commands(void) {
+    static const struct {
+        const char *command;
+        const char *message; /* a part of the message */
+    } refused[] = {
+        {"SELECT 1", "`database`"},
+        {"SWAPDB 0 1", "`database`"},
+        {"AUTH user pass", "`username`/`password`"},
+        {"HELLO 3", "`protocol`"},
+        {"CLIENT SETNAME x", "`client_name`"},
+        {"client setname x", "`client_name`"},
+        {"CLIENT TRACKING on", "not supported"},
+        {"CLIENT CACHING yes", "not supported"},
+        {"CLIENT REPLY OFF", "not supported"},
+        {"CLIENT SETINFO LIB-NAME x", "not supported"},
+        {"CLIENT NO-EVICT on", "not supported"},
+        {"CLIENT NO-TOUCH on", "not supported"},
+        {"MULTI", "batch API"},
+        {"EXEC", "batch API"},
+        {"DISCARD", "batch API"},
+        {"WATCH k", "batch API"},
+        {"UNWATCH", "batch API"},
+        {"SUBSCRIBE ch", "pub/sub API"},
+        {"PSUBSCRIBE ch*", "pub/sub API"},
+        {"SSUBSCRIBE ch", "pub/sub API"},
+        {"UNSUBSCRIBE", "pub/sub API"},
+        {"PUNSUBSCRIBE", "pub/sub API"},
+        {"SUNSUBSCRIBE", "pub/sub API"},
+        {"MONITOR", "takes over the connection"},
+        {"SYNC", "take over the connection"},
+        {"PSYNC ? -1", "take over the connection"},
+        {"RESET", "not supported"},
+        {"QUIT", "close the client"},
+        {"READONLY", "`read_from`"},
+        {"READWRITE", "`read_from`"},
+        {"ASKING", "redirections"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        vshm_reply *r = NULL;
+        vshm_status st = vshm_command(C, &r, refused[i].command);
+        if (st != VSHM_ERR_INVALID_REQUEST || strstr(vshm_last_error_message(), refused[i].message) == NULL) {
+            fprintf(stderr, "   %s: %s: \"%s\" (want VSHM_ERR_INVALID_REQUEST, \"...%s...\")\n", refused[i].command,
+                    vshm_errstr(st), vshm_last_error_message(), refused[i].message);
+            CHECK(!"refused as documented");
+        }
+        CHECK(r == NULL);
+        vshm_reply_free(r);
+    }
+    /* Also asynchronously (the callback gets the refusal) and in batches. */
+    one_cb s;
+    memset(&s, 0, sizeof s);
+    CHECK_OK(vshm_submit_command(C, on_one, &s, NULL, "CLIENT TRACKING on"));
+    wait_one(&s, test_timeout_ms());
+    CHECK(s.calls == 1 && s.status == VSHM_ERR_INVALID_REQUEST && strstr(s.error, "not supported") != NULL);
+    vshm_batch *b = NULL;
+    CHECK_OK(vshm_batch_new(0, &b));
+    CHECK_OK(vshm_batch_add_command(b, "PING"));
+    CHECK_OK(vshm_batch_add_command(b, "QUIT"));
+    vshm_reply *r = NULL;
+    vshm_status st = vshm_batch_exec(C, b, NULL, &r);
+    CHECK(st == VSHM_ERR_INVALID_REQUEST && strstr(vshm_last_error_message(), "close the client") != NULL);
+    vshm_reply_free(r);
+    vshm_batch_free(b);
+    /* Commands that merely look similar are not refused. */
+    r = cmd("CLIENT GETNAME");
+    CHECK(r != NULL);
+    vshm_reply_free(r);
+    r = cmd("CLIENT ID");
+    CHECK(r != NULL);
+    vshm_reply_free(r);
+}
+
+int main(void) {
+    C = open_main();
+    fprintf(stderr, "vshm %s, mode %s\n", vshm_version(), is_daemon_mode() ? "daemon" : "embedded");
+    RUN(test_format_with_options);
+    RUN(test_refused_commands);
+    CHECK_OK(vshm_free(C));
+    return h_summary();
+}
