@@ -260,6 +260,12 @@ if [ "${VSHM_C_DAEMON:-1}" != 0 ]; then
     fi
 fi
 
+# Every C block of docs/c-api.md, compiled and run (after the daemon
+# started, so that the daemon snippet runs too).
+export VSHM_TEST_CLUSTER
+VSHM_TEST_SOCKET=${DAEMON_STARTED:+${VSHM_TEST_SOCKET:-}} \
+    run "doc-snippets" '^[0-9]+ passed, 0 failed' bash scripts/c-doc-snippets.sh "$WORK/snippets"
+
 for n in "${PENDING_NOTES[@]+"${PENDING_NOTES[@]}"}"; do log "PENDING: $n"; done
 log "C programs: $PASSED passed, $FAILED failed"
 # In cargo's format, so that scripts/test.sh counts the C test cases too.
