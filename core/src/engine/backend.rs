@@ -14,6 +14,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
+use vshm_protocol::bound;
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Op, Request, Route};
 
 use super::blocking::Pool;
@@ -22,13 +23,14 @@ use super::fast::Links;
 use super::pubsub::{PubSub, PushSink, Subscriber, Target};
 use super::standalone::{self, ReconnectStats, Standalone};
 use super::PoolKey;
-use crate::commands::{self, BlockTimeout};
+use crate::commands;
 use crate::config::{Config, Mode};
 use crate::value::{map_error, reply_to_completion};
 
 /// Added to a blocking command's own timeout: the reply needs a moment to
-/// arrive after the server gives up (GLIDE uses the same 0.5 s).
-pub const BLOCKING_MARGIN: Duration = Duration::from_millis(500);
+/// arrive after the server gives up (GLIDE uses the same 0.5 s). Defined
+/// with the bound computation it belongs to, shared with the client end.
+pub use vshm_protocol::bound::BLOCKING_MARGIN;
 
 /// Number of hash slots in a cluster.
 const SLOTS: u16 = 16384;
@@ -293,7 +295,7 @@ impl Backend {
     /// The request's `timeout_ms` (0 = the config's `request_timeout_ms`)
     /// bounds the whole request, waiting for a reconnect included; a
     /// blocking command is bounded by its own timeout plus
-    /// [`BLOCKING_MARGIN`] instead (see [`commands::block_timeout`]).
+    /// [`BLOCKING_MARGIN`] instead (see [`bound::request_bound`]).
     ///
     /// The future may be dropped at any point (client gone): nothing is
     /// left behind but, for a blocking command, a closed dedicated
@@ -424,11 +426,8 @@ impl Backend {
             return Err(invalid(why));
         }
         let start = Instant::now();
-        let block = commands::block_timeout(&name, args);
-        let bound = match block {
-            Some(bt) => self.blocking_bound(bt, req.timeout_ms),
-            None => self.request_timeout(req.timeout_ms),
-        };
+        let block = commands::block_timeout(args);
+        let bound = bound::request_bound(&req.op, req.timeout_ms, &self.bound_defaults());
         let deadline = start + bound;
         let cmd = build_cmd(args);
         let out = match block {
@@ -450,16 +449,12 @@ impl Backend {
         }
     }
 
-    /// The bound of a blocking command: its own timeout plus the margin
-    /// (or the request's `timeout_ms` if longer); when it blocks forever,
-    /// the request's `timeout_ms`, else `block_forever_limit_ms`.
-    fn blocking_bound(&self, bt: BlockTimeout, timeout_ms: u32) -> Duration {
-        let explicit = (timeout_ms != 0).then(|| Duration::from_millis(u64::from(timeout_ms)));
-        match bt {
-            BlockTimeout::After(d) => (d + BLOCKING_MARGIN).max(explicit.unwrap_or_default()),
-            BlockTimeout::Forever => explicit
-                .unwrap_or_else(|| Duration::from_millis(self.config.block_forever_limit_ms)),
-            BlockTimeout::Invalid => explicit.unwrap_or_else(|| self.config.request_timeout()),
+    /// What request bounds are computed from (see
+    /// [`bound::request_bound`], shared with the client end).
+    pub(super) fn bound_defaults(&self) -> bound::BoundDefaults {
+        bound::BoundDefaults {
+            request_timeout: self.config.request_timeout(),
+            block_forever_limit: Duration::from_millis(self.config.block_forever_limit_ms),
         }
     }
 
