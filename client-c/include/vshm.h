@@ -21,36 +21,43 @@
  *   not been reused by a new handle of the same type (handle memory is
  *   recycled, never returned to the allocator). No panic crosses this API.
  *
- * OWNERSHIP AND LIFETIMES
- *   - vshm_client*: owned by the caller from vshm_connect/vshm_open_* until
- *     vshm_free.
- *   - vshm_reply*: owned by whoever receives it (the caller of a sync call
- *     or vshm_take, or the callback) until vshm_reply_free. A reply stays
- *     valid after its client is freed.
- *   - const vshm_value*: borrowed from its reply; valid until that reply is
- *     freed or detached (vshm_reply_detach). Never freed on its own.
- *   - Strings from vshm_value_string: borrowed like values, NOT
- *     NUL-terminated. vshm_value_strdup returns an owned copy
- *     (vshm_string_free).
- *   - vshm_batch*: owned by the caller until vshm_batch_free.
- *   - const char* from vshm_version/vshm_errstr/vshm_type_name: static.
- *     vshm_last_error_message: thread-local, valid until the next failing
- *     call in the same thread.
- *   - Pointers passed in (argv, keys, option structs, strings) are only
+ * WHO FREES WHAT (read this first)
+ *   You free:
+ *   - every vshm_reply* you receive, with vshm_reply_free: the *out of a
+ *     synchronous call or of vshm_take, the `reply` argument of a
+ *     completion callback (the callback owns it: free it there, or keep it
+ *     and free it later), every pub/sub message (push callback,
+ *     vshm_next_push). Error outcomes come with a NULL reply (nothing to
+ *     free). A reply stays valid after its client is freed.
+ *   - vshm_client* (vshm_free), vshm_batch* (vshm_batch_free), strings
+ *     from vshm_value_strdup (vshm_string_free).
+ *   You never free:
+ *   - const vshm_value* (borrowed from its reply; valid until that reply
+ *     is freed or detached), strings from vshm_value_string (borrowed
+ *     like values, NOT NUL-terminated), the static strings of
+ *     vshm_version/vshm_errstr/vshm_type_name, vshm_last_error_message()
+ *     (thread-local, valid until the next failing call in the thread).
+ *   Pointers passed in (argv, keys, option structs, strings) are only
  *     borrowed for the duration of the call.
+ *   An unfreed reply is not just a leak: it pins completion-ring space
+ *   (next section).
  *
  * ZERO-COPY REPLIES: WHAT HOLDING ONE COSTS
  *   A reply that fits in one ring record (the common case) is read in place
  *   from the shared completion ring: no copy, no decode. While you hold it,
  *   it pins its ring bytes AND everything the core wrote after it, until it
  *   is freed (ring space is returned up to the oldest reply still held).
- *   When the pinned span fills the completion ring, further completions for
- *   this client wait in the core (bounded by the client's in-flight limit;
- *   requests then time out if nothing is freed); other clients are not
- *   affected. To keep a reply for long, call vshm_reply_detach(): it copies
- *   the reply to private memory and releases its ring space at once.
- *   Replies larger than one ring record arrive in fragments and are
- *   reassembled in private memory (vshm_reply_in_ring() says which).
+ *   When the pinned span fills the completion ring, no further completion
+ *   can be written for this client (other clients are not affected): each
+ *   request still pending then completes at its deadline (its timeout, a
+ *   blocking command's own bound, plus a transport margin) with
+ *   VSHM_ERR_TIMEOUT, made by the client end without ring space, and its
+ *   real completion is discarded if it comes later; nothing succeeds again
+ *   until replies are freed. To keep a reply for long, call
+ *   vshm_reply_detach(): it copies the reply to private memory and releases
+ *   its ring space at once. Replies larger than one ring record arrive in
+ *   fragments and are reassembled in private memory (vshm_reply_in_ring()
+ *   says which).
  *
  * THREADS
  *   - One vshm_client may be used by any number of threads at once, for
@@ -309,11 +316,12 @@ typedef struct vshm_request_options {
 
 // Completion callback of an asynchronous request. Runs in the thread that
 // calls `vshm_poll`, `vshm_wait`, `vshm_take` or `vshm_free` (never in a
-// library thread). `reply` is owned by the callback (free it with
-// `vshm_reply_free`, now or later) and is NULL when `status` is not
-// VSHM_OK; the error's message is then in `vshm_last_error_message()`
-// during the callback. The callback may call any vshm function,
-// including submitting more requests.
+// library thread). `reply` is OWNED BY THE CALLBACK: free it with
+// `vshm_reply_free`, now or later (or `vshm_reply_detach` it to keep it
+// long: a held reply pins completion-ring space, see ZERO-COPY REPLIES).
+// It is NULL when `status` is not VSHM_OK; the error's message is then in
+// `vshm_last_error_message()` during the callback. The callback may call
+// any vshm function, including submitting more requests.
 typedef void (*vshm_callback)(struct vshm_client *client,
                               uint64_t id,
                               vshm_status status,
@@ -509,8 +517,10 @@ vshm_status vshm_take(struct vshm_client *c, uint64_t id, struct vshm_reply **ou
 size_t vshm_pending(const struct vshm_client *c);
 
 // A descriptor for event loops (epoll, poll, libuv): it becomes readable
-// when completions arrive for this client (or the client's connection
-// ends). Then call `vshm_poll`, which resets it. It can be readable
+// when completions arrive for this client, when a pending request's
+// deadline passes (`vshm_poll` then completes it with VSHM_ERR_TIMEOUT),
+// or when the client's connection ends. Then call `vshm_poll`, which
+// resets it. It can be readable
 // spuriously (for instance after completions that a synchronous call in
 // another thread already took); `vshm_poll` is cheap then.
 //

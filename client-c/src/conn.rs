@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,7 +27,9 @@ use vshm_protocol::ring::PublishWatch;
 use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, ParkAtOnce, Side};
 
-use crate::error::{Error, VSHM_ERR_CLOSING, VSHM_ERR_CONNECTION, VSHM_ERR_INTERNAL};
+use crate::error::{
+    Error, VSHM_ERR_CLOSING, VSHM_ERR_CONNECTION, VSHM_ERR_INTERNAL, VSHM_ERR_TIMEOUT,
+};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -75,6 +77,11 @@ pub(crate) struct Entry {
     pub cb: Callback,
     pub userdata: usize,
     pub seq: u32,
+    /// When the request's bound (plus the transport margin) has passed:
+    /// `collect` then completes it with a timeout itself, which needs no
+    /// completion-ring space (the ring may be full of replies the program
+    /// holds). Its real completion, if it still comes, is discarded.
+    pub deadline: Instant,
 }
 
 /// The outcome of an asynchronous request.
@@ -91,6 +98,64 @@ pub(crate) struct Pending {
     pub taken: HashMap<u64, Outcome>,
     /// The registration the entries were last checked against.
     pub seq_checked: u32,
+}
+
+impl Pending {
+    /// The earliest deadline of a pending request.
+    pub fn earliest_deadline(&self) -> Option<Instant> {
+        self.entries.values().map(|e| e.deadline).min()
+    }
+}
+
+/// The earliest deadline of a pending asynchronous request, for the
+/// notifier: it makes the `vshm_fd` descriptor readable when the deadline
+/// passes, so that an event loop calls `vshm_poll`, which completes the
+/// overdue request (a pinned completion ring publishes nothing that would
+/// wake it otherwise). Nanoseconds since `base`; 0: none.
+pub(crate) struct NextDeadline {
+    base: Instant,
+    at: AtomicU64,
+}
+
+impl NextDeadline {
+    fn new() -> NextDeadline {
+        NextDeadline {
+            base: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        // At least 1: 0 means "none".
+        (t.saturating_duration_since(self.base).as_nanos() as u64).max(1)
+    }
+
+    /// Set the earliest deadline (None: no request pending).
+    pub fn set(&self, t: Option<Instant>) {
+        // Relaxed: a hint the notifier re-reads every 100 ms; it orders
+        // nothing else (the completion itself is made under the pending
+        // lock by `collect`).
+        self.at
+            .store(t.map_or(0, |t| self.nanos(t)), Ordering::Relaxed);
+    }
+
+    /// Lower it to `t` if that is earlier (a new request).
+    pub fn lower(&self, t: Instant) {
+        let n = self.nanos(t);
+        // Relaxed: as in `set`.
+        let _ = self
+            .at
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                (cur == 0 || n < cur).then_some(n)
+            });
+    }
+
+    /// The deadline if it has passed.
+    fn passed(&self) -> Option<u64> {
+        // Relaxed: as in `set`.
+        let at = self.at.load(Ordering::Relaxed);
+        (at != 0 && self.nanos(Instant::now()) >= at).then_some(at)
+    }
 }
 
 const SEQ_BITS: u32 = 15;
@@ -117,14 +182,19 @@ struct Notifier {
 }
 
 impl Notifier {
-    fn start(seg: Arc<Segment>, efd: RawFd, seq: u32) -> Result<Notifier, Error> {
+    fn start(
+        seg: Arc<Segment>,
+        efd: RawFd,
+        seq: u32,
+        next: Arc<NextDeadline>,
+    ) -> Result<Notifier, Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
             let seg = seg.clone();
             std::thread::Builder::new()
                 .name("vshm-notify".into())
-                .spawn(move || notify_loop(&seg, efd, &stop))
+                .spawn(move || notify_loop(&seg, efd, &stop, &next))
                 .map_err(|e| {
                     Error::new(
                         VSHM_ERR_INTERNAL,
@@ -166,15 +236,20 @@ enum Notify {
     Closed,
     /// The handle is being freed.
     Stop,
+    /// A pending request's deadline passed (nanoseconds, see `NextDeadline`).
+    Deadline(u64),
 }
 
 /// Ring the handle's eventfd whenever the core publishes completions, until
 /// the segment stops being open or the handle stops the notifier. Waits
 /// with the protocol's sleep loop (`wake::wait`), parking at most 100 ms at
 /// a time; `PublishWatch` is the protocol's "completions published?" check.
-fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
+/// Also rings it once when a pending request's deadline passes (a pinned
+/// completion ring publishes nothing; `vshm_poll` then times it out).
+fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool, next: &NextDeadline) {
     let (ctl, _) = seg.cq();
     let mut watch = PublishWatch::new();
+    let signaled = std::cell::Cell::new(0u64);
     loop {
         let mut w = ParkAtOnce::new(Duration::from_millis(100), || {
             // Acquire: pairs with the Release store in `Notifier::drop`.
@@ -182,6 +257,8 @@ fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
                 Some(Notify::Stop)
             } else if seg.state() != state::OPEN {
                 Some(Notify::Closed)
+            } else if let Some(at) = next.passed().filter(|at| *at != signaled.get()) {
+                Some(Notify::Deadline(at))
             } else {
                 watch.published(ctl).then_some(Notify::Published)
             })
@@ -194,6 +271,10 @@ fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
                 return;
             }
             Notify::Stop => return,
+            Notify::Deadline(at) => {
+                signaled.set(at);
+                vshm_protocol::wake::ring_doorbell(efd);
+            }
         }
     }
 }
@@ -209,6 +290,8 @@ pub(crate) struct ClientInner {
     pub default_timeout: Option<Duration>,
     efd: Mutex<Option<OwnedFd>>,
     notifier: Mutex<Option<Notifier>>,
+    /// The earliest deadline of the pending requests (for the notifier).
+    pub next_deadline: Arc<NextDeadline>,
     /// The push callback and its userdata (pub/sub messages).
     push_cb: Mutex<(PushCallback, usize)>,
     /// Subscriptions made through this handle (kind, channel), replayed
@@ -225,6 +308,7 @@ impl ClientInner {
             default_timeout,
             efd: Mutex::new(None),
             notifier: Mutex::new(None),
+            next_deadline: Arc::new(NextDeadline::new()),
             push_cb: Mutex::new((None, 0)),
             subs: Mutex::new(BTreeSet::new()),
         };
@@ -341,7 +425,12 @@ impl ClientInner {
             }
         }
         drop(n.take());
-        *n = Some(Notifier::start(conn.segment().clone(), efd, seq)?);
+        *n = Some(Notifier::start(
+            conn.segment().clone(),
+            efd,
+            seq,
+            self.next_deadline.clone(),
+        )?);
         Ok(())
     }
 
@@ -381,10 +470,15 @@ impl ClientInner {
         let mut pushes = Vec::new();
         let mut dead = None;
         if let Some((conn, _)) = &cur {
-            let has_pending = !lock(&self.pending).entries.is_empty();
+            // Wake up for the earliest deadline of a pending request too.
+            let (has_pending, earliest) = {
+                let p = lock(&self.pending);
+                (!p.entries.is_empty(), p.earliest_deadline())
+            };
             let want_pushes = push_cb.is_some().then_some(&mut pushes);
             let r = match deadline {
                 Some(d) if has_pending || want_pushes.is_some() => {
+                    let d = earliest.map_or(d, |e| e.min(d));
                     conn.wait_events(d, &mut replies, want_pushes)
                 }
                 _ => conn.poll_events(&mut replies, want_pushes),
@@ -407,6 +501,30 @@ impl ClientInner {
                     completed += 1;
                 }
                 None => orphans.push(r),
+            }
+        }
+        // Complete overdue requests with a timeout. Normally the core's own
+        // timeout completion arrives first (the deadline includes the
+        // transport margin); it cannot when the completion ring is full of
+        // replies the program still holds, or when the core is stuck.
+        let now = Instant::now();
+        let overdue: Vec<u64> = p
+            .entries
+            .iter()
+            .filter(|(_, e)| e.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            let e = p.entries.remove(&id).expect("listed above");
+            let err = Error::new(
+                VSHM_ERR_TIMEOUT,
+                "no completion within the request's bound (timeout plus transport margin): the core did not answer in time, or the completion ring is full of replies this program still holds (free them, or vshm_reply_detach the ones kept)",
+            );
+            if e.cb.is_some() {
+                dispatch.push((id, e, Outcome::Failed(err)));
+            } else {
+                p.taken.insert(id, Outcome::Failed(err));
+                completed += 1;
             }
         }
         // Fail what can no longer complete: requests of a replaced (or
@@ -437,6 +555,7 @@ impl ClientInner {
                 }
             }
         }
+        self.next_deadline.set(p.earliest_deadline());
         drop(p);
         drop(orphans);
         completed += dispatch.len() + pushes.len();

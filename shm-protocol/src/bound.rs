@@ -80,7 +80,8 @@ impl AsRef<[u8]> for ArgRef<'_> {
 }
 
 fn arg_str<A: AsRef<[u8]>>(args: &[A], i: usize) -> Option<&str> {
-    args.get(i).and_then(|a| std::str::from_utf8(a.as_ref()).ok())
+    args.get(i)
+        .and_then(|a| std::str::from_utf8(a.as_ref()).ok())
 }
 
 fn is<A: AsRef<[u8]>>(arg: &A, word: &str) -> bool {
@@ -196,7 +197,11 @@ pub fn bound_of(
 /// `op` (a command, or the commands of a pipeline; inside MULTI nothing
 /// blocks). The core's deadline for the request and the client's wait
 /// both come from this.
-pub fn request_bound<A: ArgList>(op: &Op<A>, timeout_ms: u32, defaults: &BoundDefaults) -> Duration {
+pub fn request_bound<A: ArgList>(
+    op: &Op<A>,
+    timeout_ms: u32,
+    defaults: &BoundDefaults,
+) -> Duration {
     match op {
         Op::Command { args } => bound_of(block_timeout(args.as_args()), timeout_ms, defaults),
         Op::Batch {
@@ -279,7 +284,10 @@ mod tests {
         // Blocking forever: the explicit timeout, else the limit.
         assert_eq!(request_bound(&cmd("BLPOP q 0"), 0, &D), ms(3_600_000));
         assert_eq!(request_bound(&cmd("BLPOP q 0"), 2000, &D), ms(2000));
-        assert_eq!(request_bound(&cmd("XREAD BLOCK 0 STREAMS s $"), 0, &D), ms(3_600_000));
+        assert_eq!(
+            request_bound(&cmd("XREAD BLOCK 0 STREAMS s $"), 0, &D),
+            ms(3_600_000)
+        );
         // Blocking with a timeout: the block plus the margin, or the
         // request timeout if longer.
         assert_eq!(request_bound(&cmd("BLPOP q 3"), 0, &D), ms(3500));
@@ -319,10 +327,22 @@ mod tests {
             watch: vec![],
             commands: cs.iter().map(|c| argv(c)).collect::<Vec<_>>(),
         };
-        assert_eq!(request_bound(&batch(false, &["GET a", "SET b c"]), 0, &D), ms(250));
-        assert_eq!(request_bound(&batch(false, &["BLPOP a 1", "BLPOP b 2"]), 0, &D), ms(3500));
-        assert_eq!(request_bound(&batch(false, &["GET a", "BLPOP b 0"]), 0, &D), ms(3_600_000));
-        assert_eq!(request_bound(&batch(false, &["GET a", "BLPOP b 0"]), 900, &D), ms(900));
+        assert_eq!(
+            request_bound(&batch(false, &["GET a", "SET b c"]), 0, &D),
+            ms(250)
+        );
+        assert_eq!(
+            request_bound(&batch(false, &["BLPOP a 1", "BLPOP b 2"]), 0, &D),
+            ms(3500)
+        );
+        assert_eq!(
+            request_bound(&batch(false, &["GET a", "BLPOP b 0"]), 0, &D),
+            ms(3_600_000)
+        );
+        assert_eq!(
+            request_bound(&batch(false, &["GET a", "BLPOP b 0"]), 900, &D),
+            ms(900)
+        );
         // Inside MULTI nothing blocks.
         assert_eq!(request_bound(&batch(true, &["BLPOP a 0"]), 0, &D), ms(250));
         // Other operations: the request timeout.
