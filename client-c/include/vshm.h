@@ -307,7 +307,9 @@ typedef struct vshm_route {
 
 // Per-request options. All-zero = defaults.
 typedef struct vshm_request_options {
-  // Request timeout in ms; 0: the client's default.
+  // Request timeout in ms; 0: the client's default. A blocking command
+  // is bounded by its own timeout (see `vshm_command_argv`); with one
+  // that blocks forever, a nonzero `timeout_ms` is its bound.
   uint32_t timeout_ms;
   // VSHM_FLAG_* bits.
   uint32_t flags;
@@ -454,7 +456,13 @@ int vshm_is_embedded(const struct vshm_client *c);
 // `vshm_reply_free`). On any error `*out` is NULL and the error (status
 // and message, e.g. the server's "WRONGTYPE ..." for VSHM_ERR_REQUEST) is
 // in `vshm_last_error_status()` / `vshm_last_error_message()`.
-// The wait is bounded by the request timeout plus a transport margin.
+// The wait is bounded by the request's bound plus a transport margin
+// (1 s): the request timeout, or for a blocking command (BLPOP, BRPOP,
+// BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, XREAD/XREADGROUP
+// BLOCK, WAIT, WAITAOF) its own timeout plus 0.5 s (at least the request
+// timeout); a command that blocks forever (`BLPOP q 0`) is bounded by
+// `timeout_ms` if the request sets one, else by the core's
+// `block_forever_limit_ms` (1 h). The core applies the same bound.
 vshm_status vshm_command_argv(struct vshm_client *c,
                               int argc,
                               const char *const *argv,

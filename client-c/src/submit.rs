@@ -32,8 +32,9 @@ pub(crate) fn submit_async(
 ) -> Result<u64, Error> {
     let (conn, seq) = inner.conn()?;
     let mut cid = 0;
-    let deadline = Instant::now() + conn.wait_bound(o.timeout);
-    let r = conn.submit_queued(op, &o.route, o.timeout, o.flags, &mut |id| {
+    let timeout = o.timeout_for(&conn, op);
+    let deadline = Instant::now() + conn.wait_bound_for(op, timeout);
+    let r = conn.submit_queued(op, &o.route, timeout, o.flags, &mut |id| {
         cid = conn::c_id(seq, id);
         lock(&inner.pending).entries.insert(
             cid,

@@ -457,7 +457,7 @@ int main(void) {
     fprintf(stderr, "vshm %s, mode %s\n", vshm_version(), is_daemon_mode() ? "daemon" : "embedded");
     RUN(test_format_with_options);
     RUN(test_refused_commands);
-    // RUN(test_blocking_commands);
+    RUN(test_blocking_commands);
     RUN(test_pinned_ring_deadlines);
     CHECK_OK(vshm_free(C));
     return h_summary();
