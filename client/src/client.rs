@@ -61,10 +61,6 @@ pub const QUEUED: u64 = 1 << 63;
 pub struct ClientOptions {
     /// Used when a call passes no timeout.
     pub request_timeout: Duration,
-    /// The core's bound on a command that blocks forever when the request
-    /// sets no timeout (the core's `block_forever_limit_ms`; the daemon
-    /// tells it at registration).
-    pub block_forever_limit: Duration,
     /// Added to a request's timeout for the local wait, so the core's own
     /// timeout error normally arrives first.
     pub transport_margin: Duration,
@@ -75,7 +71,6 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             request_timeout: Duration::from_millis(250),
-            block_forever_limit: Duration::from_millis(bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS),
             transport_margin: Duration::from_millis(1000),
             strategy: WaitStrategy::from_env(),
         }
@@ -89,6 +84,10 @@ pub struct Client {
     cq: Arc<CqSide>,
     next_id: AtomicU64,
     opts: ClientOptions,
+    /// The core's bound on a command that blocks forever when the request
+    /// sets no timeout (its `block_forever_limit_ms`; the daemon tells it
+    /// at registration), in ms.
+    block_forever_limit_ms: AtomicU64,
 }
 
 impl Client {
@@ -107,12 +106,21 @@ impl Client {
             sq: Mutex::new(sender),
             cq,
             next_id: AtomicU64::new(1),
+            block_forever_limit_ms: AtomicU64::new(bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS),
             opts,
         }
     }
 
     pub fn segment(&self) -> &Arc<Segment> {
         &self.seg
+    }
+
+    /// Set the core's block-forever limit (see `bound::BoundDefaults`);
+    /// the default is `bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS`.
+    pub fn set_block_forever_limit(&self, limit: Duration) {
+        let ms = limit.as_millis().min(u128::from(u64::MAX)) as u64;
+        // Relaxed: as in `bound_defaults`.
+        self.block_forever_limit_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -137,7 +145,10 @@ impl Client {
     pub fn bound_defaults(&self) -> bound::BoundDefaults {
         bound::BoundDefaults {
             request_timeout: self.opts.request_timeout,
-            block_forever_limit: self.opts.block_forever_limit,
+            // Relaxed: a setting, written once after registration.
+            block_forever_limit: Duration::from_millis(
+                self.block_forever_limit_ms.load(Ordering::Relaxed),
+            ),
         }
     }
 

@@ -114,9 +114,10 @@ pub fn refusal(name: &str) -> Option<&'static str> {
     })
 }
 
-/// Blocking commands: the classification is shared with the client end
+/// Blocking commands: `block_timeout(name, args)` (`name` as
+/// [`command_name`] gives it) is shared with the client end
 /// (`vshm_protocol::bound`), so that both bound a request the same way.
-pub use vshm_protocol::bound::{block_timeout, BlockTimeout};
+pub use vshm_protocol::bound::{block_timeout_named as block_timeout, BlockTimeout};
 
 /// Commands a replica can serve. Unknown commands count as writes (they go
 /// to the primary, which can serve anything).

@@ -139,20 +139,27 @@ pub fn block_timeout<A: AsRef<[u8]>>(args: &[A]) -> Option<BlockTimeout> {
     let upper = &mut buf[..name.len()];
     upper.copy_from_slice(name);
     upper.make_ascii_uppercase();
+    block_timeout_named(std::str::from_utf8(upper).ok()?, args)
+}
+
+/// [`block_timeout`] when the caller already has the upper-cased command
+/// name (the core's `commands::command_name`; container commands carry
+/// their subcommand, and none of them blocks).
+pub fn block_timeout_named<A: AsRef<[u8]>>(name: &str, args: &[A]) -> Option<BlockTimeout> {
     let last = args.len().saturating_sub(1);
-    match &*upper {
-        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BRPOPLPUSH" | b"BLMOVE" => {
+    match name {
+        "BLPOP" | "BRPOP" | "BZPOPMIN" | "BZPOPMAX" | "BRPOPLPUSH" | "BLMOVE" => {
             Some(if args.len() < 3 {
                 BlockTimeout::Invalid
             } else {
                 seconds(args, last)
             })
         }
-        b"BLMPOP" | b"BZMPOP" => Some(seconds(args, 1)),
-        b"XREAD" => xread_block(args, false),
-        b"XREADGROUP" => xread_block(args, true),
-        b"WAIT" => Some(millis(args, 2)),
-        b"WAITAOF" => Some(millis(args, 3)),
+        "BLMPOP" | "BZMPOP" => Some(seconds(args, 1)),
+        "XREAD" => xread_block(args, false),
+        "XREADGROUP" => xread_block(args, true),
+        "WAIT" => Some(millis(args, 2)),
+        "WAITAOF" => Some(millis(args, 3)),
         _ => None,
     }
 }

@@ -23,7 +23,7 @@ use super::fast::Links;
 use super::pubsub::{PubSub, PushSink, Subscriber, Target};
 use super::standalone::{self, ReconnectStats, Standalone};
 use super::PoolKey;
-use crate::commands;
+use crate::commands::{self, BlockTimeout};
 use crate::config::{Config, Mode};
 use crate::value::{map_error, reply_to_completion};
 
@@ -295,7 +295,7 @@ impl Backend {
     /// The request's `timeout_ms` (0 = the config's `request_timeout_ms`)
     /// bounds the whole request, waiting for a reconnect included; a
     /// blocking command is bounded by its own timeout plus
-    /// [`BLOCKING_MARGIN`] instead (see [`bound::request_bound`]).
+    /// [`BLOCKING_MARGIN`] instead (see [`bound::bound_of`]).
     ///
     /// The future may be dropped at any point (client gone): nothing is
     /// left behind but, for a blocking command, a closed dedicated
@@ -426,8 +426,11 @@ impl Backend {
             return Err(invalid(why));
         }
         let start = Instant::now();
-        let block = commands::block_timeout(args);
-        let bound = bound::request_bound(&req.op, req.timeout_ms, &self.bound_defaults());
+        let block = commands::block_timeout(&name, args);
+        let bound = match block {
+            Some(bt) => self.blocking_bound(bt, req.timeout_ms),
+            None => self.request_timeout(req.timeout_ms),
+        };
         let deadline = start + bound;
         let cmd = build_cmd(args);
         let out = match block {
@@ -447,6 +450,14 @@ impl Backend {
         } else {
             Duration::from_millis(u64::from(timeout_ms))
         }
+    }
+
+    /// The bound of a blocking command: [`bound::bound_of`], the decision
+    /// shared with the client end (its own timeout plus the margin, or the
+    /// request timeout if longer; when it blocks forever, the request's
+    /// `timeout_ms`, else `block_forever_limit_ms`).
+    fn blocking_bound(&self, bt: BlockTimeout, timeout_ms: u32) -> Duration {
+        bound::bound_of(Some(bt), timeout_ms, &self.bound_defaults())
     }
 
     /// What request bounds are computed from (see
