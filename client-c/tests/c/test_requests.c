@@ -452,6 +452,51 @@ static void test_pinned_ring_deadlines(void) {
     vshm_reply_free(cmd("DEL pr:k"));
 }
 
+/* ---- a standalone server on a Unix socket ---- */
+
+static void test_unix_socket_server(void) {
+    const char *path = getenv("VSHM_TEST_UNIX_SOCKET");
+    if (!path || !*path) SKIP("VSHM_TEST_UNIX_SOCKET not set");
+    if (is_daemon_mode()) SKIP("in-process core only (vshm_open_embedded_uri)");
+    char uri[512];
+    snprintf(uri, sizeof uri, "unix://%s?timeout_ms=%d", path, test_timeout_ms());
+    vshm_client *c = NULL;
+    CHECK_OK(vshm_open_embedded_uri(uri, &c));
+    REQUIRE(c);
+    vshm_reply *r = NULL;
+    CHECK_OK(vshm_command(c, &r, "SET %s %s", "ux:k", "over a unix socket"));
+    vshm_reply_free(r);
+    CHECK_OK(vshm_command(c, &r, "GET %s", "ux:k"));
+    CHECK(r && value_is(vshm_reply_value(r), "over a unix socket"));
+    vshm_reply_free(r);
+    /* It is that server: its own configuration names the socket. */
+    CHECK_OK(vshm_command(c, &r, "CONFIG GET %s", "unixsocket"));
+    const vshm_value *v = r ? vshm_reply_value(r) : NULL;
+    int found = 0;
+    for (size_t i = 0; v && i < vshm_value_len(v); i++) {
+        const vshm_value *x = vshm_value_type(v) == VSHM_TYPE_MAP ? vshm_value_map_value(v, i) : vshm_value_element(v, i);
+        found |= value_is(x, path);
+    }
+    CHECK(found);
+    vshm_reply_free(r);
+    /* Asynchronous requests too. */
+    one_cb cb;
+    memset(&cb, 0, sizeof cb);
+    CHECK_OK(vshm_submit_command(c, on_one, &cb, NULL, "ECHO %s", "async"));
+    double deadline = now_ms() + test_timeout_ms();
+    while (cb.calls == 0 && now_ms() < deadline) vshm_wait(c, 100, NULL);
+    CHECK(cb.calls == 1 && cb.status == VSHM_OK && strcmp(cb.value, "async") == 0);
+    /* The other spellings. */
+    vshm_client *c2 = NULL;
+    snprintf(uri, sizeof uri, "valkey+unix://%s", path);
+    CHECK_OK(vshm_open_embedded_uri(uri, &c2));
+    if (c2) CHECK_OK(vshm_free(c2));
+    /* A socket that does not exist. */
+    CHECK_ST(vshm_open_embedded_uri("unix:///nonexistent/vshm-test.sock?connect_timeout_ms=500", &c2),
+             VSHM_ERR_CONNECTION);
+    CHECK_OK(vshm_free(c));
+}
+
 int main(void) {
     C = open_main();
     fprintf(stderr, "vshm %s, mode %s\n", vshm_version(), is_daemon_mode() ? "daemon" : "embedded");
@@ -459,6 +504,7 @@ int main(void) {
     RUN(test_refused_commands);
     RUN(test_blocking_commands);
     RUN(test_pinned_ring_deadlines);
+    RUN(test_unix_socket_server);
     CHECK_OK(vshm_free(C));
     return h_summary();
 }
