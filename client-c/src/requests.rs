@@ -1,8 +1,8 @@
 //! Synchronous requests: argv commands with options and routes.
 
 use super::*;
-use vshm_protocol::bound;
 use ::vshm_client::client::Client;
+use vshm_protocol::bound;
 
 // ===========================================================================
 // Requests

@@ -437,6 +437,12 @@ fn op_size_bound(op: &Op<ArgsRef<'_>>, route: &Route) -> usize {
     op.size_bound() + route_extra + 64
 }
 
+/// Milliseconds for a request's `timeout_ms` (at least 1: 0 means "the
+/// default"; at most `u32::MAX`).
+fn duration_ms(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,10 +744,4 @@ mod tests {
         drop(client);
         assert_eq!(r.to_completion(), bulk(10, 1));
     }
-}
-
-/// Milliseconds for a request's `timeout_ms` (at least 1: 0 means "the
-/// default"; at most `u32::MAX`).
-fn duration_ms(d: Duration) -> u32 {
-    d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
 }
