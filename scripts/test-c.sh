@@ -43,6 +43,9 @@ log() { echo "test-c.sh: [$(date +%T)] $*" >&2; }
 
 cleanup() {
     local rc=$?
+    if [ -s "$WORK/redis-unix.pid" ]; then
+        kill "$(cat "$WORK/redis-unix.pid")" 2>/dev/null || true
+    fi
     if [ -n "$DAEMON_STARTED" ]; then
         bash "$ROOT/client-c/tests/vshmd-ctl.sh" stop "$WORK" || true
     fi
@@ -156,6 +159,23 @@ if [ -z "${VSHM_TEST_STANDALONE:-}" ]; then
     set +a
 fi
 export VSHM_TEST_STANDALONE VSHM_TEST_CLUSTER="${VSHM_TEST_CLUSTER:-}"
+# A standalone server on a Unix socket only (port 0: no TCP), for
+# test_unix_socket_server (unix:///path URIs).
+start_unix_server() {
+    local sock=$WORK/redis-unix.sock deadline=$((SECONDS + 30))
+    redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --dir "$WORK" \
+        --daemonize yes --pidfile "$WORK/redis-unix.pid" --logfile "$WORK/redis-unix.log" \
+        --save '' --appendonly no >/dev/null 2>&1 || return 1
+    while [ $SECONDS -lt $deadline ]; do
+        if [ -S "$sock" ] && [ "$(timeout 5 redis-cli -s "$sock" PING 2>/dev/null)" = PONG ]; then
+            export VSHM_TEST_UNIX_SOCKET=$sock
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+start_unix_server || PENDING_NOTES+=("the Unix-socket redis-server did not start: test_unix_socket_server skipped")
 # Generous request timeouts: the machine may be busy (examples submit
 # thousands of requests at once; the default is 250 ms).
 URI="valkey://$VSHM_TEST_STANDALONE?timeout_ms=5000"
