@@ -22,6 +22,10 @@ const C_SYMBOLS: &[&str] = &[
     "vshm_commandv",
     "vshm_submit_command",
     "vshm_submit_commandv",
+    "vshm_command_opts",
+    "vshm_commandv_opts",
+    "vshm_submit_command_opts",
+    "vshm_submit_commandv_opts",
     "vshm_batch_add_command",
     "vshm_batch_add_commandv",
 ];

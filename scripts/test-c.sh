@@ -43,6 +43,9 @@ log() { echo "test-c.sh: [$(date +%T)] $*" >&2; }
 
 cleanup() {
     local rc=$?
+    if [ -s "$WORK/redis-unix.pid" ]; then
+        kill "$(cat "$WORK/redis-unix.pid")" 2>/dev/null || true
+    fi
     if [ -n "$DAEMON_STARTED" ]; then
         bash "$ROOT/client-c/tests/vshmd-ctl.sh" stop "$WORK" || true
     fi
@@ -88,10 +91,10 @@ HEADER_FUNCTIONS=$(grep -E '^[a-zA-Z].*\bvshm_[a-z0-9_]+\(' "$PREFIX/include/vsh
 # Every function of the header must be exercised by the C test suite.
 missing=()
 for f in $HEADER_FUNCTIONS; do
-    grep -qw "$f" client-c/tests/c/test_api.c client-c/tests/c/harness.h || missing+=("$f")
+    grep -qw "$f" client-c/tests/c/*.c client-c/tests/c/harness.h || missing+=("$f")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    log "functions of vshm.h not covered by tests/c/test_api.c: ${missing[*]}"
+    log "functions of vshm.h not covered by client-c/tests/c: ${missing[*]}"
     exit 1
 fi
 
@@ -118,6 +121,7 @@ log "libvshm.so exports the header's $(echo "$HEADER_FUNCTIONS" | wc -l) functio
 log "compiling tests and examples against the installed library"
 build test_api client-c/tests/c/test_api.c
 build test_threads client-c/tests/c/test_threads.c
+build test_requests client-c/tests/c/test_requests.c
 for ex in hello async_epoll batch pubsub; do build "$ex" "client-c/examples/$ex.c"; done
 # The static library, linked the pkg-config way: a static-only install
 # (where -lvshm can only be libvshm.a) and `pkg-config --static`.
@@ -132,6 +136,7 @@ fi
 ASAN=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
 build test_api_asan client-c/tests/c/test_api.c "${ASAN[@]}"
 build test_threads_asan client-c/tests/c/test_threads.c "${ASAN[@]}"
+build test_requests_asan client-c/tests/c/test_requests.c "${ASAN[@]}"
 build async_epoll_asan client-c/examples/async_epoll.c "${ASAN[@]}"
 # A C++ compiler must accept the header too (extern "C").
 if command -v c++ >/dev/null 2>&1; then
@@ -154,6 +159,23 @@ if [ -z "${VSHM_TEST_STANDALONE:-}" ]; then
     set +a
 fi
 export VSHM_TEST_STANDALONE VSHM_TEST_CLUSTER="${VSHM_TEST_CLUSTER:-}"
+# A standalone server on a Unix socket only (port 0: no TCP), for
+# test_unix_socket_server (unix:///path URIs).
+start_unix_server() {
+    local sock=$WORK/redis-unix.sock deadline=$((SECONDS + 30))
+    redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --dir "$WORK" \
+        --daemonize yes --pidfile "$WORK/redis-unix.pid" --logfile "$WORK/redis-unix.log" \
+        --save '' --appendonly no >/dev/null 2>&1 || return 1
+    while [ $SECONDS -lt $deadline ]; do
+        if [ -S "$sock" ] && [ "$(timeout 5 redis-cli -s "$sock" PING 2>/dev/null)" = PONG ]; then
+            export VSHM_TEST_UNIX_SOCKET=$sock
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+start_unix_server || PENDING_NOTES+=("the Unix-socket redis-server did not start: test_unix_socket_server skipped")
 # Generous request timeouts: the machine may be busy (examples submit
 # thousands of requests at once; the default is 250 ms).
 URI="valkey://$VSHM_TEST_STANDALONE?timeout_ms=5000"
@@ -203,11 +225,14 @@ suite() { # suite MODE: everything against one kind of core
     run "pubsub-$mode" '^pmessage alerts.disk: 90% full$' "$BIN/pubsub" "$URI"
     run "test_api-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_api"
     run "test_threads-$mode" '^9 passed, 0 failed$' "$BIN/test_threads"
+    run "test_requests-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_requests"
     run "test_api-asan-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_api_asan"
+    run "test_requests-asan-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_requests_asan"
     VSHM_TEST_SCALE=10 run "test_threads-asan-$mode" '^9 passed, 0 failed$' "$BIN/test_threads_asan"
     run "async_epoll-asan-$mode" '^completed 500 of 500' "$BIN/async_epoll_asan" "$URI" 500
     if [ "${VSHM_C_VALGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1; then
         VSHM_TEST_TIMEOUT_MS=30000 run "test_api-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_api"
+        VSHM_TEST_TIMEOUT_MS=30000 run "test_requests-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_requests"
         VSHM_TEST_TIMEOUT_MS=30000 VSHM_TEST_SCALE=100 \
             run "test_threads-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_threads"
     fi
@@ -254,6 +279,12 @@ if [ "${VSHM_C_DAEMON:-1}" != 0 ]; then
         unset VSHM_SOCKET
     fi
 fi
+
+# Every C block of docs/c-api.md, compiled and run (after the daemon
+# started, so that the daemon snippet runs too).
+export VSHM_TEST_CLUSTER
+VSHM_TEST_SOCKET=${DAEMON_STARTED:+${VSHM_TEST_SOCKET:-}} \
+    run "doc-snippets" '^[0-9]+ passed, 0 failed' bash scripts/c-doc-snippets.sh "$WORK/snippets"
 
 for n in "${PENDING_NOTES[@]+"${PENDING_NOTES[@]}"}"; do log "PENDING: $n"; done
 log "C programs: $PASSED passed, $FAILED failed"

@@ -21,36 +21,43 @@
  *   not been reused by a new handle of the same type (handle memory is
  *   recycled, never returned to the allocator). No panic crosses this API.
  *
- * OWNERSHIP AND LIFETIMES
- *   - vshm_client*: owned by the caller from vshm_connect/vshm_open_* until
- *     vshm_free.
- *   - vshm_reply*: owned by whoever receives it (the caller of a sync call
- *     or vshm_take, or the callback) until vshm_reply_free. A reply stays
- *     valid after its client is freed.
- *   - const vshm_value*: borrowed from its reply; valid until that reply is
- *     freed or detached (vshm_reply_detach). Never freed on its own.
- *   - Strings from vshm_value_string: borrowed like values, NOT
- *     NUL-terminated. vshm_value_strdup returns an owned copy
- *     (vshm_string_free).
- *   - vshm_batch*: owned by the caller until vshm_batch_free.
- *   - const char* from vshm_version/vshm_errstr/vshm_type_name: static.
- *     vshm_last_error_message: thread-local, valid until the next failing
- *     call in the same thread.
- *   - Pointers passed in (argv, keys, option structs, strings) are only
+ * WHO FREES WHAT (read this first)
+ *   You free:
+ *   - every vshm_reply* you receive, with vshm_reply_free: the *out of a
+ *     synchronous call or of vshm_take, the `reply` argument of a
+ *     completion callback (the callback owns it: free it there, or keep it
+ *     and free it later), every pub/sub message (push callback,
+ *     vshm_next_push). Error outcomes come with a NULL reply (nothing to
+ *     free). A reply stays valid after its client is freed.
+ *   - vshm_client* (vshm_free), vshm_batch* (vshm_batch_free), strings
+ *     from vshm_value_strdup (vshm_string_free).
+ *   You never free:
+ *   - const vshm_value* (borrowed from its reply; valid until that reply
+ *     is freed or detached), strings from vshm_value_string (borrowed
+ *     like values, NOT NUL-terminated), the static strings of
+ *     vshm_version/vshm_errstr/vshm_type_name, vshm_last_error_message()
+ *     (thread-local, valid until the next failing call in the thread).
+ *   Pointers passed in (argv, keys, option structs, strings) are only
  *     borrowed for the duration of the call.
+ *   An unfreed reply is not just a leak: it pins completion-ring space
+ *   (next section).
  *
  * ZERO-COPY REPLIES: WHAT HOLDING ONE COSTS
  *   A reply that fits in one ring record (the common case) is read in place
  *   from the shared completion ring: no copy, no decode. While you hold it,
  *   it pins its ring bytes AND everything the core wrote after it, until it
  *   is freed (ring space is returned up to the oldest reply still held).
- *   When the pinned span fills the completion ring, further completions for
- *   this client wait in the core (bounded by the client's in-flight limit;
- *   requests then time out if nothing is freed); other clients are not
- *   affected. To keep a reply for long, call vshm_reply_detach(): it copies
- *   the reply to private memory and releases its ring space at once.
- *   Replies larger than one ring record arrive in fragments and are
- *   reassembled in private memory (vshm_reply_in_ring() says which).
+ *   When the pinned span fills the completion ring, no further completion
+ *   can be written for this client (other clients are not affected): each
+ *   request still pending then completes at its deadline (its timeout, a
+ *   blocking command's own bound, plus a transport margin) with
+ *   VSHM_ERR_TIMEOUT, made by the client end without ring space, and its
+ *   real completion is discarded if it comes later; nothing succeeds again
+ *   until replies are freed. To keep a reply for long, call
+ *   vshm_reply_detach(): it copies the reply to private memory and releases
+ *   its ring space at once. Replies larger than one ring record arrive in
+ *   fragments and are reassembled in private memory (vshm_reply_in_ring()
+ *   says which).
  *
  * THREADS
  *   - One vshm_client may be used by any number of threads at once, for
@@ -300,7 +307,9 @@ typedef struct vshm_route {
 
 // Per-request options. All-zero = defaults.
 typedef struct vshm_request_options {
-  // Request timeout in ms; 0: the client's default.
+  // Request timeout in ms; 0: the client's default. A blocking command
+  // is bounded by its own timeout (see `vshm_command_argv`); with one
+  // that blocks forever, a nonzero `timeout_ms` is its bound.
   uint32_t timeout_ms;
   // VSHM_FLAG_* bits.
   uint32_t flags;
@@ -309,11 +318,12 @@ typedef struct vshm_request_options {
 
 // Completion callback of an asynchronous request. Runs in the thread that
 // calls `vshm_poll`, `vshm_wait`, `vshm_take` or `vshm_free` (never in a
-// library thread). `reply` is owned by the callback (free it with
-// `vshm_reply_free`, now or later) and is NULL when `status` is not
-// VSHM_OK; the error's message is then in `vshm_last_error_message()`
-// during the callback. The callback may call any vshm function,
-// including submitting more requests.
+// library thread). `reply` is OWNED BY THE CALLBACK: free it with
+// `vshm_reply_free`, now or later (or `vshm_reply_detach` it to keep it
+// long: a held reply pins completion-ring space, see ZERO-COPY REPLIES).
+// It is NULL when `status` is not VSHM_OK; the error's message is then in
+// `vshm_last_error_message()` during the callback. The callback may call
+// any vshm function, including submitting more requests.
 typedef void (*vshm_callback)(struct vshm_client *client,
                               uint64_t id,
                               vshm_status status,
@@ -446,7 +456,13 @@ int vshm_is_embedded(const struct vshm_client *c);
 // `vshm_reply_free`). On any error `*out` is NULL and the error (status
 // and message, e.g. the server's "WRONGTYPE ..." for VSHM_ERR_REQUEST) is
 // in `vshm_last_error_status()` / `vshm_last_error_message()`.
-// The wait is bounded by the request timeout plus a transport margin.
+// The wait is bounded by the request's bound plus a transport margin
+// (1 s): the request timeout, or for a blocking command (BLPOP, BRPOP,
+// BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, XREAD/XREADGROUP
+// BLOCK, WAIT, WAITAOF) its own timeout plus 0.5 s (at least the request
+// timeout); a command that blocks forever (`BLPOP q 0`) is bounded by
+// `timeout_ms` if the request sets one, else by the core's
+// `block_forever_limit_ms` (1 h). The core applies the same bound.
 vshm_status vshm_command_argv(struct vshm_client *c,
                               int argc,
                               const char *const *argv,
@@ -509,8 +525,10 @@ vshm_status vshm_take(struct vshm_client *c, uint64_t id, struct vshm_reply **ou
 size_t vshm_pending(const struct vshm_client *c);
 
 // A descriptor for event loops (epoll, poll, libuv): it becomes readable
-// when completions arrive for this client (or the client's connection
-// ends). Then call `vshm_poll`, which resets it. It can be readable
+// when completions arrive for this client, when a pending request's
+// deadline passes (`vshm_poll` then completes it with VSHM_ERR_TIMEOUT),
+// or when the client's connection ends. Then call `vshm_poll`, which
+// resets it. It can be readable
 // spuriously (for instance after completions that a synchronous call in
 // another thread already took); `vshm_poll` is cheap then.
 //
@@ -759,11 +777,26 @@ const struct vshm_value *vshm_value_attribute_data(const struct vshm_value *v);
 vshm_status vshm_command(vshm_client *client, vshm_reply **out, const char *format, ...);
 vshm_status vshm_commandv(vshm_client *client, vshm_reply **out, const char *format, va_list ap);
 
+/* vshm_command with options (timeout, route, flags; as for
+ * vshm_command_argv_opts): vshm_command_opts(c, &o, &r, "BLPOP %s 0", q).
+ * `opts` may be NULL (the defaults). */
+vshm_status vshm_command_opts(vshm_client *client, const vshm_request_options *opts, vshm_reply **out,
+                              const char *format, ...);
+vshm_status vshm_commandv_opts(vshm_client *client, const vshm_request_options *opts, vshm_reply **out,
+                               const char *format, va_list ap);
+
 /* vshm_submit_argv with a format (default options). */
 vshm_status vshm_submit_command(vshm_client *client, vshm_callback cb, void *userdata, uint64_t *id,
                                 const char *format, ...);
 vshm_status vshm_submit_commandv(vshm_client *client, vshm_callback cb, void *userdata, uint64_t *id,
                                  const char *format, va_list ap);
+
+/* vshm_submit_command with options (as for vshm_submit_argv); `opts` may
+ * be NULL. */
+vshm_status vshm_submit_command_opts(vshm_client *client, const vshm_request_options *opts, vshm_callback cb,
+                                     void *userdata, uint64_t *id, const char *format, ...);
+vshm_status vshm_submit_commandv_opts(vshm_client *client, const vshm_request_options *opts, vshm_callback cb,
+                                      void *userdata, uint64_t *id, const char *format, va_list ap);
 
 /* vshm_batch_add_argv with a format. */
 vshm_status vshm_batch_add_command(vshm_batch *batch, const char *format, ...);

@@ -23,7 +23,9 @@ use ::vshm_client::session::{Session, SessionError};
 use ::vshm_client::subscriptions::Subscriptions;
 use vshm_protocol::msg::SubKind;
 
-use crate::error::{Error, VSHM_ERR_CLOSING, VSHM_ERR_CONNECTION, VSHM_ERR_INTERNAL};
+use crate::error::{
+    Error, VSHM_ERR_CLOSING, VSHM_ERR_CONNECTION, VSHM_ERR_INTERNAL, VSHM_ERR_TIMEOUT,
+};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -71,6 +73,11 @@ pub(crate) struct Entry {
     pub cb: Callback,
     pub userdata: usize,
     pub seq: u32,
+    /// When the request's bound (plus the transport margin) has passed:
+    /// `collect` then completes it with a timeout itself, which needs no
+    /// completion-ring space (the ring may be full of replies the program
+    /// holds). Its real completion, if it still comes, is discarded.
+    pub deadline: Instant,
 }
 
 /// The outcome of an asynchronous request.
@@ -87,6 +94,13 @@ pub(crate) struct Pending {
     pub taken: HashMap<u64, Outcome>,
     /// The registration the entries were last checked against.
     pub seq_checked: u32,
+}
+
+impl Pending {
+    /// The earliest deadline of a pending request.
+    pub fn earliest_deadline(&self) -> Option<Instant> {
+        self.entries.values().map(|e| e.deadline).min()
+    }
 }
 
 const SEQ_BITS: u32 = 15;
@@ -115,7 +129,7 @@ pub(crate) struct ClientInner {
     /// Per-request timeout when the caller passes none (None: the core's).
     pub default_timeout: Option<Duration>,
     /// The eventfd of `vshm_fd` and its notifier thread.
-    events: EventNotifier,
+    pub(crate) events: EventNotifier,
     /// The push callback and its userdata (pub/sub messages).
     push_cb: Mutex<(PushCallback, usize)>,
     /// Subscriptions made through this handle (kind, channel), replayed
@@ -222,10 +236,15 @@ impl ClientInner {
         let mut pushes = Vec::new();
         let mut dead = None;
         if let Some((conn, _)) = &cur {
-            let has_pending = !lock(&self.pending).entries.is_empty();
+            // Wake up for the earliest deadline of a pending request too.
+            let (has_pending, earliest) = {
+                let p = lock(&self.pending);
+                (!p.entries.is_empty(), p.earliest_deadline())
+            };
             let want_pushes = push_cb.is_some().then_some(&mut pushes);
             let r = match deadline {
                 Some(d) if has_pending || want_pushes.is_some() => {
+                    let d = earliest.map_or(d, |e| e.min(d));
                     conn.wait_events(d, &mut replies, want_pushes)
                 }
                 _ => conn.poll_events(&mut replies, want_pushes),
@@ -248,6 +267,30 @@ impl ClientInner {
                     completed += 1;
                 }
                 None => orphans.push(r),
+            }
+        }
+        // Complete overdue requests with a timeout. Normally the core's own
+        // timeout completion arrives first (the deadline includes the
+        // transport margin); it cannot when the completion ring is full of
+        // replies the program still holds, or when the core is stuck.
+        let now = Instant::now();
+        let overdue: Vec<u64> = p
+            .entries
+            .iter()
+            .filter(|(_, e)| e.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            let e = p.entries.remove(&id).expect("listed above");
+            let err = Error::new(
+                VSHM_ERR_TIMEOUT,
+                "no completion within the request's bound (timeout plus transport margin): the core did not answer in time, or the completion ring is full of replies this program still holds (free them, or vshm_reply_detach the ones kept)",
+            );
+            if e.cb.is_some() {
+                dispatch.push((id, e, Outcome::Failed(err)));
+            } else {
+                p.taken.insert(id, Outcome::Failed(err));
+                completed += 1;
             }
         }
         // Fail what can no longer complete: requests of a replaced (or
@@ -278,6 +321,7 @@ impl ClientInner {
                 }
             }
         }
+        self.events.deadline().set(p.earliest_deadline());
         drop(p);
         drop(orphans);
         completed += dispatch.len() + pushes.len();

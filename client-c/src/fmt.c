@@ -224,6 +224,7 @@ typedef struct {
     void *userdata;
     uint64_t *id;
     vshm_batch *batch;
+    const vshm_request_options *opts; /* NULL: the defaults */
 } fmt_call;
 
 static vshm_status run(const fmt_call *c, const char *fmt, va_list ap) {
@@ -242,10 +243,10 @@ static vshm_status run(const fmt_call *c, const char *fmt, va_list ap) {
     if (st == VSHM_OK) {
         switch (c->target) {
         case T_COMMAND:
-            st = vshm_command_argv(c->client, b.argc, argv, argvlen, c->out);
+            st = vshm_command_argv_opts(c->client, b.argc, argv, argvlen, c->opts, c->out);
             break;
         case T_SUBMIT:
-            st = vshm_submit_argv(c->client, b.argc, argv, argvlen, NULL, c->cb, c->userdata, c->id);
+            st = vshm_submit_argv(c->client, b.argc, argv, argvlen, c->opts, c->cb, c->userdata, c->id);
             break;
         case T_BATCH:
             st = vshm_batch_add_argv(c->batch, b.argc, argv, argvlen);
@@ -258,40 +259,68 @@ static vshm_status run(const fmt_call *c, const char *fmt, va_list ap) {
     return st;
 }
 
-vshm_status vshm_commandv(vshm_client *client, vshm_reply **out, const char *format, va_list ap) {
+vshm_status vshm_commandv_opts(vshm_client *client, const vshm_request_options *opts, vshm_reply **out,
+                               const char *format, va_list ap) {
     if (!out) {
         vshmi_set_last_error(VSHM_ERR_INVALID_ARGUMENT, "out (the out-pointer) is NULL");
         return VSHM_ERR_INVALID_ARGUMENT;
     }
-    fmt_call c = { T_COMMAND, client, out, NULL, NULL, NULL, NULL };
+    fmt_call c = { T_COMMAND, client, out, NULL, NULL, NULL, NULL, opts };
     return run(&c, format, ap);
+}
+
+vshm_status vshm_command_opts(vshm_client *client, const vshm_request_options *opts, vshm_reply **out,
+                              const char *format, ...) {
+    va_list ap;
+    va_start(ap, format);
+    vshm_status st = vshm_commandv_opts(client, opts, out, format, ap);
+    va_end(ap);
+    return st;
+}
+
+vshm_status vshm_commandv(vshm_client *client, vshm_reply **out, const char *format, va_list ap) {
+    return vshm_commandv_opts(client, NULL, out, format, ap);
 }
 
 vshm_status vshm_command(vshm_client *client, vshm_reply **out, const char *format, ...) {
     va_list ap;
     va_start(ap, format);
-    vshm_status st = vshm_commandv(client, out, format, ap);
+    vshm_status st = vshm_commandv_opts(client, NULL, out, format, ap);
+    va_end(ap);
+    return st;
+}
+
+vshm_status vshm_submit_commandv_opts(vshm_client *client, const vshm_request_options *opts, vshm_callback cb,
+                                      void *userdata, uint64_t *id, const char *format, va_list ap) {
+    fmt_call c = { T_SUBMIT, client, NULL, cb, userdata, id, NULL, opts };
+    return run(&c, format, ap);
+}
+
+vshm_status vshm_submit_command_opts(vshm_client *client, const vshm_request_options *opts, vshm_callback cb,
+                                     void *userdata, uint64_t *id, const char *format, ...) {
+    va_list ap;
+    va_start(ap, format);
+    vshm_status st = vshm_submit_commandv_opts(client, opts, cb, userdata, id, format, ap);
     va_end(ap);
     return st;
 }
 
 vshm_status vshm_submit_commandv(vshm_client *client, vshm_callback cb, void *userdata, uint64_t *id,
                                  const char *format, va_list ap) {
-    fmt_call c = { T_SUBMIT, client, NULL, cb, userdata, id, NULL };
-    return run(&c, format, ap);
+    return vshm_submit_commandv_opts(client, NULL, cb, userdata, id, format, ap);
 }
 
 vshm_status vshm_submit_command(vshm_client *client, vshm_callback cb, void *userdata, uint64_t *id,
                                 const char *format, ...) {
     va_list ap;
     va_start(ap, format);
-    vshm_status st = vshm_submit_commandv(client, cb, userdata, id, format, ap);
+    vshm_status st = vshm_submit_commandv_opts(client, NULL, cb, userdata, id, format, ap);
     va_end(ap);
     return st;
 }
 
 vshm_status vshm_batch_add_commandv(vshm_batch *batch, const char *format, va_list ap) {
-    fmt_call c = { T_BATCH, NULL, NULL, NULL, NULL, NULL, batch };
+    fmt_call c = { T_BATCH, NULL, NULL, NULL, NULL, NULL, batch, NULL };
     return run(&c, format, ap);
 }
 

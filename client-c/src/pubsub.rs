@@ -57,7 +57,8 @@ pub(crate) fn pubsub(
     let inner = unsafe { client_inner(c)? };
     let kind = sub_kind(kind)?;
     let o = ReqOpts {
-        timeout: inner.default_timeout,
+        timeout: None,
+        default_timeout: inner.default_timeout,
         flags: 0,
         route: Route::Auto,
     };

@@ -1,6 +1,8 @@
 //! Synchronous requests: argv commands with options and routes.
 
 use super::*;
+use ::vshm_client::client::Client;
+use vshm_protocol::bound;
 
 // ===========================================================================
 // Requests
@@ -43,7 +45,9 @@ pub const VSHM_ROUTE_ADDRESS: u32 = 6;
 /// Per-request options. All-zero = defaults.
 #[repr(C)]
 pub struct vshm_request_options {
-    /// Request timeout in ms; 0: the client's default.
+    /// Request timeout in ms; 0: the client's default. A blocking command
+    /// is bounded by its own timeout (see `vshm_command_argv`); with one
+    /// that blocks forever, a nonzero `timeout_ms` is its bound.
     pub timeout_ms: u32,
     /// VSHM_FLAG_* bits.
     pub flags: u32,
@@ -55,9 +59,34 @@ pub struct vshm_request_options {
 pub const VSHM_FLAG_RAISE_ON_ERROR: u32 = 1;
 
 pub(crate) struct ReqOpts {
+    /// The request's own timeout (`timeout_ms`), if it set one.
     pub(crate) timeout: Option<Duration>,
+    /// The handle's default request timeout, if it has one (else the
+    /// registration's applies).
+    pub(crate) default_timeout: Option<Duration>,
     pub(crate) flags: u32,
     pub(crate) route: Route,
+}
+
+impl ReqOpts {
+    /// The timeout to submit `op` with: the request's own; else the
+    /// handle's default resolved for `op` by the bound function the core
+    /// uses (so that a blocking command gets its own bound, not the
+    /// default timeout: `BLPOP q 0` is not cut off at 250 ms); else None
+    /// (the registration's defaults, resolved the same way by the client).
+    pub(crate) fn timeout_for(&self, conn: &Client, op: &Op<ArgsRef<'_>>) -> Option<Duration> {
+        match (self.timeout, self.default_timeout) {
+            (Some(t), _) => Some(t),
+            (None, Some(d)) => {
+                let defaults = bound::BoundDefaults {
+                    request_timeout: d,
+                    ..conn.bound_defaults()
+                };
+                Some(bound::request_bound(op, 0, &defaults))
+            }
+            (None, None) => None,
+        }
+    }
 }
 
 pub(crate) unsafe fn req_opts(
@@ -66,7 +95,8 @@ pub(crate) unsafe fn req_opts(
 ) -> Result<ReqOpts, Error> {
     if o.is_null() {
         return Ok(ReqOpts {
-            timeout: default_timeout,
+            timeout: None,
+            default_timeout,
             flags: 0,
             route: Route::Auto,
         });
@@ -130,11 +160,8 @@ pub(crate) unsafe fn req_opts(
         k => return Err(Error::arg(format!("unknown route kind {k}"))),
     };
     Ok(ReqOpts {
-        timeout: if o.timeout_ms == 0 {
-            default_timeout
-        } else {
-            Some(Duration::from_millis(u64::from(o.timeout_ms)))
-        },
+        timeout: (o.timeout_ms != 0).then(|| Duration::from_millis(u64::from(o.timeout_ms))),
+        default_timeout,
         flags: o.flags,
         route,
     })
@@ -148,8 +175,9 @@ pub(crate) fn run_sync(
     out: *mut *mut vshm_reply,
 ) -> Result<(), Error> {
     let (conn, seq) = inner.conn()?;
-    let id = conn.submit_op(op, &o.route, o.timeout, o.flags)?;
-    let deadline = Instant::now() + conn.wait_bound(o.timeout);
+    let timeout = o.timeout_for(&conn, op);
+    let id = conn.submit_op(op, &o.route, timeout, o.flags)?;
+    let deadline = Instant::now() + conn.wait_bound_for(op, timeout);
     let cid = conn::c_id(seq, id);
     let outcome = match conn.wait_reply_until(id, deadline, true) {
         Ok(r) => Outcome::Reply(r),
@@ -169,7 +197,13 @@ pub(crate) fn run_sync(
 /// `vshm_reply_free`). On any error `*out` is NULL and the error (status
 /// and message, e.g. the server's "WRONGTYPE ..." for VSHM_ERR_REQUEST) is
 /// in `vshm_last_error_status()` / `vshm_last_error_message()`.
-/// The wait is bounded by the request timeout plus a transport margin.
+/// The wait is bounded by the request's bound plus a transport margin
+/// (1 s): the request timeout, or for a blocking command (BLPOP, BRPOP,
+/// BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, XREAD/XREADGROUP
+/// BLOCK, WAIT, WAITAOF) its own timeout plus 0.5 s (at least the request
+/// timeout); a command that blocks forever (`BLPOP q 0`) is bounded by
+/// `timeout_ms` if the request sets one, else by the core's
+/// `block_forever_limit_ms` (1 h). The core applies the same bound.
 #[no_mangle]
 pub unsafe extern "C" fn vshm_command_argv(
     c: *mut vshm_client,

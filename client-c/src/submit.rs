@@ -7,11 +7,12 @@ use super::*;
 
 /// Completion callback of an asynchronous request. Runs in the thread that
 /// calls `vshm_poll`, `vshm_wait`, `vshm_take` or `vshm_free` (never in a
-/// library thread). `reply` is owned by the callback (free it with
-/// `vshm_reply_free`, now or later) and is NULL when `status` is not
-/// VSHM_OK; the error's message is then in `vshm_last_error_message()`
-/// during the callback. The callback may call any vshm function,
-/// including submitting more requests.
+/// library thread). `reply` is OWNED BY THE CALLBACK: free it with
+/// `vshm_reply_free`, now or later (or `vshm_reply_detach` it to keep it
+/// long: a held reply pins completion-ring space, see ZERO-COPY REPLIES).
+/// It is NULL when `status` is not VSHM_OK; the error's message is then in
+/// `vshm_last_error_message()` during the callback. The callback may call
+/// any vshm function, including submitting more requests.
 pub type vshm_callback = Option<
     unsafe extern "C" fn(
         client: *mut vshm_client,
@@ -31,7 +32,9 @@ pub(crate) fn submit_async(
 ) -> Result<u64, Error> {
     let (conn, seq) = inner.conn()?;
     let mut cid = 0;
-    let r = conn.submit_queued(op, &o.route, o.timeout, o.flags, &mut |id| {
+    let timeout = o.timeout_for(&conn, op);
+    let deadline = Instant::now() + conn.wait_bound_for(op, timeout);
+    let r = conn.submit_queued(op, &o.route, timeout, o.flags, &mut |id| {
         cid = conn::c_id(seq, id);
         lock(&inner.pending).entries.insert(
             cid,
@@ -39,6 +42,7 @@ pub(crate) fn submit_async(
                 cb,
                 userdata: userdata as usize,
                 seq,
+                deadline,
             },
         );
     });
@@ -48,6 +52,7 @@ pub(crate) fn submit_async(
         }
         return Err(e.into());
     }
+    inner.events.deadline().lower(deadline);
     Ok(cid)
 }
 
@@ -265,8 +270,10 @@ pub unsafe extern "C" fn vshm_pending(c: *const vshm_client) -> usize {
 }
 
 /// A descriptor for event loops (epoll, poll, libuv): it becomes readable
-/// when completions arrive for this client (or the client's connection
-/// ends). Then call `vshm_poll`, which resets it. It can be readable
+/// when completions arrive for this client, when a pending request's
+/// deadline passes (`vshm_poll` then completes it with VSHM_ERR_TIMEOUT),
+/// or when the client's connection ends. Then call `vshm_poll`, which
+/// resets it. It can be readable
 /// spuriously (for instance after completions that a synchronous call in
 /// another thread already took); `vshm_poll` is cheap then.
 ///

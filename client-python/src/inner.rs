@@ -110,7 +110,7 @@ impl Inner {
         let id = py
             .allow_threads(|| conn.submit_op(op, route, timeout, 0))
             .py_err(py)?;
-        let deadline = Instant::now() + conn.wait_bound(timeout);
+        let deadline = Instant::now() + conn.wait_bound_for(op, timeout);
         loop {
             let slice = deadline.min(Instant::now() + SLICE);
             match py.allow_threads(|| conn.wait_reply_until(id, slice, false)) {
@@ -157,7 +157,7 @@ impl Inner {
     ) -> PyResult<u64> {
         let (conn, seq) = self.conn(py)?;
         let mut pid = 0;
-        let bound = conn.wait_bound(timeout);
+        let bound = conn.wait_bound_for(op, timeout);
         let r = py.allow_threads(|| {
             conn.submit_queued(op, route, timeout, 0, &mut |id| {
                 pid = py_id(seq, id);

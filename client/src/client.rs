@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use vshm_protocol::sync::{AtomicU64, Ordering};
 
 use crate::endpoint::{Dir, EndpointError, PeerWake, Sender, WaitStrategy};
+use vshm_protocol::bound::{self, ArgList};
 use vshm_protocol::layout::state;
 use vshm_protocol::msg::{
     self, ArgRef, ArgsRef, ClientError, Completion, ErrorKind, Op, Request, Route, Value,
@@ -58,7 +59,7 @@ pub const QUEUED: u64 = 1 << 63;
 /// Client-side options.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Used when a call passes no timeout; the core applies the same.
+    /// Used when a call passes no timeout.
     pub request_timeout: Duration,
     /// Added to a request's timeout for the local wait, so the core's own
     /// timeout error normally arrives first.
@@ -83,6 +84,10 @@ pub struct Client {
     cq: Arc<CqSide>,
     next_id: AtomicU64,
     opts: ClientOptions,
+    /// The core's bound on a command that blocks forever when the request
+    /// sets no timeout (its `block_forever_limit_ms`; the daemon tells it
+    /// at registration), in ms.
+    block_forever_limit_ms: AtomicU64,
 }
 
 impl Client {
@@ -101,12 +106,21 @@ impl Client {
             sq: Mutex::new(sender),
             cq,
             next_id: AtomicU64::new(1),
+            block_forever_limit_ms: AtomicU64::new(bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS),
             opts,
         }
     }
 
     pub fn segment(&self) -> &Arc<Segment> {
         &self.seg
+    }
+
+    /// Set the core's block-forever limit (see `bound::BoundDefaults`);
+    /// the default is `bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS`.
+    pub fn set_block_forever_limit(&self, limit: Duration) {
+        let ms = limit.as_millis().min(u128::from(u64::MAX)) as u64;
+        // Relaxed: as in `bound_defaults`.
+        self.block_forever_limit_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -117,9 +131,40 @@ impl Client {
         timeout.unwrap_or(self.opts.request_timeout)
     }
 
-    /// The local bound of a wait for a request submitted with `timeout`.
+    /// The bound of `op` submitted with `timeout` (None: the client's
+    /// default): [`bound::request_bound`], as the core computes it. It is
+    /// sent as the request's `timeout_ms`, which makes the core apply
+    /// exactly this bound (the function is idempotent). A blocking
+    /// command without a timeout gets its own bound (`BLPOP q 3`: 3.5 s;
+    /// `BLPOP q 0`: the block-forever limit), not the request timeout.
+    pub fn request_bound<A: ArgList>(&self, op: &Op<A>, timeout: Option<Duration>) -> Duration {
+        bound::request_bound(op, timeout.map_or(0, duration_ms), &self.bound_defaults())
+    }
+
+    /// The defaults bounds are computed from (this client's options).
+    pub fn bound_defaults(&self) -> bound::BoundDefaults {
+        bound::BoundDefaults {
+            request_timeout: self.opts.request_timeout,
+            // Relaxed: a setting, written once after registration.
+            block_forever_limit: Duration::from_millis(
+                self.block_forever_limit_ms.load(Ordering::Relaxed),
+            ),
+        }
+    }
+
+    /// The local bound of a wait for `op` submitted with `timeout`: its
+    /// [`Client::request_bound`] plus the transport margin, so that the
+    /// core's own timeout completion normally arrives first.
+    pub fn wait_bound_for<A: ArgList>(&self, op: &Op<A>, timeout: Option<Duration>) -> Duration {
+        self.request_bound(op, timeout) + self.opts.transport_margin
+    }
+
+    /// The local bound of a wait for a request submitted with `timeout`
+    /// that does not block server-side ([`Client::wait_bound_for`] knows
+    /// blocking commands).
     pub fn wait_bound(&self, timeout: Option<Duration>) -> Duration {
-        self.timeout_of(timeout) + self.opts.transport_margin
+        let no_op: Op<Vec<Vec<u8>>> = Op::Cancel { target: 0 };
+        self.wait_bound_for(&no_op, timeout)
     }
 
     /// Submit a request without waiting for its completion. Returns its id.
@@ -165,10 +210,12 @@ impl Client {
         }
         let id = (self.next_id.fetch_add(1, Ordering::Relaxed) & !QUEUED) | id_bits;
         before(id);
+        // Backpressure on the submission ring: bounded by the request
+        // timeout (not by a blocking command's bound).
         let t = self.timeout_of(timeout);
         let req = Request {
             id,
-            timeout_ms: t.as_millis().min(u32::MAX as u128) as u32,
+            timeout_ms: duration_ms(self.request_bound(op, timeout)),
             flags,
             route: route.clone(),
             op: op.clone(),
@@ -218,8 +265,13 @@ impl Client {
         route: &Route,
         timeout: Option<Duration>,
     ) -> Result<Value, ClientError> {
-        let id = self.submit(args, route, timeout)?;
-        into_result(self.wait(id, timeout)?)
+        let refs: Vec<ArgRef<'_>> = args.iter().map(|a| ArgRef(a)).collect();
+        let op = Op::Command {
+            args: ArgsRef(&refs),
+        };
+        let id = self.submit_op(&op, route, timeout, 0)?;
+        let deadline = Instant::now() + self.wait_bound_for(&op, timeout);
+        into_result(self.wait_until(id, deadline)?)
     }
 
     /// Wait for the completion of `id` (submitted with `timeout`).
@@ -384,6 +436,12 @@ fn op_size_bound(op: &Op<ArgsRef<'_>>, route: &Route) -> usize {
         _ => 0,
     };
     op.size_bound() + route_extra + 64
+}
+
+/// Milliseconds for a request's `timeout_ms` (at least 1: 0 means "the
+/// default"; at most `u32::MAX`).
+fn duration_ms(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
 }
 
 #[cfg(test)]

@@ -97,18 +97,19 @@ impl DaemonClient {
             .map_err(|e| conn_err(format!("no answer from vshmd: {e}")))?
             .ok_or_else(|| conn_err("vshmd closed the connection during registration"))?;
         let reply = register::decode_reply(&bytes).map_err(|e| conn_err(e.to_string()))?;
-        let (client_id, timeout_ms) = match reply {
+        let (client_id, timeout_ms, block_forever_limit_ms) = match reply {
             HandshakeReply::Welcome {
                 protocol_version,
                 client_id,
                 request_timeout_ms,
+                block_forever_limit_ms,
             } => {
                 if protocol_version != PROTOCOL_VERSION {
                     return Err(conn_err(format!(
                         "vshmd speaks protocol {protocol_version}, this client {PROTOCOL_VERSION}"
                     )));
                 }
-                (client_id, request_timeout_ms)
+                (client_id, request_timeout_ms, block_forever_limit_ms)
             }
             HandshakeReply::Refused { reason, .. } => {
                 return Err(ClientError::new(
@@ -133,6 +134,9 @@ impl DaemonClient {
             opts.request_timeout = Duration::from_millis(u64::from(timeout_ms));
         }
         let client = Client::new(seg.clone(), Some(Arc::new(doorbell)), opts);
+        if block_forever_limit_ms > 0 {
+            client.set_block_forever_limit(Duration::from_millis(block_forever_limit_ms));
+        }
         let sock = Arc::new(sock);
         let watcher = {
             let sock = sock.clone();

@@ -14,6 +14,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use vshm_core::dispatch::{AttachOptions, ClientAttachment, Execute};
 use vshm_core::Config;
@@ -89,7 +90,11 @@ impl EmbeddedOpen for EmbeddedCore {
                 .unwrap_or(ClientOptions::default().request_timeout),
             ..ClientOptions::default()
         };
-        Ok(EmbeddedClient::new(att, copts))
+        let c = EmbeddedClient::new(att, copts);
+        // The core's bound of a block-forever command (see vshm_protocol::bound).
+        c.client
+            .set_block_forever_limit(Duration::from_millis(config.block_forever_limit_ms));
+        Ok(c)
     }
 
     fn open_exec(

@@ -14,8 +14,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
-use vshm_protocol::sync::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use vshm_protocol::sync::{AtomicBool, AtomicU64, Ordering};
 
 use vshm_protocol::layout::state;
 use vshm_protocol::ring::PublishWatch;
@@ -29,6 +29,63 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The earliest deadline of a pending asynchronous request, for the
+/// notifier: it makes the event descriptor (`vshm_fd`, `fileno()`) readable when the deadline
+/// passes, so that an event loop polls, which completes the
+/// overdue request (a pinned completion ring publishes nothing that would
+/// wake it otherwise; the caller's poll then times it out). Nanoseconds since `base`; 0: none.
+pub struct NextDeadline {
+    base: Instant,
+    at: AtomicU64,
+}
+
+impl NextDeadline {
+    pub fn new() -> NextDeadline {
+        NextDeadline {
+            base: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        // At least 1: 0 means "none".
+        (t.saturating_duration_since(self.base).as_nanos() as u64).max(1)
+    }
+
+    /// Set the earliest deadline (None: no request pending).
+    pub fn set(&self, t: Option<Instant>) {
+        // Relaxed: a hint the notifier re-reads every 100 ms; it orders
+        // nothing else (the completion itself is made under the pending
+        // lock by `collect`).
+        self.at
+            .store(t.map_or(0, |t| self.nanos(t)), Ordering::Relaxed);
+    }
+
+    /// Lower it to `t` if that is earlier (a new request).
+    pub fn lower(&self, t: Instant) {
+        let n = self.nanos(t);
+        // Relaxed: as in `set`.
+        let _ = self
+            .at
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                (cur == 0 || n < cur).then_some(n)
+            });
+    }
+
+    /// The deadline if it has passed.
+    pub fn passed(&self) -> Option<u64> {
+        // Relaxed: as in `set`.
+        let at = self.at.load(Ordering::Relaxed);
+        (at != 0 && self.nanos(Instant::now()) >= at).then_some(at)
+    }
+}
+
+impl Default for NextDeadline {
+    fn default() -> NextDeadline {
+        NextDeadline::new()
+    }
+}
+
 /// The thread that signals the eventfd for one segment.
 struct Notifier {
     stop: Arc<AtomicBool>,
@@ -39,14 +96,19 @@ struct Notifier {
 }
 
 impl Notifier {
-    fn start(seg: Arc<Segment>, efd: RawFd, generation: u32) -> std::io::Result<Notifier> {
+    fn start(
+        seg: Arc<Segment>,
+        efd: RawFd,
+        generation: u32,
+        next: Arc<NextDeadline>,
+    ) -> std::io::Result<Notifier> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
             let seg = seg.clone();
             std::thread::Builder::new()
                 .name("vshm-notify".into())
-                .spawn(move || notify_loop(&seg, efd, &stop))?
+                .spawn(move || notify_loop(&seg, efd, &stop, &next))?
         };
         Ok(Notifier {
             stop,
@@ -82,15 +144,20 @@ enum Notify {
     Closed,
     /// The owner is stopping the notifier.
     Stop,
+    /// A pending request's deadline passed (nanoseconds, see `NextDeadline`).
+    Deadline(u64),
 }
 
 /// Ring the eventfd whenever the core publishes completions, until the
 /// segment stops being open or the owner stops the notifier. Waits with the
 /// protocol's one sleep loop (`wake::wait`), parking at most 100 ms at a
 /// time; `PublishWatch` is the protocol's "completions published?" check.
-fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
+/// Also rings it once when a pending request's deadline passes (a pinned
+/// completion ring publishes nothing; the owner's poll then times it out).
+fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool, next: &NextDeadline) {
     let (ctl, _) = seg.cq();
     let mut watch = PublishWatch::new();
+    let signaled = std::cell::Cell::new(0u64);
     loop {
         let mut w = ParkAtOnce::new(Duration::from_millis(100), || {
             // Acquire: pairs with the Release store in `Notifier::drop`.
@@ -98,6 +165,8 @@ fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
                 Some(Notify::Stop)
             } else if seg.state() != state::OPEN {
                 Some(Notify::Closed)
+            } else if let Some(at) = next.passed().filter(|at| *at != signaled.get()) {
+                Some(Notify::Deadline(at))
             } else {
                 watch.published(ctl).then_some(Notify::Published)
             })
@@ -110,6 +179,10 @@ fn notify_loop(seg: &Segment, efd: RawFd, stop: &AtomicBool) {
                 return;
             }
             Notify::Stop => return,
+            Notify::Deadline(at) => {
+                signaled.set(at);
+                ring_doorbell(efd);
+            }
         }
     }
 }
@@ -135,6 +208,7 @@ fn new_eventfd() -> std::io::Result<OwnedFd> {
 pub struct EventNotifier {
     efd: Mutex<Option<EventFd>>,
     notifier: Mutex<Option<Notifier>>,
+    deadline: Arc<NextDeadline>,
 }
 
 impl EventNotifier {
@@ -194,8 +268,19 @@ impl EventNotifier {
             }
         }
         drop(n.take());
-        *n = Some(Notifier::start(seg.clone(), efd, generation)?);
+        *n = Some(Notifier::start(
+            seg.clone(),
+            efd,
+            generation,
+            self.deadline.clone(),
+        )?);
         Ok(())
+    }
+
+    /// The earliest pending deadline the notifier watches (the owner keeps
+    /// it current: `lower` on submit, `set` after taking completions).
+    pub fn deadline(&self) -> &NextDeadline {
+        &self.deadline
     }
 
     /// Reset the descriptor (before taking completions).

@@ -10,8 +10,6 @@
 //! * [`response_policy`]: how replies of a command sent to several nodes
 //!   combine (mirrors redis-rs's table, which it does not export).
 
-use std::time::Duration;
-
 use redis::cluster_routing::{AggregateOp, LogicalAggregateOp, ResponsePolicy};
 
 /// Commands whose second argument names a subcommand.
@@ -116,80 +114,10 @@ pub fn refusal(name: &str) -> Option<&'static str> {
     })
 }
 
-/// How long a blocking command may block server-side.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BlockTimeout {
-    /// Timeout 0: block until data arrives.
-    Forever,
-    /// Block at most this long.
-    After(Duration),
-    /// The timeout argument is missing or malformed: the server will answer
-    /// with an error right away.
-    Invalid,
-}
-
-fn arg_str(args: &[Vec<u8>], i: usize) -> Option<&str> {
-    args.get(i).and_then(|a| std::str::from_utf8(a).ok())
-}
-
-/// A timeout in seconds (decimal allowed), as BLPOP & co. take it.
-fn seconds(args: &[Vec<u8>], i: usize) -> BlockTimeout {
-    match arg_str(args, i).and_then(|s| s.trim().parse::<f64>().ok()) {
-        Some(0.0) => BlockTimeout::Forever,
-        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => {
-            BlockTimeout::After(Duration::from_secs_f64(s))
-        }
-        _ => BlockTimeout::Invalid,
-    }
-}
-
-/// A timeout in milliseconds (integer), as XREAD BLOCK and WAIT take it.
-fn millis(args: &[Vec<u8>], i: usize) -> BlockTimeout {
-    match arg_str(args, i).and_then(|s| s.trim().parse::<i64>().ok()) {
-        Some(0) => BlockTimeout::Forever,
-        Some(ms) if ms > 0 => BlockTimeout::After(Duration::from_millis(ms as u64)),
-        _ => BlockTimeout::Invalid,
-    }
-}
-
-/// The `BLOCK` option of XREAD/XREADGROUP, if present before `STREAMS`.
-fn xread_block(args: &[Vec<u8>], group: bool) -> Option<BlockTimeout> {
-    // XREADGROUP GROUP <group> <consumer> ...: skip the names, which may
-    // themselves be spelled "BLOCK".
-    let mut i = if group { 4 } else { 1 };
-    while let Some(tok) = args.get(i) {
-        let tok = upper(tok);
-        match tok.as_str() {
-            "STREAMS" => return None,
-            "BLOCK" => return Some(millis(args, i + 1)),
-            "COUNT" | "CLAIM" => i += 2,
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-/// `Some` for commands that block the connection server-side, with the
-/// block timeout; `None` for everything else (including XREAD without
-/// BLOCK).
-pub fn block_timeout(name: &str, args: &[Vec<u8>]) -> Option<BlockTimeout> {
-    let last = args.len().saturating_sub(1);
-    match name {
-        "BLPOP" | "BRPOP" | "BZPOPMIN" | "BZPOPMAX" | "BRPOPLPUSH" | "BLMOVE" => {
-            Some(if args.len() < 3 {
-                BlockTimeout::Invalid
-            } else {
-                seconds(args, last)
-            })
-        }
-        "BLMPOP" | "BZMPOP" => Some(seconds(args, 1)),
-        "XREAD" => xread_block(args, false),
-        "XREADGROUP" => xread_block(args, true),
-        "WAIT" => Some(millis(args, 2)),
-        "WAITAOF" => Some(millis(args, 3)),
-        _ => None,
-    }
-}
+/// Blocking commands: `block_timeout(name, args)` (`name` as
+/// [`command_name`] gives it) is shared with the client end
+/// (`vshm_protocol::bound`), so that both bound a request the same way.
+pub use vshm_protocol::bound::{block_timeout_named as block_timeout, BlockTimeout};
 
 /// Commands a replica can serve. Unknown commands count as writes (they go
 /// to the primary, which can serve anything).
@@ -389,43 +317,6 @@ mod tests {
         ] {
             assert_eq!(refusal(&command_name(&argv(ok))), None, "{ok}");
         }
-    }
-
-    fn bt(s: &str) -> Option<BlockTimeout> {
-        let a = argv(s);
-        block_timeout(&command_name(&a), &a)
-    }
-
-    #[test]
-    fn blocking_timeouts() {
-        use BlockTimeout::*;
-        let secs = |s: f64| Some(After(Duration::from_secs_f64(s)));
-        let ms = |m: u64| Some(After(Duration::from_millis(m)));
-        assert_eq!(bt("BLPOP a b 2"), secs(2.0));
-        assert_eq!(bt("brpop a 0.5"), secs(0.5));
-        assert_eq!(bt("BLPOP a 0"), Some(Forever));
-        assert_eq!(bt("BLPOP a"), Some(Invalid));
-        assert_eq!(bt("BLPOP a x"), Some(Invalid));
-        assert_eq!(bt("BLPOP a -1"), Some(Invalid));
-        assert_eq!(bt("BLPOP a inf"), Some(Invalid));
-        assert_eq!(bt("BRPOPLPUSH s d 3"), secs(3.0));
-        assert_eq!(bt("BLMOVE s d LEFT RIGHT 1.5"), secs(1.5));
-        assert_eq!(bt("BZPOPMIN z 1"), secs(1.0));
-        assert_eq!(bt("BZPOPMAX z 0"), Some(Forever));
-        assert_eq!(bt("BLMPOP 2 1 k LEFT"), secs(2.0));
-        assert_eq!(bt("BZMPOP 0 1 k MIN"), Some(Forever));
-        assert_eq!(bt("XREAD COUNT 2 BLOCK 100 STREAMS s $"), ms(100));
-        assert_eq!(bt("XREAD BLOCK 0 STREAMS s $"), Some(Forever));
-        assert_eq!(bt("XREAD COUNT 2 STREAMS s 0"), None);
-        // A stream named BLOCK after STREAMS is not the option.
-        assert_eq!(bt("XREAD STREAMS BLOCK 0"), None);
-        assert_eq!(bt("XREADGROUP GROUP g c BLOCK 50 STREAMS s >"), ms(50));
-        assert_eq!(bt("XREADGROUP GROUP BLOCK BLOCK COUNT 1 STREAMS s >"), None);
-        assert_eq!(bt("WAIT 1 100"), ms(100));
-        assert_eq!(bt("WAIT 1 0"), Some(Forever));
-        assert_eq!(bt("WAITAOF 1 0 20"), ms(20));
-        assert_eq!(bt("GET k"), None);
-        assert_eq!(bt("LPOP k"), None);
     }
 
     #[test]

@@ -211,7 +211,7 @@ impl Default for Config {
             max_inflight: 1000,
             topology_refresh_interval_ms: 60_000,
             max_blocking_connections: 64,
-            block_forever_limit_ms: 3_600_000,
+            block_forever_limit_ms: vshm_protocol::bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS,
         }
     }
 }

@@ -78,6 +78,7 @@ struct Registered {
     seg: Arc<Segment>,
     conn: Arc<ClientAttachment>,
     request_timeout_ms: u32,
+    block_forever_limit_ms: u64,
 }
 
 impl Daemon {
@@ -420,6 +421,7 @@ impl Daemon {
             seg,
             conn,
             request_timeout_ms: cfg.request_timeout_ms,
+            block_forever_limit_ms: cfg.block_forever_limit_ms,
         })
     }
 
@@ -437,6 +439,7 @@ impl Daemon {
             protocol_version: PROTOCOL_VERSION,
             client_id: reg.id,
             request_timeout_ms: reg.request_timeout_ms,
+            block_forever_limit_ms: reg.block_forever_limit_ms,
         });
         let memfd = match reg.seg.fd() {
             Some(fd) => fd.as_raw_fd(),

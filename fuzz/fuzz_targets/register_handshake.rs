@@ -82,6 +82,7 @@ enum AReply {
         protocol_version: u32,
         client_id: u64,
         request_timeout_ms: u32,
+        block_forever_limit_ms: u64,
     },
     Refused {
         reason: String,
@@ -125,10 +126,12 @@ fn reply(r: AReply) -> HandshakeReply {
             protocol_version,
             client_id,
             request_timeout_ms,
+            block_forever_limit_ms,
         } => HandshakeReply::Welcome {
             protocol_version,
             client_id,
             request_timeout_ms,
+            block_forever_limit_ms,
         },
         AReply::Refused {
             reason,

@@ -18,7 +18,7 @@ use crate::ProtocolError;
 /// "VSHMSEG1", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VSHMSEG1");
 /// Bumped on any incompatible change of the byte layout or of the messages.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Bytes before the first ring: header plus control block, one page.
 pub const HEADER_SIZE: u64 = 4096;
 /// Where the control block starts.

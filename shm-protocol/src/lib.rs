@@ -10,6 +10,8 @@
 //! * [`frame`]: record headers and the fragmentation of large messages;
 //! * [`pins`]: records handed out in place and the ring space they hold;
 //! * [`msg`]: the rkyv-archived `Request` and `Completion` messages;
+//! * [`bound`]: the bound of a request (blocking commands included), one
+//!   function for the core's deadline and the client's wait;
 //! * [`segment`]: creating (memfd, sealed) and attaching segments;
 //! * [`register`]: the wire format of the daemon handshake (client and
 //!   vshmd both speak it).
@@ -23,6 +25,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod bound;
 pub mod frame;
 pub mod layout;
 pub mod msg;

@@ -73,6 +73,9 @@ pub enum HandshakeReply {
         client_id: u64,
         /// The request timeout the core applies by default.
         request_timeout_ms: u32,
+        /// The core's bound on a command that blocks forever (`BLPOP q 0`)
+        /// when the request sets no timeout (see `bound::BoundDefaults`).
+        block_forever_limit_ms: u64,
     },
     Refused {
         reason: String,

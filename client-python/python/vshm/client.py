@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Optional
 
 from . import callbacks
-from ._common import Factory, prepare, request_timeout
+from ._common import Factory, prepare
 from .commands import Commands
 from .exceptions import WatchError
 
@@ -55,7 +55,7 @@ class Client(Commands):
         call's deadline), ``route`` (passed to the native client), and callback options.
         """
         args = prepare(args)
-        timeout = request_timeout(args, options.pop("request_timeout", None))
+        timeout = options.pop("request_timeout", None)
         route = options.pop("route", None)
         if route is None:
             reply = self._native.execute(args, timeout)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Tuple
 
 from . import callbacks
-from ._common import batch_timeout, prepare
+from ._common import prepare
 from .commands import Commands
 from .exceptions import VshmError, WatchError
 
@@ -213,7 +213,7 @@ class Pipeline(Commands):
         try:
             if watched is None:
                 replies = native.execute_batch(
-                    commands, transaction, timeout=batch_timeout(commands, request_timeout)
+                    commands, transaction, timeout=request_timeout
                 )
             else:
                 replies = native.execute_script(WATCH_EXEC_LUA, watched[0], watched[1],

@@ -14,6 +14,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
+use vshm_protocol::bound;
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Op, Request, Route};
 
 use super::blocking::Pool;
@@ -27,8 +28,9 @@ use crate::config::{Config, Mode};
 use crate::value::{map_error, reply_to_completion};
 
 /// Added to a blocking command's own timeout: the reply needs a moment to
-/// arrive after the server gives up (GLIDE uses the same 0.5 s).
-pub const BLOCKING_MARGIN: Duration = Duration::from_millis(500);
+/// arrive after the server gives up (GLIDE uses the same 0.5 s). Defined
+/// with the bound computation it belongs to, shared with the client end.
+pub use vshm_protocol::bound::BLOCKING_MARGIN;
 
 /// Number of hash slots in a cluster.
 const SLOTS: u16 = 16384;
@@ -293,7 +295,7 @@ impl Backend {
     /// The request's `timeout_ms` (0 = the config's `request_timeout_ms`)
     /// bounds the whole request, waiting for a reconnect included; a
     /// blocking command is bounded by its own timeout plus
-    /// [`BLOCKING_MARGIN`] instead (see [`commands::block_timeout`]).
+    /// [`BLOCKING_MARGIN`] instead (see [`bound::bound_of`]).
     ///
     /// The future may be dropped at any point (client gone): nothing is
     /// left behind but, for a blocking command, a closed dedicated
@@ -450,16 +452,20 @@ impl Backend {
         }
     }
 
-    /// The bound of a blocking command: its own timeout plus the margin
-    /// (or the request's `timeout_ms` if longer); when it blocks forever,
-    /// the request's `timeout_ms`, else `block_forever_limit_ms`.
+    /// The bound of a blocking command: [`bound::bound_of`], the decision
+    /// shared with the client end (its own timeout plus the margin, or the
+    /// request timeout if longer; when it blocks forever, the request's
+    /// `timeout_ms`, else `block_forever_limit_ms`).
     fn blocking_bound(&self, bt: BlockTimeout, timeout_ms: u32) -> Duration {
-        let explicit = (timeout_ms != 0).then(|| Duration::from_millis(u64::from(timeout_ms)));
-        match bt {
-            BlockTimeout::After(d) => (d + BLOCKING_MARGIN).max(explicit.unwrap_or_default()),
-            BlockTimeout::Forever => explicit
-                .unwrap_or_else(|| Duration::from_millis(self.config.block_forever_limit_ms)),
-            BlockTimeout::Invalid => explicit.unwrap_or_else(|| self.config.request_timeout()),
+        bound::bound_of(Some(bt), timeout_ms, &self.bound_defaults())
+    }
+
+    /// What request bounds are computed from (see
+    /// [`bound::request_bound`], shared with the client end).
+    pub(super) fn bound_defaults(&self) -> bound::BoundDefaults {
+        bound::BoundDefaults {
+            request_timeout: self.config.request_timeout(),
+            block_forever_limit: Duration::from_millis(self.config.block_forever_limit_ms),
         }
     }
 

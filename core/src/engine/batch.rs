@@ -31,11 +31,11 @@ use redis::RedisResult;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::warn;
+use vshm_protocol::bound;
 use vshm_protocol::msg::{flags, Args, ClientError, Completion, ErrorKind, Request, Route, Value};
 
 use super::backend::{
     build_cmd, check_standalone_route, cluster_routing, connect_error, invalid, Backend, Kind,
-    BLOCKING_MARGIN,
 };
 use super::cluster::{self, Cluster};
 use super::fast::validate_batch;
@@ -385,25 +385,8 @@ impl Backend {
     /// [`BLOCKING_MARGIN`], and for a block-forever command the request's
     /// `timeout_ms` if set, else `block_forever_limit_ms`.
     fn batch_bound(&self, blocks: &[BlockTimeout], timeout_ms: u32) -> Duration {
-        let base = self.request_timeout(timeout_ms);
-        if blocks.is_empty() {
-            return base;
-        }
-        if blocks.contains(&BlockTimeout::Forever) {
-            return if timeout_ms != 0 {
-                base
-            } else {
-                Duration::from_millis(self.config().block_forever_limit_ms)
-            };
-        }
-        let sum: Duration = blocks
-            .iter()
-            .map(|b| match b {
-                BlockTimeout::After(d) => *d,
-                _ => Duration::ZERO,
-            })
-            .sum();
-        base.max(sum + BLOCKING_MARGIN)
+        // The decision is shared with the client end (vshm_protocol::bound).
+        bound::bound_of(blocks.iter().copied(), timeout_ms, &self.bound_defaults())
     }
 }
 

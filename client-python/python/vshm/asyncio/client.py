@@ -12,7 +12,7 @@ import asyncio
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 from .. import callbacks
-from .._common import Factory, batch_timeout, prepare, request_timeout
+from .._common import Factory, prepare
 from ..commands import Commands
 from ..exceptions import ConnectionError
 from ..pipeline import WATCH_EXEC_LUA, WATCH_SNAPSHOT_LUA, PipelineState
@@ -148,7 +148,7 @@ class Client(Commands):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         args = prepare(args)
-        timeout = request_timeout(args, options.pop("request_timeout", None))
+        timeout = options.pop("request_timeout", None)
         name = callbacks.command_name(args)
         native = self._native
         return await self._completions.run(
@@ -336,7 +336,7 @@ class Pipeline(Commands):
         try:
             if watched is None:
                 replies = await self._client._run_batch(
-                    commands, transaction, batch_timeout(commands, request_timeout)
+                    commands, transaction, request_timeout
                 )
             else:
                 replies = await self._client._run_script(
