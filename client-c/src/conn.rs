@@ -1,7 +1,8 @@
-//! What a `vshm_client` handle holds: the way to (re)open its
-//! registration (daemon or embedded core), the current registration, the
-//! asynchronous requests in flight, and the completion notifier behind
-//! `vshm_fd` (`::vshm_client::notify`, shared with the Python module).
+//! What a `vshm_client` handle holds: vshm-client's
+//! `::vshm_client::handle::Handle` (the registration, daemon or embedded
+//! core, the completion notifier behind `vshm_fd`, the subscriptions;
+//! shared with the Python module), plus what only C has: the
+//! asynchronous requests in flight and the push callback.
 //!
 //! **Registrations and fork.** A handle works through one registration at
 //! a time, kept by a `::vshm_client::session::Session` (daemon or embedded
@@ -14,13 +15,11 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use ::vshm_client::client::{Reply, QUEUED};
-use ::vshm_client::notify::EventNotifier;
+use ::vshm_client::handle::{Handle, HandleError};
+use ::vshm_client::session::SessionError;
 pub(crate) use ::vshm_client::session::{Conn, Mode};
-use ::vshm_client::session::{Session, SessionError};
-use ::vshm_client::subscriptions::Subscriptions;
 use vshm_protocol::msg::SubKind;
 
 use crate::error::{
@@ -36,6 +35,16 @@ impl From<SessionError> for Error {
         match e {
             SessionError::CoreStart(_) => Error::new(VSHM_ERR_INTERNAL, e.to_string()),
             SessionError::Client(c) => c.into(),
+        }
+    }
+}
+
+impl From<HandleError> for Error {
+    fn from(e: HandleError) -> Error {
+        match e {
+            HandleError::Closed => Error::new(VSHM_ERR_CLOSING, "the client is being freed"),
+            HandleError::Session(s) => s.into(),
+            HandleError::Notifier(_) => Error::new(VSHM_ERR_INTERNAL, e.to_string()),
         }
     }
 }
@@ -112,76 +121,44 @@ pub(crate) fn c_id(seq: u32, client_id: u64) -> u64 {
         | (client_id & !QUEUED & ((1 << ID_BITS) - 1))
 }
 
-fn notifier_error(e: std::io::Error) -> Error {
-    Error::new(
-        VSHM_ERR_INTERNAL,
-        format!("cannot start the completion notifier: {e}"),
-    )
-}
-
 // ---------------------------------------------------------------------------
 // The handle's contents
 
 pub(crate) struct ClientInner {
-    session: Session,
+    /// Session, `vshm_fd` notifier, subscriptions, closed flag, default
+    /// timeout: vshm-client's composition, shared with the Python module.
+    pub handle: Handle,
     pub pending: Mutex<Pending>,
-    closed: AtomicBool,
-    /// Per-request timeout when the caller passes none (None: the core's).
-    pub default_timeout: Option<Duration>,
-    /// The eventfd of `vshm_fd` and its notifier thread.
-    pub(crate) events: EventNotifier,
     /// The push callback and its userdata (pub/sub messages).
     push_cb: Mutex<(PushCallback, usize)>,
-    /// Subscriptions made through this handle (kind, channel), replayed
-    /// on a new registration (daemon restart, forked child).
-    subs: Subscriptions,
 }
 
 impl ClientInner {
     pub fn new(mode: Mode, default_timeout: Option<Duration>) -> Result<ClientInner, Error> {
-        let inner = ClientInner {
-            session: Session::new(mode),
+        Ok(ClientInner {
+            handle: Handle::open(mode, default_timeout)?,
             pending: Mutex::new(Pending::default()),
-            closed: AtomicBool::new(false),
-            default_timeout,
-            events: EventNotifier::new(),
             push_cb: Mutex::new((None, 0)),
-            subs: Subscriptions::new(),
-        };
-        // Open eagerly so that a bad address or a missing daemon is
-        // reported by the open call.
-        inner.conn()?;
-        Ok(inner)
+        })
     }
 
     pub fn is_embedded(&self) -> bool {
-        self.session.is_embedded()
+        self.handle.session().is_embedded()
     }
 
-    fn check_open(&self) -> Result<(), Error> {
-        // Acquire: pairs with the Release store in `ClientInner::close`.
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::new(VSHM_ERR_CLOSING, "the client is being freed"));
-        }
-        Ok(())
+    /// Per-request timeout when the caller passes none (None: the core's).
+    pub fn default_timeout(&self) -> Option<Duration> {
+        self.handle.default_timeout()
     }
 
     /// The usable registration, opening a new one if needed.
     pub fn conn(&self) -> Result<(Conn, u32), Error> {
-        self.check_open()?;
-        let reg = self.session.get()?;
-        if reg.opened {
-            self.events
-                .follow(reg.conn.segment(), reg.generation)
-                .map_err(notifier_error)?;
-            self.subs.replay(&reg.conn, self.default_timeout);
-        }
-        Ok((reg.conn, reg.generation))
+        Ok(self.handle.conn()?)
     }
 
     /// Record a subscription change made through this handle.
     pub fn note_subscriptions(&self, kind: SubKind, subscribe: bool, channels: &[Vec<u8>]) {
-        self.subs.note(kind, subscribe, channels);
+        self.handle.note_subscriptions(kind, subscribe, channels);
     }
 
     pub fn set_push_callback(&self, cb: PushCallback, userdata: usize) {
@@ -195,27 +172,24 @@ impl ClientInner {
     /// The current registration without opening one: None when there is
     /// none or it belongs to the parent of this forked process.
     pub fn current(&self) -> Option<(Conn, u32)> {
-        self.session.current()
+        self.handle.current()
     }
 
     /// The eventfd of `vshm_fd`, created (and the notifier started) on
     /// first use.
     pub fn fd(&self) -> Result<RawFd, Error> {
-        let (conn, seq) = self.conn()?;
-        self.events.fd(conn.segment(), seq).map_err(notifier_error)
+        Ok(self.handle.fd()?)
     }
 
     /// Reset the eventfd (before draining completions).
     pub fn clear_fd(&self) {
-        self.events.clear();
+        self.handle.clear_fd();
     }
 
     /// Start freeing: refuse new calls, stop the notifier, and return the
     /// asynchronous requests still pending (to complete with CLOSING).
     pub fn close(&self) -> Vec<(u64, Entry)> {
-        // Release: pairs with the Acquire load in `check_open`.
-        self.closed.store(true, Ordering::Release);
-        self.events.stop();
+        self.handle.close();
         let mut p = lock(&self.pending);
         let taken = std::mem::take(&mut p.taken);
         let entries: Vec<(u64, Entry)> = p.entries.drain().collect();
@@ -321,7 +295,7 @@ impl ClientInner {
                 }
             }
         }
-        self.events.deadline().set(p.earliest_deadline());
+        self.handle.deadline().set(p.earliest_deadline());
         drop(p);
         drop(orphans);
         completed += dispatch.len() + pushes.len();
@@ -341,9 +315,8 @@ impl ClientInner {
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        // Notifier before the registration (it holds its segment).
-        self.events.stop();
+        // Replies held for `vshm_take` go before the registration (the
+        // handle, dropped after this) whose ring they may point into.
         drop(std::mem::take(&mut *lock(&self.pending)));
-        self.session.close();
     }
 }

@@ -58,7 +58,7 @@ pub(crate) fn pubsub(
     let kind = sub_kind(kind)?;
     let o = ReqOpts {
         timeout: None,
-        default_timeout: inner.default_timeout,
+        default_timeout: inner.default_timeout(),
         flags: 0,
         route: Route::Auto,
     };

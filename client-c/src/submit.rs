@@ -52,7 +52,7 @@ pub(crate) fn submit_async(
         }
         return Err(e.into());
     }
-    inner.events.deadline().lower(deadline);
+    inner.handle.deadline().lower(deadline);
     Ok(cid)
 }
 
@@ -89,7 +89,7 @@ pub unsafe extern "C" fn vshm_submit_argv(
         // SAFETY: argv contract forwarded.
         let args = unsafe { self::argv(argc, argv, argvlen)? };
         // SAFETY: opts contract forwarded.
-        let o = unsafe { req_opts(opts, inner.default_timeout)? };
+        let o = unsafe { req_opts(opts, inner.default_timeout())? };
         let refs: Vec<ArgRef<'_>> = args.iter().map(|a| ArgRef(a)).collect();
         let cid = submit_async(
             &inner,

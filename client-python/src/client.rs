@@ -19,7 +19,7 @@ use vshm_protocol::register::Settings;
 use crate::convert::{self, Decode};
 use crate::errors::{archived_error, client_error, value_error, IntoPy};
 use crate::inner::{outcome, Confirmation, Inner, Outcome, Pending, SLICE};
-use crate::session::{lock, Mode, Session};
+use crate::session::{handle_error, is_cluster, lock, Mode, Session};
 
 /// Owned argument lists borrowed as the protocol's `ArgRef`s.
 fn refs<'a>(args: &'a [Cow<'a, [u8]>]) -> Vec<ArgRef<'a>> {
@@ -181,7 +181,9 @@ impl NativeClient {
             config: cfg,
             threads: threads.max(1),
         };
-        let s = py.allow_threads(|| Session::new(mode, t)).py_err(py)?;
+        let s = py
+            .allow_threads(|| Session::open(mode, t).map_err(handle_error))
+            .py_err(py)?;
         Ok(NativeClient::new(s, decode))
     }
 
@@ -234,7 +236,7 @@ impl NativeClient {
         };
         let rc = Reconnecting::new(path, settings, ct, Default::default());
         let s = py
-            .allow_threads(|| Session::new(Mode::Daemon(rc), t))
+            .allow_threads(|| Session::open(Mode::Daemon(rc), t).map_err(handle_error))
             .py_err(py)?;
         Ok(NativeClient::new(s, decode))
     }
@@ -360,7 +362,8 @@ impl NativeClient {
     /// A descriptor that becomes readable when completions arrive (for
     /// `loop.add_reader`); `drain()` resets it.
     fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
-        py.allow_threads(|| self.inner.session.fd()).py_err(py)
+        py.allow_threads(|| self.inner.session.fd().map_err(handle_error))
+            .py_err(py)
     }
 
     /// Every completed submitted request, without blocking, as
@@ -502,7 +505,7 @@ impl NativeClient {
 
     #[getter]
     fn is_cluster(&self, py: Python<'_>) -> PyResult<bool> {
-        if let Some(c) = self.inner.session.is_cluster() {
+        if let Some(c) = is_cluster(&self.inner.session) {
             return Ok(c);
         }
         if let Some(c) = self.inner.cluster.get() {
@@ -548,7 +551,7 @@ impl NativeClient {
                 channels: channels.clone(),
             }
         };
-        let timeout = self.inner.session.default_timeout;
+        let timeout = self.inner.session.default_timeout();
         let r = self.inner.run(py, &op, &Route::Auto, timeout)?;
         let n: i64 = convert::completion(py, &r, &self.inner.decode)?.extract()?;
         drop(r);

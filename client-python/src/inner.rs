@@ -26,7 +26,7 @@ use vshm_protocol::msg::{ArgsRef, ClientError, ErrorKind, Op, Route};
 
 use crate::convert::{self, Decode};
 use crate::errors::{client_error, value_error, IntoPy};
-use crate::session::{lock, Conn, Session};
+use crate::session::{handle_error, lock, Conn, Session};
 
 /// The longest a blocking wait goes without checking for signals.
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
@@ -91,11 +91,12 @@ impl Inner {
     pub(crate) fn conn(&self, py: Python<'_>) -> PyResult<(Conn, u32)> {
         // Opening a registration can block (daemon connect, server
         // connect): without the GIL.
-        py.allow_threads(|| self.session.conn()).py_err(py)
+        py.allow_threads(|| self.session.conn().map_err(handle_error))
+            .py_err(py)
     }
 
     pub(crate) fn timeout(&self, t: Option<f64>) -> PyResult<Option<Duration>> {
-        Ok(convert::timeout(t, "timeout")?.or(self.session.default_timeout))
+        Ok(convert::timeout(t, "timeout")?.or(self.session.default_timeout()))
     }
 
     /// Run one request and wait for its completion (blocking).

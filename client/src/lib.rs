@@ -17,6 +17,9 @@
 //!   with [`notify`] (the eventfd an event loop watches, signalled by a
 //!   notifier thread on the completion ring) and [`subscriptions`]
 //!   (pub/sub subscriptions replayed on a new registration);
+//! * [`handle`]: [`handle::Handle`], the session, notifier, subscriptions,
+//!   closed flag and default timeout that one C or Python client object
+//!   holds, composed once for both bindings;
 //! * [`embedded`] and [`uri`] (feature `embedded`, default on): clients of
 //!   the in-process core (`vshm-core`) and connection URIs.
 //!
@@ -30,6 +33,7 @@ pub mod daemon;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod endpoint;
+pub mod handle;
 pub mod notify;
 pub mod reply;
 pub mod session;
