@@ -369,7 +369,58 @@ where
 
 /// Serialize a completion into a fresh aligned buffer.
 pub fn encode_completion(c: &Completion) -> AlignedVec {
-    rkyv::to_bytes::<RkyvError>(c).expect("serializing into a Vec cannot fail")
+    // Sized up front: growing from empty reallocates (and, for a large
+    // value, faults in fresh pages) once per doubling.
+    let buf = AlignedVec::with_capacity(completion_size_hint(c));
+    rkyv::api::high::to_bytes_in::<_, RkyvError>(c, buf)
+        .expect("serializing into a Vec cannot fail")
+}
+
+/// Bytes per value node in an archive, an upper bound for every variant
+/// (tag, relative pointer and length, padding).
+const NODE_BYTES: usize = 32;
+
+/// About how many bytes `c` archives to (at least as many, within a few
+/// tens of bytes per node): payload bytes plus [`NODE_BYTES`] per node.
+/// Iterative, so any nesting depth is fine.
+pub fn completion_size_hint(c: &Completion) -> usize {
+    let v = match c {
+        Completion::Ok(v) | Completion::Push(v) => v,
+        Completion::Err(e) => return 2 * NODE_BYTES + e.message.len(),
+    };
+    let mut total = NODE_BYTES;
+    // Most replies are one scalar: no stack for them.
+    match v {
+        Value::Nil | Value::Int(_) | Value::Double(_) | Value::Boolean(_) => {
+            return total + NODE_BYTES
+        }
+        Value::Bulk(b) | Value::Simple(b) | Value::Error(b) | Value::BigNumber(b) => {
+            return total + NODE_BYTES + b.len()
+        }
+        _ => {}
+    }
+    let mut stack: Vec<&Value> = vec![v];
+    while let Some(v) = stack.pop() {
+        total += NODE_BYTES;
+        match v {
+            Value::Nil | Value::Int(_) | Value::Double(_) | Value::Boolean(_) => {}
+            Value::Bulk(b) | Value::Simple(b) | Value::Error(b) | Value::BigNumber(b) => {
+                total += b.len()
+            }
+            Value::Verbatim { format, text } => total += format.len() + text.len(),
+            Value::Array(items) | Value::Set(items) => stack.extend(items),
+            Value::Push { kind, data } => {
+                total += kind.len();
+                stack.extend(data);
+            }
+            Value::Map(pairs) => stack.extend(pairs.iter().flat_map(|p| [&p.key, &p.value])),
+            Value::Attribute { data, attributes } => {
+                stack.push(data);
+                stack.extend(attributes.iter().flat_map(|p| [&p.key, &p.value]));
+            }
+        }
+    }
+    total
 }
 
 /// Serialize a completion into `out` (16-byte aligned). `None` if too small.
@@ -434,6 +485,52 @@ pub fn request_size_bound(arg_lens: impl Iterator<Item = usize>, route_extra: us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completion_size_hint_covers_the_archive() {
+        let b = |s: &[u8]| Value::Bulk(s.to_vec());
+        let mut deep = b(b"x");
+        for _ in 0..300 {
+            deep = Value::Array(vec![deep, Value::Int(1)]);
+        }
+        let cases = vec![
+            Completion::Ok(Value::Nil),
+            Completion::Ok(Value::Int(-1)),
+            Completion::Ok(b(b"")),
+            Completion::Ok(b(&[7u8; 100_000])),
+            Completion::Ok(Value::Simple(b"OK".to_vec())),
+            Completion::Err(ClientError::new(ErrorKind::Request, "ERR wrong type")),
+            Completion::Ok(Value::Array((0..1000).map(|i| b(&[i as u8; 3])).collect())),
+            Completion::Ok(Value::Map(vec![Pair {
+                key: b(b"k"),
+                value: Value::Set(vec![Value::Double(1.5), Value::Boolean(true)]),
+            }])),
+            Completion::Ok(Value::Attribute {
+                data: Box::new(Value::Verbatim {
+                    format: b"txt".to_vec(),
+                    text: b"hello".to_vec(),
+                }),
+                attributes: vec![Pair {
+                    key: Value::BigNumber(b"123".to_vec()),
+                    value: Value::Nil,
+                }],
+            }),
+            Completion::Push(Value::Push {
+                kind: b"message".to_vec(),
+                data: vec![b(b"ch"), b(b"payload")],
+            }),
+            Completion::Ok(deep),
+        ];
+        for c in cases {
+            let hint = completion_size_hint(&c);
+            let real = encode_completion(&c).len();
+            assert!(hint >= real, "hint {hint} < archive {real} for {c:?}");
+            assert!(
+                hint <= 2 * real + 128,
+                "hint {hint} far above archive {real}"
+            );
+        }
+    }
 
     #[test]
     fn decode_submitted_checks_the_record_id() {
