@@ -7,7 +7,7 @@
 # Builds the vshm module into target/pyenv (scripts/build-python.sh, release), installs
 # redis[hiredis], valkey-glide and valkey-glide-sync there from PyPI, builds vshmd, starts a
 # private redis-server and a vshmd serving it on loopback, runs the benchmark and stops both.
-# Results: target/bench-python/results.json and results.md (OUT=dir to change).
+# Results: target/bench-python/results.json, results.md and results.svg (OUT=dir to change).
 # Every wait is bounded; the servers are stopped on exit.
 set -euo pipefail
 
@@ -66,3 +66,5 @@ sleep 0.2 # listening, not only bound
 
 "$PY" bench/python/bench.py --redis "127.0.0.1:$PORT" --vshmd "$SOCK" \
     --json "$OUT/results.json" --md "$OUT/results.md" "$@"
+"$PY" bench/python/plot.py "$OUT/results.json" "$OUT/results.svg"
+echo "wrote $OUT/results.json, results.md, results.svg" >&2
