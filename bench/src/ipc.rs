@@ -193,6 +193,7 @@ fn strategy(mode: PeerMode) -> WaitStrategy {
             spin: Duration::from_micros(50),
             yield_for: Duration::ZERO,
             park: true,
+            adaptive: false,
         },
         _ => WaitStrategy::DEFAULT,
     }

@@ -99,7 +99,13 @@ impl Client {
             None => PeerWake::Futex,
         };
         let mut sender = Sender::new(seg.clone(), Dir::Sq, peer.clone());
-        sender.strategy = opts.strategy;
+        // Waiting for submission-ring space is rare and its length has
+        // nothing to do with a round trip: no adaptive spin there.
+        sender.strategy = if opts.strategy.adaptive {
+            WaitStrategy::PARK
+        } else {
+            opts.strategy
+        };
         let cq = CqSide::new(seg.clone(), peer, opts.strategy);
         Client {
             seg,

@@ -14,7 +14,7 @@ use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use rkyv::util::AlignedVec;
 
-use crate::endpoint::{self, EndpointError, PeerWake, WaitStrategy};
+use crate::endpoint::{self, AdaptiveSpin, EndpointError, PeerWake, WaitStrategy};
 use vshm_protocol::frame::Reassembler;
 use vshm_protocol::msg::{self, ArchivedCompletion, ClientError, ErrorKind};
 use vshm_protocol::pins::Pins;
@@ -90,6 +90,8 @@ pub(crate) struct CqSide {
     pub(crate) seg: Arc<Segment>,
     pub(crate) peer: PeerWake,
     pub(crate) strategy: WaitStrategy,
+    /// Whether the leader's waits spin now (`strategy.adaptive`).
+    pub(crate) spin: AdaptiveSpin,
     pub(crate) ring: Mutex<Ring>,
     pub(crate) waits: Mutex<Waits>,
     /// Set once `Waits::dead` is (a lock-free check for callers).
@@ -106,6 +108,7 @@ impl CqSide {
             seg,
             peer,
             strategy,
+            spin: AdaptiveSpin::new(),
             ring: Mutex::new(Ring {
                 cons: Consumer::new(l.cq_capacity, l.max_record),
                 reasm: Reassembler::new(l.max_message),
@@ -308,18 +311,16 @@ impl CqSide {
             return Ok(out);
         }
         let (ctl, _) = self.seg.cq();
-        let r = endpoint::wait_until(
-            &self.seg,
-            ctl,
-            Side::Consumer,
-            self.strategy,
-            deadline,
-            || {
-                let mut ring = lock(&self.ring);
-                self.drain_locked(&mut ring, &mut out)?;
-                Ok(!out.is_empty())
-            },
-        );
+        let strategy = self.spin.strategy(self.strategy);
+        let started = Instant::now();
+        let r = endpoint::wait_until(&self.seg, ctl, Side::Consumer, strategy, deadline, || {
+            let mut ring = lock(&self.ring);
+            self.drain_locked(&mut ring, &mut out)?;
+            Ok(!out.is_empty())
+        });
+        if r.is_ok() {
+            self.spin.record(strategy, started.elapsed());
+        }
         match r {
             Ok(()) => Ok(out),
             // Whatever was taken before the error is still delivered; the

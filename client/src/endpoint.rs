@@ -14,7 +14,7 @@ use vshm_protocol::frame::{self, FrameError, Message, Reassembler};
 use vshm_protocol::layout::{state, RingCtl};
 use vshm_protocol::ring::{Consumer, Producer, RecordHeader, ReserveError};
 use vshm_protocol::segment::{RingArea, Segment};
-use vshm_protocol::sync::spin_hint;
+use vshm_protocol::sync::{spin_hint, AtomicBool, AtomicU32, Ordering};
 use vshm_protocol::wake::{self, Idle, Side, Waiter};
 use vshm_protocol::ProtocolError;
 
@@ -38,6 +38,9 @@ pub struct WaitStrategy {
     pub yield_for: Duration,
     /// Then park on the futex (false: keep yielding until the deadline).
     pub park: bool,
+    /// `spin` is a budget used only while spinning pays (see
+    /// [`AdaptiveSpin`]); false: always spin `spin` first.
+    pub adaptive: bool,
 }
 
 impl WaitStrategy {
@@ -51,36 +54,157 @@ impl WaitStrategy {
         spin: Duration::from_micros(5),
         yield_for: Duration::ZERO,
         park: true,
+        adaptive: false,
     };
     /// What a Redis client waits with by default
     /// ([`WaitStrategy::from_env`], used by `ClientOptions::default()`):
-    /// park at once. A client waits for a Redis round trip (tens of
-    /// microseconds even on loopback), which no spin worth its CPU covers;
-    /// measured with `vshm-bench seq` and `async` on 2 shared vCPUs, a 5 µs
-    /// spin made p50 latency 15-30 % worse and cost ~25 % more CPU per
-    /// request than parking at once (docs/performance.md).
-    pub const CLIENT: WaitStrategy = WaitStrategy::PARK;
+    /// spin up to 80 µs before parking, but only while such spins end with
+    /// the completion ([`AdaptiveSpin`]). A round trip through the core
+    /// takes 40-60 µs on this machine when nothing parks; parking at once
+    /// adds a futex wake-up (and on a loaded VM a scheduling delay) to each
+    /// one, and a fixed spin burns the CPU of every waiter when processes
+    /// outnumber cores. Measured in docs/performance.md ("Adaptive spin").
+    pub const CLIENT: WaitStrategy = WaitStrategy {
+        spin: Duration::from_micros(80),
+        yield_for: Duration::ZERO,
+        park: true,
+        adaptive: true,
+    };
     /// Spin only (benchmarks: the floor with both sides active).
     pub const SPIN: WaitStrategy = WaitStrategy {
         spin: Duration::from_secs(3600),
         yield_for: Duration::ZERO,
         park: false,
+        adaptive: false,
     };
     /// Park immediately (benchmarks: the cost of a blocking wake-up).
     pub const PARK: WaitStrategy = WaitStrategy {
         spin: Duration::ZERO,
         yield_for: Duration::ZERO,
         park: true,
+        adaptive: false,
     };
+}
+
+/// Whether spinning before parking pays, learnt from the waits of one
+/// client end: a spin pays when the completion arrives before the spin
+/// budget runs out (it saves the futex wake-up), and wastes a core when
+/// it does not (many processes per core, slow commands). A score rises by
+/// 2 for a spin that ended with the completion and falls by 4 for one
+/// that ended in a park; at [`AdaptiveSpin::ON`] or above every wait
+/// spins, below only one wait in [`AdaptiveSpin::PROBE_EVERY`] does (to
+/// notice that spinning pays again). Spinning therefore stays on only
+/// while at least two spins in three succeed. And none spins while the
+/// machine is crowded: the 1-minute load average above the CPU count plus
+/// one (read every [`AdaptiveSpin::LOAD_EVERY`] waits), as with many
+/// prefork workers per core, where a spinning waiter takes the CPU that
+/// the core and the server need to answer it.
+///
+/// The counters are Relaxed: a heuristic, no memory is published through
+/// them, and a lost update between two racing waiters only shifts the
+/// score by one step.
+#[derive(Debug)]
+pub struct AdaptiveSpin {
+    score: AtomicU32,
+    waits: AtomicU32,
+    crowded: AtomicBool,
+    /// Whether the machine is crowded now (`machine_crowded`; tests
+    /// substitute their own).
+    load: fn() -> bool,
+}
+
+impl Default for AdaptiveSpin {
+    fn default() -> AdaptiveSpin {
+        AdaptiveSpin::with_load(machine_crowded)
+    }
+}
+
+/// The 1-minute load average is above the CPUs available plus one.
+fn machine_crowded() -> bool {
+    let mut load = [0f64; 1];
+    // SAFETY: getloadavg writes at most `nelem` (1) doubles into `load`.
+    let n = unsafe { libc::getloadavg(load.as_mut_ptr(), 1) };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    n == 1 && load[0] > cpus as f64 + 1.0
+}
+
+impl AdaptiveSpin {
+    /// Score from which every wait spins.
+    pub const ON: u32 = 8;
+    /// Highest score.
+    pub const MAX: u32 = 16;
+    /// While off, one wait in this many spins (a probe).
+    pub const PROBE_EVERY: u32 = 32;
+
+    /// Waits between two reads of the load average.
+    pub const LOAD_EVERY: u32 = 512;
+
+    pub fn new() -> AdaptiveSpin {
+        AdaptiveSpin::default()
+    }
+
+    /// With `load` telling whether the machine is crowded.
+    pub fn with_load(load: fn() -> bool) -> AdaptiveSpin {
+        AdaptiveSpin {
+            score: AtomicU32::new(0),
+            waits: AtomicU32::new(0),
+            crowded: AtomicBool::new(false),
+            load,
+        }
+    }
+
+    /// The strategy for the next wait: `s` itself unless it is adaptive
+    /// and spinning does not pay now (then no spin).
+    pub fn strategy(&self, s: WaitStrategy) -> WaitStrategy {
+        if !s.adaptive || s.spin.is_zero() {
+            return s;
+        }
+        let n = self.waits.fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(Self::LOAD_EVERY) {
+            self.crowded.store((self.load)(), Ordering::Relaxed);
+        }
+        let on = !self.crowded.load(Ordering::Relaxed)
+            && (self.score.load(Ordering::Relaxed) >= Self::ON
+                || n.is_multiple_of(Self::PROBE_EVERY));
+        if on {
+            s
+        } else {
+            WaitStrategy {
+                spin: Duration::ZERO,
+                ..s
+            }
+        }
+    }
+
+    /// Learn from a wait made with `used` (from [`AdaptiveSpin::strategy`])
+    /// that ended with what it waited for after `waited`.
+    pub fn record(&self, used: WaitStrategy, waited: Duration) {
+        if !used.adaptive || used.spin.is_zero() {
+            return;
+        }
+        let score = self.score.load(Ordering::Relaxed);
+        let next = if waited <= used.spin {
+            (score + 2).min(Self::MAX)
+        } else {
+            score.saturating_sub(4)
+        };
+        self.score.store(next, Ordering::Relaxed);
+    }
+
+    /// Whether every wait spins now.
+    pub fn is_on(&self) -> bool {
+        self.score.load(Ordering::Relaxed) >= Self::ON
+    }
 }
 
 /// Polls between two clock reads while spinning (see [`wait_until`]).
 const CLOCK_EVERY: u32 = 8;
 
 impl WaitStrategy {
-    /// [`WaitStrategy::CLIENT`] (park at once), or, when the environment
-    /// variable `VSHM_SPIN_US` is set to a number, a spin of that many
-    /// microseconds (at most 1 s) before parking. Read once per process.
+    /// [`WaitStrategy::CLIENT`] (the adaptive spin), or, when the
+    /// environment variable `VSHM_SPIN_US` is set to a number, a fixed spin
+    /// of that many microseconds (at most 1 s; 0: park at once) before
+    /// parking. Read once per process.
     /// This is what [`ClientOptions::default`](crate::client::ClientOptions)
     /// uses.
     pub fn from_env() -> WaitStrategy {
@@ -92,6 +216,7 @@ impl WaitStrategy {
                 .and_then(|v| v.trim().parse::<u64>().ok())
             {
                 s.spin = Duration::from_micros(us.min(1_000_000));
+                s.adaptive = false;
             }
             s
         })
@@ -457,5 +582,89 @@ impl Receiver {
             Ok(out.is_some())
         })?;
         Ok(out.expect("ready"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: fn(u64) -> Duration = Duration::from_micros;
+
+    fn idle() -> bool {
+        false
+    }
+
+    fn crowded() -> bool {
+        true
+    }
+
+    #[test]
+    fn adaptive_spin_turns_on_when_spins_end_with_the_completion() {
+        let a = AdaptiveSpin::with_load(idle);
+        let s = WaitStrategy::CLIENT;
+        // Off at first: only probes spin.
+        let spinning = (0..AdaptiveSpin::PROBE_EVERY)
+            .filter(|_| !a.strategy(s).spin.is_zero())
+            .count();
+        assert_eq!(spinning, 1);
+        // Probes that succeed turn it on.
+        while !a.is_on() {
+            a.record(s, US(30));
+        }
+        assert!((0..100).all(|_| a.strategy(s).spin == s.spin));
+    }
+
+    #[test]
+    fn adaptive_spin_turns_off_when_spins_end_in_a_park() {
+        let a = AdaptiveSpin::with_load(idle);
+        let s = WaitStrategy::CLIENT;
+        for _ in 0..20 {
+            a.record(s, US(10));
+        }
+        assert!(a.is_on());
+        // One success in two is not enough to stay on.
+        for _ in 0..10 {
+            a.record(s, US(10));
+            a.record(s, s.spin + US(1));
+        }
+        assert!(!a.is_on());
+        let spinning = (0..10 * AdaptiveSpin::PROBE_EVERY)
+            .filter(|_| !a.strategy(s).spin.is_zero())
+            .count();
+        assert_eq!(spinning, 10);
+    }
+
+    #[test]
+    fn no_spin_on_a_crowded_machine() {
+        let a = AdaptiveSpin::with_load(crowded);
+        let s = WaitStrategy::CLIENT;
+        for _ in 0..20 {
+            a.record(s, US(10));
+        }
+        assert!(a.is_on());
+        assert!((0..1000).all(|_| a.strategy(s).spin.is_zero()));
+    }
+
+    #[test]
+    fn fixed_strategies_are_not_adapted() {
+        let a = AdaptiveSpin::new();
+        for s in [
+            WaitStrategy::PARK,
+            WaitStrategy::DEFAULT,
+            WaitStrategy::SPIN,
+        ] {
+            a.record(s, Duration::from_secs(1));
+            assert_eq!(a.strategy(s), s);
+        }
+        // A wait that did not spin teaches nothing.
+        let off = WaitStrategy {
+            spin: Duration::ZERO,
+            ..WaitStrategy::CLIENT
+        };
+        for _ in 0..20 {
+            a.record(off, US(1));
+        }
+        assert!(!a.is_on());
     }
 }
