@@ -159,7 +159,7 @@ pub unsafe extern "C" fn vshm_batch_exec(
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
         // SAFETY: opts contract forwarded.
-        let o = unsafe { req_opts(opts, inner.default_timeout())? };
+        let o = unsafe { req_opts(opts, inner.handle.default_timeout())? };
         with_batch(b, |d| {
             if d.commands.is_empty() {
                 return Err(Error::arg("the batch is empty"));
@@ -189,7 +189,7 @@ pub unsafe extern "C" fn vshm_batch_submit(
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
         // SAFETY: opts contract forwarded.
-        let o = unsafe { req_opts(opts, inner.default_timeout())? };
+        let o = unsafe { req_opts(opts, inner.handle.default_timeout())? };
         let cid = with_batch(b, |d| {
             if d.commands.is_empty() {
                 return Err(Error::arg("the batch is empty"));

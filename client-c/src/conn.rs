@@ -20,7 +20,6 @@ use ::vshm_client::client::{Reply, QUEUED};
 use ::vshm_client::handle::{Handle, HandleError};
 use ::vshm_client::session::SessionError;
 pub(crate) use ::vshm_client::session::{Conn, Mode};
-use vshm_protocol::msg::SubKind;
 
 use crate::error::{
     Error, VSHM_ERR_CLOSING, VSHM_ERR_CONNECTION, VSHM_ERR_INTERNAL, VSHM_ERR_TIMEOUT,
@@ -142,23 +141,9 @@ impl ClientInner {
         })
     }
 
-    pub fn is_embedded(&self) -> bool {
-        self.handle.session().is_embedded()
-    }
-
-    /// Per-request timeout when the caller passes none (None: the core's).
-    pub fn default_timeout(&self) -> Option<Duration> {
-        self.handle.default_timeout()
-    }
-
     /// The usable registration, opening a new one if needed.
     pub fn conn(&self) -> Result<(Conn, u32), Error> {
         Ok(self.handle.conn()?)
-    }
-
-    /// Record a subscription change made through this handle.
-    pub fn note_subscriptions(&self, kind: SubKind, subscribe: bool, channels: &[Vec<u8>]) {
-        self.handle.note_subscriptions(kind, subscribe, channels);
     }
 
     pub fn set_push_callback(&self, cb: PushCallback, userdata: usize) {
@@ -169,21 +154,10 @@ impl ClientInner {
         lock(&self.push_cb).0.is_some()
     }
 
-    /// The current registration without opening one: None when there is
-    /// none or it belongs to the parent of this forked process.
-    pub fn current(&self) -> Option<(Conn, u32)> {
-        self.handle.current()
-    }
-
     /// The eventfd of `vshm_fd`, created (and the notifier started) on
     /// first use.
     pub fn fd(&self) -> Result<RawFd, Error> {
         Ok(self.handle.fd()?)
-    }
-
-    /// Reset the eventfd (before draining completions).
-    pub fn clear_fd(&self) {
-        self.handle.clear_fd();
     }
 
     /// Start freeing: refuse new calls, stop the notifier, and return the
@@ -204,7 +178,7 @@ impl ClientInner {
     /// callback set, push messages are taken too. With a `deadline`,
     /// blocks until at least one event or the deadline.
     pub fn collect(&self, deadline: Option<Instant>) -> Collected {
-        let cur = self.current();
+        let cur = self.handle.current();
         let (push_cb, push_userdata) = *lock(&self.push_cb);
         let mut replies = Vec::new();
         let mut pushes = Vec::new();

@@ -704,7 +704,7 @@ pub unsafe extern "C" fn vshm_is_embedded(c: *const vshm_client) -> c_int {
     guard_value(-1, || {
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
-        Ok(c_int::from(inner.is_embedded()))
+        Ok(c_int::from(inner.handle.session().is_embedded()))
     })
 }
 

@@ -58,7 +58,7 @@ pub(crate) fn pubsub(
     let kind = sub_kind(kind)?;
     let o = ReqOpts {
         timeout: None,
-        default_timeout: inner.default_timeout(),
+        default_timeout: inner.handle.default_timeout(),
         flags: 0,
         route: Route::Auto,
     };
@@ -75,7 +75,7 @@ pub(crate) fn pubsub(
     };
     let mut r: *mut vshm_reply = std::ptr::null_mut();
     run_sync(&inner, &op, &o, &mut r)?;
-    inner.note_subscriptions(kind, subscribe, &channels);
+    inner.handle.note_subscriptions(kind, subscribe, &channels);
     // SAFETY: r is the reply run_sync just made (an integer: the count).
     let v = unsafe { vshm_reply_value(r) };
     let mut n = -1i64;

@@ -234,7 +234,7 @@ pub unsafe extern "C" fn vshm_command_argv_opts(
         // SAFETY: argv contract forwarded.
         let args = unsafe { self::argv(argc, argv, argvlen)? };
         // SAFETY: opts contract forwarded.
-        let o = unsafe { req_opts(opts, inner.default_timeout())? };
+        let o = unsafe { req_opts(opts, inner.handle.default_timeout())? };
         let refs: Vec<ArgRef<'_>> = args.iter().map(|a| ArgRef(a)).collect();
         run_sync(
             &inner,

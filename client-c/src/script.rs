@@ -58,7 +58,7 @@ pub unsafe extern "C" fn vshm_script(
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
         // SAFETY: opts contract forwarded.
-        let o = unsafe { req_opts(opts, inner.default_timeout())? };
+        let o = unsafe { req_opts(opts, inner.handle.default_timeout())? };
         let op = script_op(code, code_len, nkeys, keys, keylens, nargs, args, arglens)?;
         run_sync(&inner, &op, &o, out)
     })
@@ -86,7 +86,7 @@ pub unsafe extern "C" fn vshm_submit_script(
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
         // SAFETY: opts contract forwarded.
-        let o = unsafe { req_opts(opts, inner.default_timeout())? };
+        let o = unsafe { req_opts(opts, inner.handle.default_timeout())? };
         let op = script_op(code, code_len, nkeys, keys, keylens, nargs, args, arglens)?;
         let cid = submit_async(&inner, &op, &o, cb, userdata)?;
         write_id(id, cid);
@@ -123,7 +123,7 @@ pub unsafe extern "C" fn vshm_scan(
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
         // SAFETY: opts contract forwarded.
-        let o = unsafe { req_opts(opts, inner.default_timeout())? };
+        let o = unsafe { req_opts(opts, inner.handle.default_timeout())? };
         if (pattern.is_null() && pattern_len != 0) || pattern_len > MAX_ARG {
             return Err(Error::arg("pattern is NULL or too large"));
         }

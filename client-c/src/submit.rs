@@ -89,7 +89,7 @@ pub unsafe extern "C" fn vshm_submit_argv(
         // SAFETY: argv contract forwarded.
         let args = unsafe { self::argv(argc, argv, argvlen)? };
         // SAFETY: opts contract forwarded.
-        let o = unsafe { req_opts(opts, inner.default_timeout())? };
+        let o = unsafe { req_opts(opts, inner.handle.default_timeout())? };
         let refs: Vec<ArgRef<'_>> = args.iter().map(|a| ArgRef(a)).collect();
         let cid = submit_async(
             &inner,
@@ -151,7 +151,7 @@ pub unsafe extern "C" fn vshm_poll(c: *mut vshm_client, completed: *mut usize) -
         write_count(completed, 0);
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
-        inner.clear_fd();
+        inner.handle.clear_fd();
         let got = inner.collect(None);
         let n = got.count;
         drop(inner);
@@ -181,7 +181,7 @@ pub unsafe extern "C" fn vshm_wait(
         }
         // SAFETY: a pointer from this library per the contract.
         let inner = unsafe { client_inner(c)? };
-        inner.clear_fd();
+        inner.handle.clear_fd();
         let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
         let waits_for_pushes = inner.has_push_callback();
         let mut got = inner.collect(None);

@@ -599,6 +599,16 @@ mod tests {
         true
     }
 
+    /// An adaptive spin whose waits all ended within their spin: on.
+    fn turned_on(load: fn() -> bool) -> AdaptiveSpin {
+        let a = AdaptiveSpin::with_load(load);
+        for _ in 0..20 {
+            a.record(WaitStrategy::CLIENT, US(10));
+        }
+        assert!(a.is_on());
+        a
+    }
+
     #[test]
     fn adaptive_spin_turns_on_when_spins_end_with_the_completion() {
         let a = AdaptiveSpin::with_load(idle);
@@ -617,12 +627,8 @@ mod tests {
 
     #[test]
     fn adaptive_spin_turns_off_when_spins_end_in_a_park() {
-        let a = AdaptiveSpin::with_load(idle);
+        let a = turned_on(idle);
         let s = WaitStrategy::CLIENT;
-        for _ in 0..20 {
-            a.record(s, US(10));
-        }
-        assert!(a.is_on());
         // One success in two is not enough to stay on.
         for _ in 0..10 {
             a.record(s, US(10));
@@ -637,12 +643,8 @@ mod tests {
 
     #[test]
     fn no_spin_on_a_crowded_machine() {
-        let a = AdaptiveSpin::with_load(crowded);
+        let a = turned_on(crowded);
         let s = WaitStrategy::CLIENT;
-        for _ in 0..20 {
-            a.record(s, US(10));
-        }
-        assert!(a.is_on());
         assert!((0..1000).all(|_| a.strategy(s).spin.is_zero()));
     }
 

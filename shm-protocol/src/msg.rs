@@ -389,18 +389,10 @@ pub fn completion_size_hint(c: &Completion) -> usize {
         Completion::Err(e) => return 2 * NODE_BYTES + e.message.len(),
     };
     let mut total = NODE_BYTES;
-    // Most replies are one scalar: no stack for them.
-    match v {
-        Value::Nil | Value::Int(_) | Value::Double(_) | Value::Boolean(_) => {
-            return total + NODE_BYTES
-        }
-        Value::Bulk(b) | Value::Simple(b) | Value::Error(b) | Value::BigNumber(b) => {
-            return total + NODE_BYTES + b.len()
-        }
-        _ => {}
-    }
-    let mut stack: Vec<&Value> = vec![v];
-    while let Some(v) = stack.pop() {
+    // A scalar reply (most of them) never pushes, so never allocates.
+    let mut stack: Vec<&Value> = Vec::new();
+    let mut next = Some(v);
+    while let Some(v) = next.take().or_else(|| stack.pop()) {
         total += NODE_BYTES;
         match v {
             Value::Nil | Value::Int(_) | Value::Double(_) | Value::Boolean(_) => {}
