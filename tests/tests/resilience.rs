@@ -240,6 +240,24 @@ fn run_load(
         .collect()
 }
 
+/// `DBSIZE` to all primaries every 20 ms until `stop`: the replies.
+fn watch_dbsize(
+    client: &Arc<EmbeddedClient>,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Result<Value, ClientError>>> {
+    let (client, stop) = (client.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        // Acquire: pairs with the Release store in
+        // `primary_killed_under_load_then_manual_failover`.
+        while !stop.load(Ordering::Acquire) {
+            got.push(client.call_routed(&[b"DBSIZE"], &Route::AllPrimaries, None));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        got
+    })
+}
+
 fn collect(handles: Vec<std::thread::JoinHandle<LoadReport>>) -> LoadReport {
     let mut all = LoadReport::default();
     for h in handles {
@@ -282,9 +300,10 @@ fn primary_killed_under_load_then_manual_failover() {
     let keys = Arc::new(keys_on_all_primaries(&cluster, "fo:", 90));
     full_pass(&client, &keys).unwrap();
 
-    // SIGKILL a primary under load.
+    // SIGKILL a primary under load, with a fan-out running throughout.
     let stop = Arc::new(AtomicBool::new(false));
     let load = run_load(&client, &keys, 3, &stop);
+    let fan_outs = watch_dbsize(&client, &stop);
     std::thread::sleep(Duration::from_millis(500));
     let victim = cluster.primaries()[0].addr();
     let idx = cluster
@@ -312,6 +331,24 @@ fn primary_killed_under_load_then_manual_failover() {
     // Release: pairs with the Acquire load in `run_load`.
     stop.store(true, Ordering::Release);
     let report = collect(load);
+    // Every fan-out answered for the whole cluster or failed with a typed error: none
+    // summed part of it (the core plans fan-outs from its own topology, `net::fanout`).
+    let sizes = fan_outs.join().unwrap();
+    let answered = sizes.iter().filter(|r| r.is_ok()).count();
+    eprintln!(
+        "DBSIZE during the outage: {answered} answered, {} failed",
+        sizes.len() - answered
+    );
+    for r in &sizes {
+        match r {
+            Ok(v) => assert_eq!(*v, Value::Int(keys.len() as i64), "a partial fan-out"),
+            Err(e) => assert!(
+                matches!(e.kind, ErrorKind::Connection | ErrorKind::Timeout),
+                "{e}"
+            ),
+        }
+    }
+    assert!(answered > 0, "no DBSIZE answered");
     eprintln!(
         "kill: {} ok, {} errors, max latency {:?}, recovered after {recovered:?}",
         report.ok,

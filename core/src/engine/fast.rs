@@ -58,6 +58,10 @@ pub(crate) struct Plan {
 pub(crate) enum Decision {
     /// The fast path sends it.
     Fast(Plan),
+    /// The core sends it to every primary or every node of the cluster
+    /// over its node connections and combines the replies
+    /// (`crate::net::fanout`).
+    FanOut { to: keys::FanOut, bound_ms: u32 },
     /// The slow path runs it (`Backend::execute`).
     Slow,
     /// Decided without sending anything: a validation error, or the empty
@@ -189,6 +193,22 @@ fn plan_command(
     };
     if commands::block_timeout(&name, args).is_some() {
         return Decision::Slow;
+    }
+    if let Deployment::Cluster(Some(_)) = dep {
+        let to = match &req.route {
+            Route::AllNodes => Some(keys::FanOut::AllNodes),
+            Route::AllPrimaries => Some(keys::FanOut::AllPrimaries),
+            Route::Auto if keys::single_slot(&name, args) == SlotPlacement::Keyless => {
+                keys::fan_out_target(&name)
+            }
+            _ => None,
+        };
+        if let Some(to) = to {
+            return Decision::FanOut {
+                to,
+                bound_ms: req.timeout_ms,
+            };
+        }
     }
     let target = match dep {
         Deployment::Standalone(server) => standalone_target(server, &req.route).map(Some),
@@ -410,6 +430,7 @@ impl Backend {
                 return Ok(());
             }
             Decision::Slow => return Err(Box::new((req, ticket))),
+            Decision::FanOut { to, bound_ms } => return self.fan_out(req, ticket, to, bound_ms),
         };
         let raise = req.flags & vshm_protocol::msg::flags::RAISE_ON_ERROR != 0;
         let work = match req.op {
@@ -434,6 +455,31 @@ impl Backend {
             asking: false,
             hops: 0,
         }));
+        Ok(())
+    }
+}
+
+impl Backend {
+    /// Start a fan-out ([`Decision::FanOut`]) on the router's runtime; the
+    /// task completes the ticket.
+    fn fan_out(
+        &self,
+        req: Request,
+        ticket: Ticket,
+        to: keys::FanOut,
+        bound_ms: u32,
+    ) -> Result<(), Declined> {
+        let (Links::Cluster(router), Op::Command { args }) = (&self.links, &req.op) else {
+            return Err(Box::new((req, ticket)));
+        };
+        let policy = commands::response_policy(&commands::command_name(args));
+        let bound = self.request_timeout(bound_ms);
+        let deadline = Instant::from_std(ticket.started()) + bound;
+        let (router, args) = (router.clone(), args.clone());
+        router.clone().runtime().spawn(async move {
+            let c = router.fan_out(args, to, policy, deadline, bound).await;
+            ticket.complete(c);
+        });
         Ok(())
     }
 }
@@ -536,6 +582,41 @@ mod tests {
                 replica: false
             })
         );
+    }
+
+    #[test]
+    fn fan_outs_are_planned_from_the_cores_map() {
+        let map = SlotMap::empty();
+        let dep = Deployment::Cluster(Some(&map));
+        let p = ReadFrom::Primary;
+        let fan = |args: &[&str], route: Route| match plan(dep, p, &req(args, route)) {
+            Decision::FanOut { to, .. } => Some(to),
+            _ => None,
+        };
+        assert_eq!(
+            fan(&["DBSIZE"], Route::Auto),
+            Some(keys::FanOut::AllPrimaries)
+        );
+        assert_eq!(
+            fan(&["script", "load", "return 1"], Route::Auto),
+            Some(keys::FanOut::AllNodes)
+        );
+        assert_eq!(
+            fan(&["GET", "k"], Route::AllNodes),
+            Some(keys::FanOut::AllNodes)
+        );
+        assert_eq!(
+            fan(&["TIME"], Route::AllPrimaries),
+            Some(keys::FanOut::AllPrimaries)
+        );
+        // Not fan-outs: a keyed or keyless single-node command, a blocking
+        // one, a refused one.
+        assert_eq!(fan(&["GET", "k"], Route::Auto), None);
+        assert_eq!(fan(&["TIME"], Route::Auto), None);
+        assert_eq!(fan(&["BLPOP", "q", "0"], Route::AllPrimaries), None);
+        assert_eq!(fan(&["SELECT", "1"], Route::AllNodes), None);
+        // Without the core's map (no fast-path router): the slow path.
+        assert_eq!(cluster(&["DBSIZE"], Route::AllPrimaries, p), None);
     }
 
     #[test]

@@ -129,6 +129,11 @@ impl ClusterRouter {
         self.route(job)
     }
 
+    /// The runtime the node connections run on.
+    pub fn runtime(&self) -> &Handle {
+        &self.rt
+    }
+
     pub fn ask_refresh(&self) {
         self.refresh_wanted.notify_one();
     }

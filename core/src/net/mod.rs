@@ -11,11 +11,13 @@
 //! * [`connect`]: TCP/TLS and the handshake.
 //! * [`node`]: one connection's FIFO, deadlines, reconnects.
 //! * [`single`] / [`cluster`]: the routers; [`refresh`]: the cluster's
-//!   topology, owned here, independent of any request path.
+//!   topology, owned here, independent of any request path; [`fanout`]:
+//!   commands sent to every primary or node, planned from that topology.
 
 pub(crate) mod batch;
 pub(crate) mod cluster;
 pub(crate) mod connect;
+pub(crate) mod fanout;
 pub(crate) mod job;
 pub(crate) mod node;
 pub(crate) mod refresh;
