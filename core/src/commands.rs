@@ -230,9 +230,13 @@ pub fn response_policy(name: &str) -> Option<ResponsePolicy> {
         | "FUNCTION DELETE" | "FUNCTION FLUSH" | "FUNCTION LOAD" | "FUNCTION RESTORE"
         | "MEMORY PURGE" | "MSET" | "PING" | "SCRIPT FLUSH" | "SCRIPT LOAD" | "SLOWLOG RESET"
         | "UNWATCH" | "WATCH" => ResponsePolicy::AllSucceeded,
-        "KEYS" | "MGET" | "SLOWLOG GET" | "PUBSUB CHANNELS" | "PUBSUB SHARDCHANNELS" => {
-            ResponsePolicy::CombineArrays
-        }
+        "KEYS"
+        | "FT._ALIASLIST"
+        | "FT._LIST"
+        | "MGET"
+        | "SLOWLOG GET"
+        | "PUBSUB CHANNELS"
+        | "PUBSUB SHARDCHANNELS" => ResponsePolicy::CombineArrays,
         "PUBSUB NUMSUB" | "PUBSUB SHARDNUMSUB" => ResponsePolicy::CombineMaps,
         "FUNCTION KILL" | "SCRIPT KILL" => ResponsePolicy::OneSucceeded,
         "RANDOMKEY" => ResponsePolicy::FirstSucceededNonEmptyOrAllEmpty,

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
-use vshm_protocol::sync::{AtomicUsize, Ordering};
+use vshm_protocol::sync::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -66,6 +66,15 @@ pub(crate) struct ClusterRouter {
     pub(super) seeds: Vec<NodeAddr>,
     read_from: ReadFrom,
     pub(super) map: RwLock<Arc<SlotMap>>,
+    /// The map was patched by a `MOVED` since the last refresh installed
+    /// one (`SlotMap::with_moved` splits the slot off as a shard of its
+    /// own: the old owner still heads the rest of its slots, so the map
+    /// may name two primaries of one shard). Written and read only under
+    /// `map`'s lock, which orders it; Relaxed for that reason.
+    pub(super) patched: AtomicBool,
+    /// Set by [`ClusterRouter::close`]: no node connection opens after.
+    /// Read and written under `nodes`' lock; Relaxed for that reason.
+    closed: AtomicBool,
     pub(super) nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
     pub(super) refresh_wanted: Notify,
     rr: AtomicUsize,
@@ -95,6 +104,8 @@ impl ClusterRouter {
             seeds,
             read_from,
             map: RwLock::new(Arc::new(SlotMap::empty())),
+            patched: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             nodes: Mutex::new(HashMap::new()),
             refresh_wanted: Notify::new(),
             rr: AtomicUsize::new(0),
@@ -105,6 +116,19 @@ impl ClusterRouter {
 
     pub fn slot_map(&self) -> Arc<SlotMap> {
         self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether [`ClusterRouter::close`] ran.
+    pub(super) fn is_closed(&self) -> bool {
+        let _nodes = lock(&self.nodes);
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// The slot map, and whether a `MOVED` patched it since the last
+    /// refresh (see `patched`), read together.
+    pub(super) fn slot_map_patched(&self) -> (Arc<SlotMap>, bool) {
+        let m = self.map.read().unwrap_or_else(|e| e.into_inner());
+        (m.clone(), self.patched.load(Ordering::Relaxed))
     }
 
     /// The connection to `addr`, opened on first use.
@@ -121,6 +145,12 @@ impl ClusterRouter {
             router,
             &self.rt,
         );
+        if self.closed.load(Ordering::Relaxed) {
+            // Closed: a job routed late (a retry timer, a fan-out) fails
+            // on a closed node instead of reopening connections.
+            n.close();
+            return n;
+        }
         nodes.insert(addr.clone(), n.clone());
         n
     }
@@ -156,7 +186,11 @@ impl ClusterRouter {
     }
 
     pub fn close(&self) {
-        let nodes: Vec<Arc<Node>> = lock(&self.nodes).drain().map(|(_, n)| n).collect();
+        let nodes: Vec<Arc<Node>> = {
+            let mut nodes = lock(&self.nodes);
+            self.closed.store(true, Ordering::Relaxed);
+            nodes.drain().map(|(_, n)| n).collect()
+        };
         for n in nodes {
             n.close();
         }
@@ -245,6 +279,7 @@ impl Router for ClusterRouter {
                         let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
                         if m.primary(slot) != Some(&addr) {
                             *m = Arc::new(m.with_moved(slot, &addr));
+                            self.patched.store(true, Ordering::Relaxed);
                         }
                     }
                     self.ask_refresh();

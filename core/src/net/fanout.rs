@@ -10,11 +10,14 @@
 //!   deadline allows, so a failover in progress is waited out rather than
 //!   answered with part of the cluster. An uncovered map at the deadline
 //!   fails the request (`Connection`) without sending anything.
-//! * A piece that fails on its connection (`Connection`, `Closing`) is
-//!   planned again the same way; pieces that completed are kept by
-//!   address, and the reply combines the pieces of the last plan. The
-//!   fanned-out commands are idempotent or read-only, so a piece sent
-//!   twice to a node whose connection broke does no harm.
+//! * A map patched by a `MOVED` since the last refresh (it may name two
+//!   primaries of one shard) holds the fan-out back the same way.
+//! * A piece that fails on its connection (`Connection`, `Closing`: it
+//!   may have run) is planned again the same way when running it twice
+//!   does no harm ([`resendable`]: reads, and writes that set a state);
+//!   pieces that completed are kept by address, and the reply combines
+//!   the pieces of the last plan. A piece never written is sent again by
+//!   its node connection itself.
 //! * The replies combine by the command's response policy ([`combine`],
 //!   pure): the redis crate's rules, which the slow path applied when it
 //!   ran fan-outs through the crate's own slot map (that map could lag the
@@ -48,9 +51,13 @@ impl ClusterRouter {
         bound: Duration,
     ) -> Completion {
         let name = crate::commands::command_name(&args);
+        let again = resendable(&name);
         let mut done: HashMap<NodeAddr, Completion> = HashMap::new();
         loop {
-            let map = self.slot_map();
+            if self.is_closed() {
+                return Completion::Err(ClientError::new(ErrorKind::Closing, "backend closed"));
+            }
+            let (map, patched) = self.slot_map_patched();
             let plan: Vec<NodeAddr> = match to {
                 FanOut::AllPrimaries => map.primaries(),
                 FanOut::AllNodes => map.nodes(),
@@ -59,11 +66,12 @@ impl ClusterRouter {
             .cloned()
             .collect();
             let time_left = Instant::now() + REPLAN_GAP < deadline;
-            // A map with uncovered slots lacks a shard: a fan-out would
-            // answer for part of the cluster.
-            let partial = !map.covers_all();
+            // A map with uncovered slots lacks a shard: a fan-out to the
+            // primaries would answer for part of the cluster. (To all
+            // nodes, coverage does not matter: `CONFIG SET` and the like.)
+            let partial = to == FanOut::AllPrimaries && !map.covers_all();
             let down = plan.iter().any(|a| self.node(a).is_down());
-            if (partial || down) && time_left {
+            if (partial || patched || down) && time_left {
                 self.ask_refresh();
                 tokio::time::sleep(REPLAN_GAP).await;
                 continue;
@@ -98,7 +106,7 @@ impl ClusterRouter {
                 });
                 let retry = matches!(&c, Completion::Err(e)
                     if matches!(e.kind, ErrorKind::Connection | ErrorKind::Closing));
-                if retry && Instant::now() + REPLAN_GAP < deadline {
+                if retry && again && Instant::now() + REPLAN_GAP < deadline {
                     lost = true;
                 } else {
                     done.insert(addr, c);
@@ -116,6 +124,51 @@ impl ClusterRouter {
             return combine(policy, replies);
         }
     }
+}
+
+/// Whether a fan-out piece that may have run can be sent again: the
+/// command reads, or sets a state that a second run leaves the same.
+/// Not `FUNCTION LOAD`/`RESTORE`/`DELETE` (a second run fails), nor any
+/// command an explicit multi-node route may carry (`INCR`...).
+fn resendable(name: &str) -> bool {
+    crate::commands::is_read_only(name)
+        || matches!(
+            name,
+            "PING"
+                | "INFO"
+                | "TIME"
+                | "SCRIPT EXISTS"
+                | "SCRIPT LOAD"
+                | "SCRIPT FLUSH"
+                | "CONFIG GET"
+                | "CONFIG SET"
+                | "CONFIG RESETSTAT"
+                | "FLUSHALL"
+                | "FLUSHDB"
+                | "FUNCTION FLUSH"
+                | "FUNCTION STATS"
+                | "FUNCTION LIST"
+                | "MEMORY PURGE"
+                | "MEMORY STATS"
+                | "MEMORY DOCTOR"
+                | "MEMORY MALLOC-STATS"
+                | "SLOWLOG GET"
+                | "SLOWLOG LEN"
+                | "SLOWLOG RESET"
+                | "LATENCY RESET"
+                | "LATENCY LATEST"
+                | "LATENCY DOCTOR"
+                | "LATENCY GRAPH"
+                | "LATENCY HISTORY"
+                | "LATENCY HISTOGRAM"
+                | "PUBSUB CHANNELS"
+                | "PUBSUB NUMSUB"
+                | "PUBSUB NUMPAT"
+                | "PUBSUB SHARDCHANNELS"
+                | "PUBSUB SHARDNUMSUB"
+                | "FT._LIST"
+                | "FT._ALIASLIST"
+        )
 }
 
 fn unexpected(what: &str) -> Completion {
@@ -142,12 +195,19 @@ pub(crate) fn combine(
     };
     let tolerant = matches!(
         policy,
-        Some(ResponsePolicy::OneSucceeded)
-            | Some(ResponsePolicy::FirstSucceededNonEmptyOrAllEmpty)
-            | Some(ResponsePolicy::Special)
-            | None
+        Some(ResponsePolicy::OneSucceeded) | Some(ResponsePolicy::FirstSucceededNonEmptyOrAllEmpty)
     );
-    if !tolerant {
+    let per_node = matches!(policy, Some(ResponsePolicy::Special) | None);
+    if per_node {
+        // The map holds a node's error reply as an error value; a lost
+        // connection or a timeout fails the request (as in redis-rs).
+        let lost = replies
+            .iter()
+            .find(|(_, c)| matches!(c, Completion::Err(e) if e.kind != ErrorKind::Request));
+        if let Some((_, c)) = lost {
+            return c.clone();
+        }
+    } else if !tolerant {
         if let Some(e) = first_err() {
             return e;
         }
@@ -445,5 +505,32 @@ mod tests {
             },
         ]);
         assert_eq!(got, ok(want));
+        let lost = err(ErrorKind::Timeout, "INFO timed out after 1000 ms");
+        let got = combine(None, from(vec![ok(bulk("info a")), lost.clone()]));
+        assert_eq!(got, lost);
+    }
+
+    #[test]
+    fn only_harmless_commands_are_sent_twice() {
+        for c in [
+            "DBSIZE",
+            "KEYS",
+            "INFO",
+            "PING",
+            "SCRIPT LOAD",
+            "FLUSHALL",
+            "CONFIG SET",
+        ] {
+            assert!(resendable(c), "{c}");
+        }
+        for c in [
+            "FUNCTION LOAD",
+            "FUNCTION RESTORE",
+            "FUNCTION DELETE",
+            "INCR",
+            "LPUSH",
+        ] {
+            assert!(!resendable(c), "{c}");
+        }
     }
 }

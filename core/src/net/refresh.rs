@@ -113,6 +113,9 @@ impl ClusterRouter {
                             *m = Arc::new(new);
                             changed = true;
                         }
+                        // Under the lock (see `ClusterRouter::patched`).
+                        self.patched
+                            .store(false, vshm_protocol::sync::Ordering::Relaxed);
                     }
                     Ok(changed)
                 }
