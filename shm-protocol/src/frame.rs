@@ -227,9 +227,8 @@ impl Reassembler {
         match self.cur.take() {
             None if h.flags == 0 => {
                 let mut buf = AlignedVec::<16>::with_capacity(len as usize);
-                buf.resize(len as usize, 0);
                 // SAFETY: peek validated the record within the published range.
-                unsafe { area.read(rec.payload_off, &mut buf) };
+                unsafe { append_from(area, rec.payload_off, len as usize, &mut buf) };
                 Ok(Some(Message {
                     id: h.id,
                     kind: h.kind,
@@ -264,9 +263,8 @@ impl Reassembler {
                     ));
                 }
                 let mut buf = AlignedVec::<16>::with_capacity(total as usize);
-                buf.resize(chunk as usize, 0);
                 // SAFETY: as above.
-                unsafe { area.read(rec.payload_off + 8, &mut buf) };
+                unsafe { append_from(area, rec.payload_off + 8, chunk as usize, &mut buf) };
                 self.cur = Some(Partial {
                     id: h.id,
                     kind: h.kind,
@@ -292,9 +290,8 @@ impl Reassembler {
                 if end > p.total || (!more && end != p.total) || (more && end == p.total) {
                     return Err(fail(Some(p.id), "fragment lengths disagree with the total"));
                 }
-                p.buf.resize(end as usize, 0);
-                // SAFETY: as above; the destination was just resized.
-                unsafe { area.read(rec.payload_off, &mut p.buf[have as usize..]) };
+                // SAFETY: as above.
+                unsafe { append_from(area, rec.payload_off, len as usize, &mut p.buf) };
                 if more {
                     self.cur = Some(p);
                     Ok(None)
@@ -373,4 +370,29 @@ pub fn receive_message<A: DataArea>(
         wake_producer();
     }
     r
+}
+
+/// Append `n` bytes of `area` at `off` to `buf`, copied straight into its
+/// spare capacity (no zero-fill pass first: a 16 MiB message is written
+/// once).
+///
+/// # Safety
+/// As for [`DataArea::read`]: `off + n` within the area, and the range
+/// published to the caller.
+unsafe fn append_from<A: DataArea>(area: &A, off: u64, n: usize, buf: &mut AlignedVec<16>) {
+    buf.reserve(n);
+    let len = buf.len();
+    // SAFETY: `reserve` made room for `n` bytes past `len`, so the slice
+    // is `buf`'s spare capacity; `read_uninit` writes every byte of it
+    // (the caller upholds its contract) before `set_len` exposes them.
+    unsafe {
+        let spare = std::slice::from_raw_parts_mut(
+            buf.as_mut_ptr()
+                .add(len)
+                .cast::<std::mem::MaybeUninit<u8>>(),
+            n,
+        );
+        area.read_uninit(off, spare);
+        buf.set_len(len + n);
+    }
 }

@@ -108,6 +108,23 @@ pub unsafe trait DataArea {
     /// write it concurrently: the copy is then garbage, which the caller
     /// validates, but never out of bounds.
     unsafe fn read(&self, off: u64, dst: &mut [u8]);
+    /// Like [`DataArea::read`], into memory not yet initialized: every
+    /// byte of `dst` is written. The default zero-fills, then reads; an
+    /// area that copies with `ptr::copy_nonoverlapping` overrides it to
+    /// skip that pass (a large message is written once, not twice).
+    ///
+    /// # Safety
+    /// As for [`DataArea::read`].
+    unsafe fn read_uninit(&self, off: u64, dst: &mut [std::mem::MaybeUninit<u8>]) {
+        // SAFETY: `dst` is valid for `dst.len()` bytes; once zeroed, every
+        // byte is initialized, so viewing it as `[u8]` is sound. The
+        // caller's contract is `read`'s.
+        unsafe {
+            std::ptr::write_bytes(dst.as_mut_ptr(), 0, dst.len());
+            let dst = &mut *(dst as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]);
+            self.read(off, dst)
+        }
+    }
 }
 
 /// Why a reservation failed.
@@ -530,6 +547,19 @@ unsafe impl DataArea for HeapArea {
             std::ptr::copy_nonoverlapping(
                 self.base().add(off as usize),
                 dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
+    }
+
+    unsafe fn read_uninit(&self, off: u64, dst: &mut [std::mem::MaybeUninit<u8>]) {
+        debug_assert!(off as usize + dst.len() <= self.buf.len());
+        // SAFETY: in bounds per the contract; the copy writes every byte
+        // of `dst`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base().add(off as usize),
+                dst.as_mut_ptr().cast::<u8>(),
                 dst.len(),
             )
         }

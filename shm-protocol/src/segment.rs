@@ -264,4 +264,16 @@ unsafe impl DataArea for RingArea<'_> {
             )
         }
     }
+
+    unsafe fn read_uninit(&self, off: u64, dst: &mut [std::mem::MaybeUninit<u8>]) {
+        debug_assert!(off + dst.len() as u64 <= self.cap);
+        // SAFETY: as for `read`; the copy writes every byte of `dst`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(off as usize),
+                dst.as_mut_ptr().cast::<u8>(),
+                dst.len(),
+            )
+        }
+    }
 }
