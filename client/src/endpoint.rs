@@ -115,7 +115,7 @@ pub struct AdaptiveSpin {
     /// Load checks still to skip while crowded (the back-off below).
     hold: AtomicU32,
     /// Checks to skip after the next crowded one: doubles on each crowded
-    /// check, halves on each quiet one.
+    /// check, halves on a quiet one made after a period of spinning.
     backoff: AtomicU32,
     /// Whether the machine is crowded now (`machine_crowded`; tests
     /// substitute their own).

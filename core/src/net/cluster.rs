@@ -73,7 +73,8 @@ pub(crate) struct ClusterRouter {
     /// `map`'s lock, which orders it; Relaxed for that reason.
     pub(super) patched: AtomicBool,
     /// Set by [`ClusterRouter::close`]: no node connection opens after.
-    /// Read and written under `nodes`' lock; Relaxed for that reason.
+    /// Written under `nodes`' lock and read there by `node` (which orders
+    /// it; Relaxed for that reason); `is_closed` reads it as a hint.
     closed: AtomicBool,
     pub(super) nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
     pub(super) refresh_wanted: Notify,
@@ -118,9 +119,9 @@ impl ClusterRouter {
         self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Whether [`ClusterRouter::close`] ran.
+    /// Whether [`ClusterRouter::close`] ran (a hint: `node` re-checks
+    /// under the lock).
     pub(super) fn is_closed(&self) -> bool {
-        let _nodes = lock(&self.nodes);
         self.closed.load(Ordering::Relaxed)
     }
 

@@ -31,13 +31,17 @@ use tokio::time::Instant;
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Pair, Value};
 
 use super::cluster::ClusterRouter;
-use super::job::{Job, Target, Work};
-use super::ticket::OneshotSink;
+use super::refresh::send;
 use crate::keys::FanOut;
 use crate::topology::NodeAddr;
 
 /// Wait before planning a fan-out again (a node down, a piece lost).
 const REPLAN_GAP: Duration = Duration::from_millis(100);
+
+/// Whether there is time to wait [`REPLAN_GAP`] and plan again.
+fn time_left(deadline: Instant) -> bool {
+    Instant::now() + REPLAN_GAP < deadline
+}
 
 impl ClusterRouter {
     /// Run `args` on every node `to` names and combine the replies by
@@ -65,64 +69,77 @@ impl ClusterRouter {
             .into_iter()
             .cloned()
             .collect();
-            let time_left = Instant::now() + REPLAN_GAP < deadline;
             // A map with uncovered slots lacks a shard: a fan-out to the
             // primaries would answer for part of the cluster. (To all
             // nodes, coverage does not matter: `CONFIG SET` and the like.)
             let partial = to == FanOut::AllPrimaries && !map.covers_all();
             let down = plan.iter().any(|a| self.node(a).is_down());
-            if (partial || patched || down) && time_left {
-                self.ask_refresh();
-                tokio::time::sleep(REPLAN_GAP).await;
-                continue;
-            }
-            if partial {
-                return Completion::Err(ClientError::new(
-                    ErrorKind::Connection,
-                    format!(
-                        "{name}: not every slot has a known primary (a failover in progress?); \
-                         nothing was sent"
-                    ),
-                ));
-            }
-            let mut waiting = Vec::new();
-            for addr in plan.iter().filter(|a| !done.contains_key(*a)) {
-                let (ticket, rx) = OneshotSink::ticket();
-                self.node(addr).submit(Box::new(Job {
-                    ticket,
-                    work: Work::Command(args.clone()),
-                    deadline,
-                    bound,
-                    target: Target::Addr(addr.clone()),
-                    asking: false,
-                    hops: 0,
-                }));
-                waiting.push((addr.clone(), rx));
-            }
-            let mut lost = false;
-            for (addr, rx) in waiting {
-                let c = rx.await.unwrap_or_else(|_| {
-                    Completion::Err(ClientError::new(ErrorKind::Closing, "node closed"))
-                });
-                let retry = matches!(&c, Completion::Err(e)
-                    if matches!(e.kind, ErrorKind::Connection | ErrorKind::Closing));
-                if retry && again && Instant::now() + REPLAN_GAP < deadline {
-                    lost = true;
-                } else {
-                    done.insert(addr, c);
+            if !((partial || patched || down) && time_left(deadline)) {
+                if partial {
+                    return Completion::Err(ClientError::new(
+                        ErrorKind::Connection,
+                        format!(
+                            "{name}: not every slot has a known primary (a failover in progress?); \
+                             nothing was sent"
+                        ),
+                    ));
+                }
+                if !self
+                    .run_pieces(&plan, &args, deadline, bound, again, &mut done)
+                    .await
+                {
+                    let replies = plan
+                        .into_iter()
+                        .filter_map(|a| done.remove(&a).map(|c| (a, c)))
+                        .collect();
+                    return combine(policy, replies);
                 }
             }
-            if lost {
-                self.ask_refresh();
-                tokio::time::sleep(REPLAN_GAP).await;
-                continue;
-            }
-            let replies = plan
-                .into_iter()
-                .filter_map(|a| done.remove(&a).map(|c| (a, c)))
-                .collect();
-            return combine(policy, replies);
+            // Unsettled, or a piece lost: look again shortly.
+            self.ask_refresh();
+            tokio::time::sleep(REPLAN_GAP).await;
         }
+    }
+}
+
+impl ClusterRouter {
+    /// Send `args` to each node of `plan` not yet in `done`, and file each
+    /// completion in `done`, except pieces lost on their connection that
+    /// may be sent again (`again`, time left): true when there was one.
+    async fn run_pieces(
+        &self,
+        plan: &[NodeAddr],
+        args: &[Vec<u8>],
+        deadline: Instant,
+        bound: Duration,
+        again: bool,
+        done: &mut HashMap<NodeAddr, Completion>,
+    ) -> bool {
+        // All sent first, then collected: the pieces run concurrently.
+        let waiting: Vec<_> = plan
+            .iter()
+            .filter(|a| !done.contains_key(*a))
+            .map(|a| {
+                (
+                    a.clone(),
+                    send(&self.node(a), args.to_vec(), deadline, bound),
+                )
+            })
+            .collect();
+        let mut lost = false;
+        for (addr, rx) in waiting {
+            let c = rx.await.unwrap_or_else(|_| {
+                Completion::Err(ClientError::new(ErrorKind::Closing, "node closed"))
+            });
+            let on_connection = matches!(&c, Completion::Err(e)
+                if matches!(e.kind, ErrorKind::Connection | ErrorKind::Closing));
+            if on_connection && again && time_left(deadline) {
+                lost = true;
+            } else {
+                done.insert(addr, c);
+            }
+        }
+        lost
     }
 }
 

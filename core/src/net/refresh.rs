@@ -28,23 +28,35 @@ const MIN_GAP: Duration = Duration::from_millis(50);
 /// Most nodes asked per refresh.
 const MAX_ASKED: usize = 8;
 
+/// Send one command to one node for the core itself (topology queries,
+/// fan-outs); the receiver gets its completion.
+pub(crate) fn send(
+    node: &Node,
+    args: Vec<Vec<u8>>,
+    deadline: Instant,
+    bound: Duration,
+) -> tokio::sync::oneshot::Receiver<Completion> {
+    let (ticket, rx) = OneshotSink::ticket();
+    node.submit(Box::new(Job {
+        ticket,
+        work: Work::Command(args),
+        deadline,
+        bound,
+        target: Target::Addr(node.addr().clone()),
+        asking: false,
+        hops: 0,
+    }));
+    rx
+}
+
 /// Run one command on one node for the core itself.
 pub(crate) async fn call(
     node: &Node,
     args: Vec<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Completion, ClientError> {
-    let (ticket, rx) = OneshotSink::ticket();
-    node.submit(Box::new(Job {
-        ticket,
-        work: Work::Command(args),
-        deadline: Instant::now() + timeout,
-        bound: timeout,
-        target: Target::Addr(node.addr().clone()),
-        asking: false,
-        hops: 0,
-    }));
-    rx.await
+    send(node, args, Instant::now() + timeout, timeout)
+        .await
         .map_err(|_| ClientError::new(ErrorKind::Closing, "node closed"))
 }
 
