@@ -866,6 +866,8 @@ mod tests {
             writes,
             connects: 1,
             disconnects: 0,
+            connect_attempts: 1,
+            recent_attempts: Vec::new(),
             timeouts: 0,
             inflight: 0,
         }

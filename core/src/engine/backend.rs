@@ -21,7 +21,7 @@ use super::blocking::Pool;
 use super::cluster::{self, Cluster};
 use super::fast::Links;
 use super::pubsub::{PubSub, PushSink, Subscriber, Target};
-use super::standalone::{self, ReconnectStats, Standalone};
+use super::standalone::{self, Standalone};
 use super::PoolKey;
 use crate::commands::{self, BlockTimeout};
 use crate::config::{Config, Mode};
@@ -317,15 +317,6 @@ impl Backend {
     /// [`Subscriber`] removes its subscriptions.
     pub fn subscriber(&self, sink: Arc<dyn PushSink>) -> Subscriber {
         self.pubsub.subscriber(sink)
-    }
-
-    /// The reconnect counters of a standalone backend's shared connection
-    /// (`None` for a cluster: redis-rs repairs its node connections itself).
-    pub fn reconnect_stats(&self) -> Option<ReconnectStats> {
-        match &self.kind {
-            Kind::Standalone { shared, .. } => Some(shared.stats()),
-            Kind::Cluster { .. } => None,
-        }
     }
 
     /// The fast path's node connections (state, last error, requests,

@@ -31,7 +31,6 @@ use crate::config::{Config, Endpoint, Mode, Protocol, ReadFrom};
 
 pub use backend::{Backend, BLOCKING_MARGIN};
 pub use pubsub::{PushSink, Subscriber};
-pub use standalone::ReconnectStats;
 
 /// What makes two configs share a backend: everything that changes what a
 /// connection is (where it goes, who it authenticates as, which database

@@ -5,7 +5,7 @@
 //! `CLIENT SETNAME` after a reconnect, ignores jitter settings and logs
 //! through `log` rather than `tracing`; this wrapper is small and does.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -40,25 +40,6 @@ struct Inner {
     endpoint: Endpoint,
     state: watch::Sender<State>,
     handle: Handle,
-    stats: Mutex<ReconnectStats>,
-}
-
-/// How many attempt times [`ReconnectStats::recent_attempts`] keeps.
-const RECENT_ATTEMPTS: usize = 64;
-
-/// Reconnect counters of a standalone backend's shared connection
-/// (`Backend::reconnect_stats`).
-#[derive(Debug, Clone, Default)]
-pub struct ReconnectStats {
-    /// Times the connection was found broken (reconnect loops started).
-    pub disconnects: u64,
-    /// Reconnect attempts made, failed or not.
-    pub attempts: u64,
-    /// Attempts that succeeded.
-    pub reconnects: u64,
-    /// When the last attempts (at most 64) started, oldest first. The gap
-    /// between two attempts of one outage is the backoff wait.
-    pub recent_attempts: Vec<std::time::Instant>,
 }
 
 /// The reconnecting shared connection.
@@ -174,7 +155,6 @@ impl Standalone {
             endpoint: ep.clone(),
             state,
             handle,
-            stats: Mutex::new(ReconnectStats::default()),
         });
         let conn = Inner::open(&inner, 1).await.map_err(|e| {
             let mut err = map_error(&e);
@@ -232,15 +212,6 @@ impl Standalone {
         }
     }
 
-    /// The reconnect counters.
-    pub(crate) fn stats(&self) -> ReconnectStats {
-        self.inner
-            .stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Tell the wrapper a command on connection `generation` failed; if the
     /// error means the connection is gone, a replacement is started.
     pub(crate) fn report(&self, generation: u64, err: &RedisError) {
@@ -287,10 +258,6 @@ impl Inner {
             _ => false,
         });
         if changed {
-            this.stats
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .disconnects += 1;
             warn!(server = %this.endpoint, error = %reason, "connection lost; reconnecting");
             let weak = Arc::downgrade(this);
             this.handle.spawn(reconnect_loop(weak, generation + 1));
@@ -306,21 +273,8 @@ async fn reconnect_loop(weak: Weak<Inner>, generation: u64) {
         let Some(inner) = weak.upgrade() else {
             return;
         };
-        {
-            let mut st = inner.stats.lock().unwrap_or_else(|p| p.into_inner());
-            st.attempts += 1;
-            if st.recent_attempts.len() == RECENT_ATTEMPTS {
-                st.recent_attempts.remove(0);
-            }
-            st.recent_attempts.push(std::time::Instant::now());
-        }
         match Inner::open(&inner, generation).await {
             Ok(conn) => {
-                inner
-                    .stats
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .reconnects += 1;
                 inner
                     .state
                     .send_replace(State::Connected { conn, generation });

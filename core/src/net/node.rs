@@ -87,11 +87,19 @@ pub struct NodeStats {
     pub connects: u64,
     /// Connections lost.
     pub disconnects: u64,
+    /// Connection attempts made, failed or not.
+    pub connect_attempts: u64,
+    /// When the last attempts (at most [`RECENT_ATTEMPTS`]) started, oldest
+    /// first. The gap between two attempts of one outage is the backoff wait.
+    pub recent_attempts: Vec<Instant>,
     /// Requests that timed out on this node.
     pub timeouts: u64,
     /// Replies in flight now (tombstones of timed-out requests included).
     pub inflight: usize,
 }
+
+/// How many attempt times [`NodeStats::recent_attempts`] keeps.
+pub const RECENT_ATTEMPTS: usize = 64;
 
 /// The replies of one FIFO slot.
 enum Replies {
@@ -138,6 +146,8 @@ struct State {
     last_error: Option<String>,
     down_since: Option<std::time::SystemTime>,
     closed: bool,
+    /// Start times of the last connection attempts (stats).
+    recent_attempts: VecDeque<Instant>,
 }
 
 #[derive(Default)]
@@ -146,6 +156,7 @@ struct Counters {
     writes: AtomicU64,
     connects: AtomicU64,
     disconnects: AtomicU64,
+    connect_attempts: AtomicU64,
     timeouts: AtomicU64,
     /// Milliseconds since `epoch` of the last read (stall detection).
     last_read_ms: AtomicU64,
@@ -200,6 +211,7 @@ impl Node {
                 last_error: None,
                 down_since: Some(std::time::SystemTime::now()),
                 closed: false,
+                recent_attempts: VecDeque::new(),
             }),
             writer: Notify::new(),
             timer: Notify::new(),
@@ -344,6 +356,8 @@ impl Node {
             writes: c.writes.load(Ordering::Relaxed),
             connects: c.connects.load(Ordering::Relaxed),
             disconnects: c.disconnects.load(Ordering::Relaxed),
+            connect_attempts: c.connect_attempts.load(Ordering::Relaxed),
+            recent_attempts: st.recent_attempts.iter().copied().collect(),
             timeouts: c.timeouts.load(Ordering::Relaxed),
             inflight: st.fifo.len() + st.backlog.len(),
         }
@@ -384,6 +398,16 @@ impl Node {
         loop {
             if attempt > 0 {
                 tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
+            }
+            self.counters
+                .connect_attempts
+                .fetch_add(1, Ordering::Relaxed);
+            {
+                let mut st = self.lock();
+                if st.recent_attempts.len() == RECENT_ATTEMPTS {
+                    st.recent_attempts.pop_front();
+                }
+                st.recent_attempts.push_back(Instant::now());
             }
             match connect::open(&self.settings, &self.addr).await {
                 Err(e) => {
