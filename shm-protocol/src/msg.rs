@@ -369,9 +369,16 @@ where
 
 /// Serialize a completion into a fresh aligned buffer.
 pub fn encode_completion(c: &Completion) -> AlignedVec {
+    encode_completion_in(c, AlignedVec::new())
+}
+
+/// Serialize a completion into `buf` (cleared first; its allocation is
+/// reused when large enough), and return it.
+pub fn encode_completion_in(c: &Completion, mut buf: AlignedVec) -> AlignedVec {
+    buf.clear();
     // Sized up front: growing from empty reallocates (and, for a large
     // value, faults in fresh pages) once per doubling.
-    let buf = AlignedVec::with_capacity(completion_size_hint(c));
+    buf.reserve(completion_size_hint(c));
     rkyv::api::high::to_bytes_in::<_, RkyvError>(c, buf)
         .expect("serializing into a Vec cannot fail")
 }
@@ -413,14 +420,6 @@ pub fn completion_size_hint(c: &Completion) -> usize {
         }
     }
     total
-}
-
-/// Serialize a completion into `out` (16-byte aligned). `None` if too small.
-pub fn encode_completion_into(c: &Completion, out: &mut [u8]) -> Option<usize> {
-    let buf = rkyv::ser::writer::Buffer::from(out);
-    rkyv::api::high::to_bytes_in::<_, RkyvError>(c, buf)
-        .ok()
-        .map(|b| b.len())
 }
 
 /// Validate and access an archived request. `bytes` must be private (not

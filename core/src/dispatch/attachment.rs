@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 use vshm_protocol::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use rkyv::util::AlignedVec;
@@ -54,7 +55,18 @@ struct CqWriter {
     /// Push records among `pending`.
     pending_pushes: usize,
     space_wanted: bool,
+    /// Counted completions committed straight into the ring (no `Pending`)
+    /// since the last flush; the flush publishes them and finishes them.
+    direct_done: usize,
+    /// Records committed but not yet published.
+    unpublished: bool,
+    /// The archive buffer of the last completion written straight into the
+    /// ring, reused by the next one (no allocation per completion).
+    scratch: AlignedVec,
 }
+
+/// A scratch buffer above this capacity is not kept (a large reply passed).
+const SCRATCH_KEEP: usize = 64 << 10;
 
 /// Most push records waiting for completion ring space per connection;
 /// further pushes are dropped (and counted) until the client reads.
@@ -105,6 +117,9 @@ impl ClientAttachment {
                 pending: VecDeque::new(),
                 pending_pushes: 0,
                 space_wanted: false,
+                direct_done: 0,
+                unpublished: false,
+                scratch: AlignedVec::new(),
             }),
             seg,
             exec,
@@ -313,7 +328,36 @@ impl ClientAttachment {
         if matches!(c, Completion::Err(_)) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let bytes = msg::encode_completion(c);
+        let mut w = lock(&self.cq);
+        let bytes = msg::encode_completion_in(c, std::mem::take(&mut w.scratch));
+        // Nothing queued ahead of it and one record long (nearly every
+        // reply): commit it into the ring now, with no queue entry and no
+        // allocation; the next flush publishes it.
+        if w.pending.is_empty() && bytes.len() as u64 <= w.prod.max_record() {
+            let (ctl, area) = self.seg.cq();
+            let mut writer = FragmentWriter::new(id, k);
+            match writer.pump(&mut w.prod, ctl, &area, &bytes) {
+                Ok(true) => {
+                    self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
+                    if counted {
+                        w.direct_done += 1;
+                    }
+                    w.unpublished = true;
+                    if bytes.capacity() <= SCRATCH_KEEP {
+                        w.scratch = bytes;
+                    }
+                    return;
+                }
+                // Full: nothing was written; queue it below.
+                Ok(false) => {}
+                Err(e) => {
+                    drop(w);
+                    self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
+                    self.mark_broken(format!("completion ring: {e}"));
+                    return;
+                }
+            }
+        }
         // Relaxed: a counter compared against a limit by the serve loop,
         // which re-checks after every `progress` notification; no memory
         // is published through it. Add before subtracting: never wraps.
@@ -322,7 +366,6 @@ impl ClientAttachment {
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
-        let mut w = lock(&self.cq);
         if k == kind::PUSH {
             w.pending_pushes += 1;
         }
@@ -347,7 +390,7 @@ impl ClientAttachment {
     fn flush_locked(&self, w: &mut CqWriter) {
         let (ctl, area) = self.seg.cq();
         let before = w.prod.tail();
-        let mut done = 0usize;
+        let mut done = std::mem::take(&mut w.direct_done);
         let mut written = 0u64;
         loop {
             let CqWriter {
@@ -378,7 +421,8 @@ impl ClientAttachment {
                 }
             }
         }
-        if w.prod.tail() != before && w.prod.publish(ctl) {
+        let committed = w.prod.tail() != before || std::mem::take(&mut w.unpublished);
+        if committed && w.prod.publish(ctl) {
             wake::wake(ctl, Side::Consumer);
         }
         let mut recheck = false;
@@ -408,14 +452,14 @@ impl ClientAttachment {
 
     pub(super) fn flush(&self) {
         let mut w = lock(&self.cq);
-        if !w.pending.is_empty() {
+        if !w.pending.is_empty() || w.unpublished {
             self.flush_locked(&mut w);
         }
     }
 
     /// Handle one message taken from the submission ring. Its `req_bytes`
     /// are already counted in `outstanding`.
-    pub(super) fn dispatch(self: &Arc<Self>, m: Message, req_bytes: u64) {
+    pub(super) fn dispatch(self: &Arc<Self>, m: Message, req_bytes: u64, taken: Instant) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // The same function the request_intake fuzz target drives.
         let req: Result<Request, String> =
@@ -435,7 +479,7 @@ impl ClientAttachment {
                 return;
             }
         };
-        let ticket = Ticket::new(self.clone(), req.id, req_bytes);
+        let ticket = Ticket::taken_at(self.clone(), req.id, req_bytes, taken);
         let (req, ticket) = match self.exec.try_submit(req, ticket) {
             Ok(()) => return,
             Err(back) => *back,
@@ -456,15 +500,15 @@ impl ClientAttachment {
 impl Sink for ClientAttachment {
     /// A request's completion (its `token` is the request's bytes counted
     /// against `max_outstanding_bytes`).
-    fn complete(&self, id: u64, token: u64, started: std::time::Instant, c: Completion) {
-        self.stats.latency.record(started.elapsed());
+    fn complete(&self, id: u64, token: u64, took: std::time::Duration, c: Completion) {
+        self.stats.latency.record(took);
         self.complete_req(id, &c, token);
     }
 
     /// Queue without writing: the caller calls [`Sink::flush`] once after
     /// a batch of completions (one ring publish and at most one wake-up).
-    fn complete_deferred(&self, id: u64, token: u64, started: std::time::Instant, c: Completion) {
-        self.stats.latency.record(started.elapsed());
+    fn complete_deferred(&self, id: u64, token: u64, took: std::time::Duration, c: Completion) {
+        self.stats.latency.record(took);
         self.complete_kind(id, kind::MSG, &c, true, token);
     }
 

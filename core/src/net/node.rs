@@ -634,8 +634,10 @@ impl Node {
         // Each client's ring is published (and its reader woken) once per
         // pass, not once per reply.
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        // One clock reading for the pass (the latency of each completion).
+        let now = std::time::Instant::now();
         for (job, frames) in done {
-            if let Some(s) = self.finish(job, frames) {
+            if let Some(s) = self.finish(job, frames, now) {
                 if !sinks.iter().any(|x| Arc::ptr_eq(x, &s)) {
                     sinks.push(s);
                 }
@@ -649,14 +651,19 @@ impl Node {
 
     /// Complete a job from its replies (or hand it back to the router);
     /// returns the sink to flush.
-    fn finish(&self, mut job: Box<Job>, replies: Replies) -> Option<Arc<dyn Sink>> {
+    fn finish(
+        &self,
+        mut job: Box<Job>,
+        replies: Replies,
+        now: std::time::Instant,
+    ) -> Option<Arc<dyn Sink>> {
         let err = if let Work::Batch(b) = &mut job.work {
             let frames = match replies {
                 Replies::One(f) => vec![f],
                 Replies::Many(v) => v,
             };
             match b.absorb(frames, job.asking) {
-                Step::Done(c) => return job.ticket.complete_deferred(c),
+                Step::Done(c) => return job.ticket.complete_deferred(c, now),
                 Step::Again(err) => {
                     job.asking = false;
                     err
@@ -671,7 +678,7 @@ impl Node {
             job.asking = false;
             match last {
                 Frame::Error(e) => e,
-                f => return job.ticket.complete_deferred(frame_completion(f)),
+                f => return job.ticket.complete_deferred(frame_completion(f), now),
             }
         };
         let back = match self.router.upgrade() {
@@ -687,7 +694,7 @@ impl Node {
             )),
             Work::Command(_) => frame_completion(Frame::Error(err)),
         };
-        job.ticket.complete_deferred(c)
+        job.ticket.complete_deferred(c, now)
     }
 
     /// Deadlines of slots and backlog jobs, and stall detection.

@@ -8,7 +8,7 @@
 //! completion per request" holds by construction.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
 
@@ -16,14 +16,14 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
 pub trait Sink: Send + Sync + 'static {
     /// Deliver request `id`'s completion. `token` is the sink's own datum
     /// (the dispatcher: the request's bytes counted against its limit),
-    /// `started` when the request was taken.
-    fn complete(&self, id: u64, token: u64, started: Instant, c: Completion);
+    /// `took` the time from when the request was taken.
+    fn complete(&self, id: u64, token: u64, took: Duration, c: Completion);
 
     /// Like `complete`, but the sink may hold the completion until
     /// [`Sink::flush`] (a node delivering many replies at once publishes
     /// each client's ring once). Default: `complete`.
-    fn complete_deferred(&self, id: u64, token: u64, started: Instant, c: Completion) {
-        self.complete(id, token, started, c)
+    fn complete_deferred(&self, id: u64, token: u64, took: Duration, c: Completion) {
+        self.complete(id, token, took, c)
     }
 
     /// Write what `complete_deferred` held. Default: nothing held.
@@ -46,11 +46,17 @@ impl std::fmt::Debug for Ticket {
 
 impl Ticket {
     pub fn new(sink: Arc<dyn Sink>, id: u64, token: u64) -> Ticket {
+        Self::taken_at(sink, id, token, Instant::now())
+    }
+
+    /// A ticket for a request taken at `started` (a caller taking many
+    /// requests in one pass reads the clock once for them).
+    pub fn taken_at(sink: Arc<dyn Sink>, id: u64, token: u64, started: Instant) -> Ticket {
         Ticket {
             sink: Some(sink),
             id,
             token,
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -67,15 +73,17 @@ impl Ticket {
     /// Complete the request (consumes the ticket).
     pub fn complete(mut self, c: Completion) {
         if let Some(s) = self.sink.take() {
-            s.complete(self.id, self.token, self.started, c);
+            s.complete(self.id, self.token, self.started.elapsed(), c);
         }
     }
 
     /// Complete, letting the sink hold the completion until its `flush`;
-    /// returns the sink to flush.
-    pub fn complete_deferred(mut self, c: Completion) -> Option<Arc<dyn Sink>> {
+    /// returns the sink to flush. `now` is the caller's clock reading for
+    /// the whole batch of completions.
+    pub fn complete_deferred(mut self, c: Completion, now: Instant) -> Option<Arc<dyn Sink>> {
         let s = self.sink.take()?;
-        s.complete_deferred(self.id, self.token, self.started, c);
+        let took = now.saturating_duration_since(self.started);
+        s.complete_deferred(self.id, self.token, took, c);
         Some(s)
     }
 
@@ -91,7 +99,7 @@ impl Drop for Ticket {
             s.complete(
                 self.id,
                 self.token,
-                self.started,
+                self.started.elapsed(),
                 Completion::Err(ClientError::new(
                     ErrorKind::Closing,
                     "connection closed before the request completed",
@@ -115,7 +123,7 @@ impl OneshotSink {
 }
 
 impl Sink for OneshotSink {
-    fn complete(&self, _id: u64, _token: u64, _started: Instant, c: Completion) {
+    fn complete(&self, _id: u64, _token: u64, _took: Duration, c: Completion) {
         let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(tx) = tx {
             let _ = tx.send(c);
@@ -130,7 +138,7 @@ mod tests {
     #[derive(Default)]
     struct Count(Mutex<Vec<(u64, Completion)>>);
     impl Sink for Count {
-        fn complete(&self, id: u64, _t: u64, _s: Instant, c: Completion) {
+        fn complete(&self, id: u64, _t: u64, _s: Duration, c: Completion) {
             self.0.lock().unwrap().push((id, c));
         }
     }
