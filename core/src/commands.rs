@@ -18,8 +18,23 @@ const CONTAINERS: &[&str] = &[
     "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
 ];
 
+/// `b` in upper case: one allocation, no UTF-8 pass for ASCII (every
+/// name the fast path sends, see [`bad_name`]).
 fn upper(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_ascii_uppercase()
+    if b.is_ascii() {
+        let mut s = String::with_capacity(b.len());
+        s.extend(b.iter().map(|c| c.to_ascii_uppercase() as char));
+        s
+    } else {
+        String::from_utf8_lossy(b).to_ascii_uppercase()
+    }
+}
+
+/// Whether `first` names a container command (any case), allocating nothing.
+fn is_container(first: &[u8]) -> bool {
+    CONTAINERS
+        .iter()
+        .any(|c| c.as_bytes().eq_ignore_ascii_case(first))
 }
 
 /// The command's name in upper case; container commands (`CLIENT`,
@@ -30,7 +45,7 @@ pub fn command_name(args: &[Vec<u8>]) -> String {
         return String::new();
     };
     let mut name = upper(first);
-    if CONTAINERS.contains(&name.as_str()) {
+    if is_container(first) {
         if let Some(sub) = args.get(1) {
             name.push(' ');
             name.push_str(&upper(sub));
@@ -51,7 +66,7 @@ pub fn bad_name(args: &[Vec<u8>]) -> Option<&'static str> {
     if !printable(first) {
         return Some("the command name must be printable ASCII");
     }
-    if CONTAINERS.contains(&upper(first).as_str()) {
+    if is_container(first) {
         if let Some(sub) = args.get(1) {
             if !printable(sub) {
                 return Some("the subcommand name must be printable ASCII");
@@ -259,6 +274,7 @@ mod tests {
         assert!(bad_name(&v(&[b"GET KEY"])).is_some());
         assert!(bad_name(&v(&[b""])).is_some());
         assert!(bad_name(&v(&[b"CLIENT", b"\xfe"])).is_some());
+        assert!(bad_name(&v(&[b"cLiEnt", b"\xfe"])).is_some());
         // A non-container's second argument is data.
         assert_eq!(bad_name(&v(&[b"SET", b"\xfe", b"\xff"])), None);
     }

@@ -190,13 +190,28 @@ struct Partial {
 pub struct Reassembler {
     cur: Option<Partial>,
     max_message: u64,
+    /// A single-record message's buffer handed back by [`Reassembler::recycle`].
+    spare: Option<AlignedVec<16>>,
 }
+
+/// A recycled buffer above this capacity is not kept.
+const SPARE_KEEP: usize = 64 << 10;
 
 impl Reassembler {
     pub fn new(max_message: u64) -> Self {
         Reassembler {
             cur: None,
             max_message,
+            spare: None,
+        }
+    }
+
+    /// Hand back a message's buffer once its bytes are consumed: the next
+    /// single-record message reuses it instead of allocating.
+    pub fn recycle(&mut self, mut buf: AlignedVec<16>) {
+        if buf.capacity() <= SPARE_KEEP {
+            buf.clear();
+            self.spare = Some(buf);
         }
     }
 
@@ -226,7 +241,8 @@ impl Reassembler {
         }
         match self.cur.take() {
             None if h.flags == 0 => {
-                let mut buf = AlignedVec::<16>::with_capacity(len as usize);
+                let mut buf = self.spare.take().unwrap_or_default();
+                buf.reserve(len as usize);
                 // SAFETY: peek validated the record within the published range.
                 unsafe { append_from(area, rec.payload_off, len as usize, &mut buf) };
                 Ok(Some(Message {

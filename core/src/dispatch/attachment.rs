@@ -458,24 +458,41 @@ impl ClientAttachment {
     }
 
     /// Handle one message taken from the submission ring. Its `req_bytes`
-    /// are already counted in `outstanding`.
-    pub(super) fn dispatch(self: &Arc<Self>, m: Message, req_bytes: u64, taken: Instant) {
+    /// are already counted in `outstanding`. Returns the message's buffer
+    /// (decoded, no longer needed) for reuse.
+    pub(super) fn dispatch(
+        self: &Arc<Self>,
+        m: Message,
+        req_bytes: u64,
+        taken: Instant,
+    ) -> AlignedVec<16> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // The same function the request_intake fuzz target drives.
         let req: Result<Request, String> =
             msg::decode_submitted(&m.bytes, m.id).map_err(|e| e.to_string());
-        drop(m.bytes);
         self.begin_one();
+        self.run(m.id, req, req_bytes, taken);
+        m.bytes
+    }
+
+    /// Submit a decoded request (or refuse a malformed one).
+    fn run(
+        self: &Arc<Self>,
+        id: u64,
+        req: Result<Request, String>,
+        req_bytes: u64,
+        taken: Instant,
+    ) {
         let req = match req {
             Ok(r) => r,
             Err(e) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                debug!(conn = self.id, id = m.id, error = %e, "invalid request");
+                debug!(conn = self.id, id, error = %e, "invalid request");
                 let c = Completion::Err(ClientError::new(
                     ErrorKind::InvalidRequest,
                     format!("malformed request: {e}"),
                 ));
-                self.complete_req(m.id, &c, req_bytes);
+                self.complete_req(id, &c, req_bytes);
                 return;
             }
         };

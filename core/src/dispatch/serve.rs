@@ -395,7 +395,8 @@ impl ClientAttachment {
                         since_clock = 0;
                         taken_at = std::time::Instant::now();
                     }
-                    self.dispatch(m, len, taken_at);
+                    let buf = self.dispatch(m, len, taken_at);
+                    it.reasm.recycle(buf);
                 }
                 Ok(None) => {}
                 Err(fe) => {
