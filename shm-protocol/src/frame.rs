@@ -60,14 +60,30 @@ impl FragmentWriter {
         area: &A,
         data: &[u8],
     ) -> Result<bool, ProtocolError> {
+        self.pump_parts(prod, ctl, area, &[data])
+    }
+
+    /// [`FragmentWriter::pump`] for a message held in pieces: the message
+    /// is the concatenation of `parts` (the same parts on every call), so a
+    /// large value is copied into the ring from where it lies, never first
+    /// gathered into one buffer.
+    pub fn pump_parts<A: DataArea>(
+        &mut self,
+        prod: &mut Producer,
+        ctl: &RingCtl,
+        area: &A,
+        parts: &[&[u8]],
+    ) -> Result<bool, ProtocolError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         let max = prod.max_record() as usize;
-        if !self.started && data.len() <= max {
-            return match prod.try_reserve(ctl, area, data.len() as u64) {
+        if !self.started && total <= max {
+            return match prod.try_reserve(ctl, area, total as u64) {
                 Ok(res) => {
-                    prod.write_payload(area, &res, data);
-                    prod.commit(area, res, self.header(data.len(), 0));
+                    // SAFETY: the reservation is ours and holds `total` bytes.
+                    unsafe { write_span(area, res.payload_off, parts, 0, total) };
+                    prod.commit(area, res, self.header(total, 0));
                     self.started = true;
-                    self.sent = data.len();
+                    self.sent = total;
                     Ok(true)
                 }
                 Err(ReserveError::Full) => Ok(false),
@@ -75,17 +91,17 @@ impl FragmentWriter {
                 Err(ReserveError::Corrupt(e)) => Err(e),
             };
         }
-        if data.len() as u64 > crate::layout::MAX_MESSAGE_LIMIT {
+        if total as u64 > crate::layout::MAX_MESSAGE_LIMIT {
             return Err(ProtocolError::TooLarge {
-                len: data.len() as u64,
+                len: total as u64,
                 limit: crate::layout::MAX_MESSAGE_LIMIT,
             });
         }
         loop {
             let first = !self.started;
             let room = if first { max - 8 } else { max };
-            let chunk = (data.len() - self.sent).min(room);
-            let more = self.sent + chunk < data.len();
+            let chunk = (total - self.sent).min(room);
+            let more = self.sent + chunk < total;
             let len = chunk + if first { 8 } else { 0 };
             let res = match prod.try_reserve(ctl, area, len as u64) {
                 Ok(r) => r,
@@ -94,18 +110,16 @@ impl FragmentWriter {
                 Err(ReserveError::Corrupt(e)) => return Err(e),
             };
             let mut flags = if more { rflags::MORE } else { 0 };
-            let body = &data[self.sent..self.sent + chunk];
+            let mut off = res.payload_off;
             if first {
                 flags |= rflags::FIRST;
-                let total = (data.len() as u64).to_le_bytes();
+                let t = (total as u64).to_le_bytes();
                 // SAFETY: the reservation is ours and holds 8 + chunk bytes.
-                unsafe {
-                    area.write(res.payload_off, &total);
-                    area.write(res.payload_off + 8, body);
-                }
-            } else {
-                prod.write_payload(area, &res, body);
+                unsafe { area.write(off, &t) };
+                off += 8;
             }
+            // SAFETY: as above: `chunk` bytes from `off` are reserved.
+            unsafe { write_span(area, off, parts, self.sent, chunk) };
             prod.commit(area, res, self.header(len, flags));
             self.started = true;
             self.sent += chunk;
@@ -159,6 +173,36 @@ impl FragmentWriter {
             id: self.id,
         }
     }
+}
+
+/// Write bytes `from..from + len` of the concatenation of `parts` into
+/// `area` at `off`.
+///
+/// # Safety
+/// `off..off + len` must lie in space of `area` the caller has reserved.
+unsafe fn write_span<A: DataArea>(
+    area: &A,
+    mut off: u64,
+    parts: &[&[u8]],
+    mut from: usize,
+    mut len: usize,
+) {
+    for p in parts {
+        if len == 0 {
+            break;
+        }
+        if from >= p.len() {
+            from -= p.len();
+            continue;
+        }
+        let n = (p.len() - from).min(len);
+        // SAFETY: within the reserved span (the caller's contract).
+        unsafe { area.write(off, &p[from..from + n]) };
+        off += n as u64;
+        len -= n;
+        from = 0;
+    }
+    debug_assert_eq!(len, 0, "parts shorter than the span");
 }
 
 /// A complete message taken from the ring into private, aligned memory.

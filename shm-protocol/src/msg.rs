@@ -383,6 +383,58 @@ pub fn encode_completion_in(c: &Completion, mut buf: AlignedVec) -> AlignedVec {
         .expect("serializing into a Vec cannot fail")
 }
 
+/// A completion's archive in three pieces, `head ++ big ++ tail`: the
+/// same bytes as [`encode_completion`], with one large byte string (the
+/// reply's value) left where it lies instead of copied into the archive.
+#[derive(Debug, Default)]
+pub struct SplitArchive {
+    pub head: Vec<u8>,
+    pub tail: Vec<u8>,
+}
+
+/// Archive `c`, leaving `big` (a byte string inside `c`, by address) out
+/// of the buffers: the archive is `head ++ big ++ tail`. `None` when the
+/// serializer never wrote `big` as one piece (then use
+/// [`encode_completion`]).
+pub fn encode_completion_split(c: &Completion, big: &[u8]) -> Option<SplitArchive> {
+    struct SplitWriter<'a> {
+        big: &'a [u8],
+        out: SplitArchive,
+        seen: bool,
+    }
+    impl rkyv::ser::Positional for SplitWriter<'_> {
+        fn pos(&self) -> usize {
+            if self.seen {
+                self.out.head.len() + self.big.len() + self.out.tail.len()
+            } else {
+                self.out.head.len()
+            }
+        }
+    }
+    impl<E> Writer<E> for SplitWriter<'_> {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+            if !self.seen && bytes.len() == self.big.len() && bytes.as_ptr() == self.big.as_ptr() {
+                self.seen = true;
+            } else if self.seen {
+                self.out.tail.extend_from_slice(bytes);
+            } else {
+                self.out.head.extend_from_slice(bytes);
+            }
+            Ok(())
+        }
+    }
+    let w = SplitWriter {
+        big,
+        out: SplitArchive {
+            head: Vec::new(),
+            tail: Vec::with_capacity(2 * NODE_BYTES),
+        },
+        seen: false,
+    };
+    let w = rkyv::api::high::to_bytes_in::<_, RkyvError>(c, w).ok()?;
+    w.seen.then_some(w.out)
+}
+
 /// Bytes per value node in an archive, an upper bound for every variant
 /// (tag, relative pointer and length, padding).
 const NODE_BYTES: usize = 32;
@@ -476,6 +528,52 @@ pub fn request_size_bound(arg_lens: impl Iterator<Item = usize>, route_extra: us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_archive_is_the_same_bytes() {
+        for n in [1usize, 7, 8, 9, 100, 4096, 1 << 20] {
+            let big: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let cases = [
+                Completion::Ok(Value::Bulk(big.clone())),
+                Completion::Ok(Value::Array(vec![
+                    Value::Int(3),
+                    Value::Bulk(b"x".to_vec()),
+                    Value::Bulk(big.clone()),
+                    Value::Simple(b"after".to_vec()),
+                ])),
+                Completion::Push(Value::Push {
+                    kind: b"message".to_vec(),
+                    data: vec![Value::Bulk(b"ch".to_vec()), Value::Bulk(big.clone())],
+                }),
+            ];
+            for c in cases {
+                let inner = find_big(&c, n).expect("a value of that length");
+                let split = encode_completion_split(&c, inner).expect("written in one piece");
+                let joined = [split.head.as_slice(), inner, split.tail.as_slice()].concat();
+                assert_eq!(joined, encode_completion(&c).as_slice(), "n = {n}");
+            }
+        }
+        // A slice that is not inside the completion: no split.
+        let other = vec![1u8; 64];
+        let c = Completion::Ok(Value::Bulk(vec![1u8; 64]));
+        assert!(encode_completion_split(&c, &other).is_none());
+    }
+
+    /// The (last) byte string of length `n` inside `c`.
+    fn find_big(c: &Completion, n: usize) -> Option<&[u8]> {
+        fn walk(v: &Value, n: usize) -> Option<&[u8]> {
+            match v {
+                Value::Bulk(b) if b.len() == n => Some(b),
+                Value::Array(items) => items.iter().rev().find_map(|x| walk(x, n)),
+                Value::Push { data, .. } => data.iter().rev().find_map(|x| walk(x, n)),
+                _ => None,
+            }
+        }
+        match c {
+            Completion::Ok(v) | Completion::Push(v) => walk(v, n),
+            Completion::Err(_) => None,
+        }
+    }
 
     #[test]
     fn completion_size_hint_covers_the_archive() {

@@ -18,6 +18,7 @@ use vshm_protocol::ring::{kind, Producer};
 use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, Side};
 
+use super::body::Body;
 use super::doorbell::Doorbell;
 use super::{AttachOptions, Execute};
 use crate::net::ticket::{Sink, Ticket};
@@ -43,7 +44,7 @@ pub struct AttachmentStats {
 struct Pending {
     id: u64,
     kind: u8,
-    bytes: AlignedVec,
+    bytes: Body,
     writer: FragmentWriter,
     /// Counts against the in-flight limit until written.
     counted: bool,
@@ -315,43 +316,82 @@ impl ClientAttachment {
     }
 
     fn complete_kind(&self, id: u64, k: u8, c: &Completion, counted: bool, req_bytes: u64) {
+        if !self.count_completion(matches!(c, Completion::Err(_)), counted, req_bytes) {
+            return;
+        }
+        let mut w = lock(&self.cq);
+        let bytes = msg::encode_completion_in(c, std::mem::take(&mut w.scratch));
+        self.commit_or_queue(&mut w, id, k, Body::Whole(bytes), counted, req_bytes);
+    }
+
+    /// [`Self::complete_kind`] for a request's completion handed over by
+    /// value: a large bulk value goes into the ring from the reply's own
+    /// buffer (`Body::split`), without an archive copy.
+    fn complete_owned(&self, id: u64, c: Completion, req_bytes: u64) {
+        match Body::split(c) {
+            Ok(body) => {
+                if self.count_completion(false, true, req_bytes) {
+                    let mut w = lock(&self.cq);
+                    self.commit_or_queue(&mut w, id, kind::MSG, body, true, req_bytes);
+                }
+            }
+            Err(c) => self.complete_kind(id, kind::MSG, &c, true, req_bytes),
+        }
+    }
+
+    /// Count a completion; `false` when the connection is closed and it is
+    /// dropped (its request finished, its bytes released).
+    fn count_completion(&self, is_err: bool, counted: bool, req_bytes: u64) -> bool {
         if self.is_closed() && self.seg.state() != state::OPEN {
             self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
             if counted {
                 self.finish_one();
             }
-            return;
+            return false;
         }
         if counted {
             self.stats.completions.fetch_add(1, Ordering::Relaxed);
         }
-        if matches!(c, Completion::Err(_)) {
+        if is_err {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let mut w = lock(&self.cq);
-        let bytes = msg::encode_completion_in(c, std::mem::take(&mut w.scratch));
+        true
+    }
+
+    /// Commit a completion into the ring now, or queue it behind those
+    /// already waiting for space.
+    fn commit_or_queue(
+        &self,
+        w: &mut CqWriter,
+        id: u64,
+        k: u8,
+        bytes: Body,
+        counted: bool,
+        req_bytes: u64,
+    ) {
         // Nothing queued ahead of it and one record long (nearly every
         // reply): commit it into the ring now, with no queue entry and no
         // allocation; the next flush publishes it.
         if w.pending.is_empty() && bytes.len() as u64 <= w.prod.max_record() {
             let (ctl, area) = self.seg.cq();
             let mut writer = FragmentWriter::new(id, k);
-            match writer.pump(&mut w.prod, ctl, &area, &bytes) {
+            match writer.pump_parts(&mut w.prod, ctl, &area, &bytes.parts()) {
                 Ok(true) => {
                     self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
                     if counted {
                         w.direct_done += 1;
                     }
                     w.unpublished = true;
-                    if bytes.capacity() <= SCRATCH_KEEP {
-                        w.scratch = bytes;
+                    if let Body::Whole(b) = bytes {
+                        if b.capacity() <= SCRATCH_KEEP {
+                            w.scratch = b;
+                        }
                     }
                     return;
                 }
                 // Full: nothing was written; queue it below.
                 Ok(false) => {}
                 Err(e) => {
-                    drop(w);
                     self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
                     self.mark_broken(format!("completion ring: {e}"));
                     return;
@@ -400,7 +440,7 @@ impl ClientAttachment {
                 ..
             } = &mut *w;
             let Some(p) = pending.front_mut() else { break };
-            match p.writer.pump(prod, ctl, &area, &p.bytes) {
+            match p.writer.pump_parts(prod, ctl, &area, &p.bytes.parts()) {
                 Ok(true) => {
                     let p = pending.pop_front().expect("front exists");
                     if p.counted {
@@ -526,7 +566,7 @@ impl Sink for ClientAttachment {
     /// a batch of completions (one ring publish and at most one wake-up).
     fn complete_deferred(&self, id: u64, token: u64, took: std::time::Duration, c: Completion) {
         self.stats.latency.record(took);
-        self.complete_kind(id, kind::MSG, &c, true, token);
+        self.complete_owned(id, c, token);
     }
 
     fn flush(&self) {

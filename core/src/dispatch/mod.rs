@@ -38,6 +38,7 @@
 //! produced is queued even if it crosses the limit.
 
 mod attachment;
+mod body;
 pub mod doorbell;
 pub mod latency;
 mod serve;
