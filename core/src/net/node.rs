@@ -49,6 +49,9 @@ pub(crate) const STALL_GRACE: Duration = Duration::from_secs(2);
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bulk replies at least this large are received straight into their own
+/// buffer (`Node::read_bulk`).
+const DIRECT_BULK: usize = 256 * 1024;
 
 /// What the node hands back to its owner.
 pub(crate) trait Router: Send + Sync + 'static {
@@ -572,6 +575,24 @@ impl Node {
                     return e;
                 }
             }
+            // A large bulk reply whose header has arrived: receive its
+            // payload straight into the value's own buffer (no copy out of
+            // the read buffer, no read buffer grown to its size).
+            if let Some((hdr, len)) = resp::bulk_head(&buf[start..]).filter(|x| x.1 >= DIRECT_BULK)
+            {
+                let v = match self.read_bulk(r, &buf[start + hdr..], len).await {
+                    Ok(v) => v,
+                    Err(e) => return e,
+                };
+                buf.clear();
+                start = 0;
+                scanner.reset();
+                frames.push(Frame::Value(vshm_protocol::msg::Value::Bulk(v)));
+                if let Err(e) = self.deliver(&mut frames) {
+                    return e;
+                }
+                continue;
+            }
             if start == buf.len() {
                 buf.clear();
                 start = 0;
@@ -597,6 +618,36 @@ impl Node {
                 buf.shrink_to(READ_CHUNK.max(buf.len()));
             }
         }
+    }
+
+    /// The rest of a bulk string of `len` payload bytes whose first bytes
+    /// (`have`, fewer than `len + 2`: the frame is incomplete) were read.
+    async fn read_bulk(
+        &self,
+        r: &mut ReadHalf,
+        have: &[u8],
+        len: usize,
+    ) -> Result<Vec<u8>, String> {
+        let total = len + 2;
+        debug_assert!(have.len() < total);
+        let mut v = Vec::with_capacity(total);
+        v.extend_from_slice(have);
+        while v.len() < total {
+            let want = (total - v.len()) as u64;
+            match (&mut *r).take(want).read_buf(&mut v).await {
+                Ok(0) => return Err("closed by the server".into()),
+                Ok(_) => self
+                    .counters
+                    .last_read_ms
+                    .store(self.now_ms(), Ordering::Relaxed),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        if v[len..] != *b"\r\n" {
+            return Err("bad reply: a bulk string not followed by CRLF".into());
+        }
+        v.truncate(len);
+        Ok(v)
     }
 
     /// Match replies to slots and complete their jobs.

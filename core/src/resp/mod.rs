@@ -46,7 +46,7 @@ use vshm_protocol::msg::{ClientError, Value};
 pub use decode::decode;
 pub use encode::encode_command;
 pub use redirect::{parse_redirect, retry_class, Redirect, RetryClass};
-pub use scan::Scanner;
+pub use scan::{bulk_head, Scanner};
 pub use wire::{MAX_BULK, MAX_ELEMENTS};
 
 /// Deepest aggregate nesting decoded into a [`Value`] (the top-level

@@ -7,6 +7,21 @@ use super::RespError;
 /// frame gives the memory back.
 const KEEP_STACK: usize = 1024;
 
+/// The frame at the start of `buf`, when it is a bulk string (`$`) whose
+/// header line is complete: `(header bytes, payload length)`. A caller
+/// reading a large one can receive its payload straight into the value's
+/// own buffer ([`crate::net::node`]). Errors are left to the scanner.
+pub fn bulk_head(buf: &[u8]) -> Option<(usize, usize)> {
+    if buf.first() != Some(&b'$') {
+        return None;
+    }
+    let mut searched = 1;
+    match wire::head(buf, 0, &mut searched) {
+        Ok(Some((Head::Blob { ty: b'$', len }, next))) => Some((next, len)),
+        _ => None,
+    }
+}
+
 /// Resumable frame delimiter.
 ///
 /// Feed it the connection's read buffer (`buf` always starts at the first

@@ -150,3 +150,17 @@ fn error_leaves_no_panic_and_reset_recovers() {
     assert_eq!(s.scan(b"$10\r\nab"), Ok(None));
     assert_eq!(s.scan(b""), Ok(None));
 }
+
+#[test]
+fn bulk_head_names_a_complete_bulk_header() {
+    assert_eq!(bulk_head(b"$5\r\nhel"), Some((4, 5)));
+    assert_eq!(bulk_head(b"$1048576\r\n"), Some((10, 1 << 20)));
+    assert_eq!(bulk_head(b"$0\r\n\r\n"), Some((4, 0)));
+    // Incomplete header, nil, other types, bad headers: not for the direct read.
+    assert_eq!(bulk_head(b"$104857"), None);
+    assert_eq!(bulk_head(b"$-1\r\n"), None);
+    assert_eq!(bulk_head(b"=10\r\ntxt:"), None);
+    assert_eq!(bulk_head(b"*1\r\n$5\r\n"), None);
+    assert_eq!(bulk_head(b"$x\r\n"), None);
+    assert_eq!(bulk_head(b""), None);
+}
