@@ -104,6 +104,14 @@ pub struct NodeStats {
 /// How many attempt times [`NodeStats::recent_attempts`] keeps.
 pub const RECENT_ATTEMPTS: usize = 64;
 
+/// One read pass's replies on their way to their jobs (`Node::deliver`).
+#[derive(Default)]
+struct Delivery {
+    frames: Vec<Frame>,
+    done: Vec<(Box<Job>, Replies)>,
+    sinks: Vec<Arc<dyn Sink>>,
+}
+
 /// The replies of one FIFO slot.
 enum Replies {
     One(Frame),
@@ -555,13 +563,15 @@ impl Node {
         let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut start = 0usize;
         let mut scanner = Scanner::new();
-        let mut frames: Vec<Frame> = Vec::new();
+        // The reply batch and its scratch, kept across passes (no
+        // allocation per pass).
+        let mut d = Delivery::default();
         loop {
             loop {
                 match scanner.scan(&buf[start..]) {
                     Ok(Some(n)) => {
                         match resp::decode(&buf[start..start + n]) {
-                            Ok(f) => frames.push(f),
+                            Ok(f) => d.frames.push(f),
                             Err(e) => return format!("bad reply: {e}"),
                         }
                         start += n;
@@ -570,8 +580,8 @@ impl Node {
                     Err(e) => return format!("bad reply: {e}"),
                 }
             }
-            if !frames.is_empty() {
-                if let Err(e) = self.deliver(&mut frames) {
+            if !d.frames.is_empty() {
+                if let Err(e) = self.deliver(&mut d) {
                     return e;
                 }
             }
@@ -587,8 +597,9 @@ impl Node {
                 buf.clear();
                 start = 0;
                 scanner.reset();
-                frames.push(Frame::Value(vshm_protocol::msg::Value::Bulk(v)));
-                if let Err(e) = self.deliver(&mut frames) {
+                d.frames
+                    .push(Frame::Value(vshm_protocol::msg::Value::Bulk(v)));
+                if let Err(e) = self.deliver(&mut d) {
                     return e;
                 }
                 continue;
@@ -651,8 +662,12 @@ impl Node {
     }
 
     /// Match replies to slots and complete their jobs.
-    fn deliver(&self, frames: &mut Vec<Frame>) -> Result<(), String> {
-        let mut done: Vec<(Box<Job>, Replies)> = Vec::new();
+    fn deliver(&self, d: &mut Delivery) -> Result<(), String> {
+        let Delivery {
+            frames,
+            done,
+            sinks,
+        } = d;
         {
             let mut st = self.lock();
             for f in frames.drain(..) {
@@ -684,17 +699,16 @@ impl Node {
         }
         // Each client's ring is published (and its reader woken) once per
         // pass, not once per reply.
-        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         // One clock reading for the pass (the latency of each completion).
         let now = std::time::Instant::now();
-        for (job, frames) in done {
+        for (job, frames) in done.drain(..) {
             if let Some(s) = self.finish(job, frames, now) {
                 if !sinks.iter().any(|x| Arc::ptr_eq(x, &s)) {
                     sinks.push(s);
                 }
             }
         }
-        for s in sinks {
+        for s in sinks.drain(..) {
             s.flush();
         }
         Ok(())
