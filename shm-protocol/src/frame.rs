@@ -239,7 +239,7 @@ pub struct Reassembler {
 }
 
 /// A recycled buffer above this capacity is not kept.
-const SPARE_KEEP: usize = 64 << 10;
+pub const SPARE_KEEP: usize = 64 << 10;
 
 impl Reassembler {
     pub fn new(max_message: u64) -> Self {

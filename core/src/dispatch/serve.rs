@@ -395,8 +395,9 @@ impl ClientAttachment {
                         since_clock = 0;
                         taken_at = std::time::Instant::now();
                     }
-                    let buf = self.dispatch(m, len, taken_at);
-                    it.reasm.recycle(buf);
+                    if let Some(buf) = self.dispatch(m, len, taken_at) {
+                        it.reasm.recycle(buf);
+                    }
                 }
                 Ok(None) => {}
                 Err(fe) => {
