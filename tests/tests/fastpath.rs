@@ -30,19 +30,8 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Route, Value};
 use vshm_tests::cluster_ops::{migrate_slot, wait_slot_owner, wait_slots_settled};
 use vshm_tests::{key_slot, shared_standalone, RedisCluster, RedisServer};
 
-/// Generous bound for requests: the machine is shared and slow; only the timeout test uses a
-/// short one.
-const T: Duration = Duration::from_secs(20);
-
-fn standalone_cfg(addr: String, protocol: Protocol) -> Config {
-    Config {
-        addresses: vec![addr],
-        mode: Mode::Standalone,
-        protocol,
-        request_timeout_ms: 20_000,
-        ..Config::default()
-    }
-}
+mod support;
+use support::{standalone_cfg, T};
 
 fn ok_value() -> Value {
     Value::Simple(b"OK".to_vec())

@@ -9,25 +9,13 @@
 //! Only behaviour is asserted. Every wait is bounded; nothing is retried.
 
 use std::thread;
-use std::time::Duration;
-
 use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
-use vshm_core::config::{Mode, Protocol};
-use vshm_core::Config;
+use vshm_core::config::Protocol;
 use vshm_protocol::msg::{Completion, Route, Value};
 use vshm_tests::shared_standalone;
 
-const T: Duration = Duration::from_secs(20);
-
-fn cfg(addr: String, protocol: Protocol) -> Config {
-    Config {
-        addresses: vec![addr],
-        mode: Mode::Standalone,
-        protocol,
-        request_timeout_ms: 20_000,
-        ..Config::default()
-    }
-}
+mod support;
+use support::{standalone_cfg, T};
 
 /// A value whose bytes depend on their position and on `seed`: a shifted or mixed-up copy
 /// does not compare equal.
@@ -48,7 +36,7 @@ fn ok(c: &EmbeddedClient, args: &[&[u8]]) -> Value {
 fn large_replies_between_small_ones(protocol: Protocol) {
     let server = shared_standalone();
     let core = EmbeddedCore::start(1).unwrap();
-    let cfg = cfg(server.addr(), protocol);
+    let cfg = standalone_cfg(server.addr(), protocol);
     let big = core.open(&cfg).unwrap();
     let tag = format!("lv:{protocol:?}");
     let sizes = [
