@@ -511,7 +511,7 @@ fn standalone_restart_reconnects_with_the_configured_backoff() {
     assert_eq!(st.connects, before.connects + 1, "{st:?}");
     let attempts = (st.connect_attempts - before.connect_attempts) as usize;
     assert!(attempts >= 6, "{attempts} attempts in 4 s: {st:?}");
-    let times = &st.recent_attempts[st.recent_attempts.len() - attempts..];
+    let times = &st.recent_attempts[st.recent_attempts.len().saturating_sub(attempts)..];
     let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("reconnect attempts spaced {gaps:?}");
     for (i, gap) in gaps.iter().enumerate() {

@@ -289,7 +289,8 @@ impl ClientAttachment {
         self.seg.set_state(state::BROKEN);
     }
 
-    /// Queue a completion and write as much as fits.
+    /// Commit or queue a completion; the next [`Self::flush`] publishes
+    /// it (the serve loop flushes after each turn).
     pub fn complete(&self, id: u64, c: &Completion) {
         self.complete_kind(id, kind::MSG, c, true, 0)
     }
@@ -319,8 +320,11 @@ impl ClientAttachment {
         if !self.count_completion(matches!(c, Completion::Err(_)), counted, req_bytes) {
             return;
         }
+        // Encoded outside the writer lock (a large reply takes a while);
+        // the lock is taken twice, uncontended in the common case.
+        let scratch = std::mem::take(&mut lock(&self.cq).scratch);
+        let bytes = msg::encode_completion_in(c, scratch);
         let mut w = lock(&self.cq);
-        let bytes = msg::encode_completion_in(c, std::mem::take(&mut w.scratch));
         self.commit_or_queue(&mut w, id, k, Body::Whole(bytes), counted, req_bytes);
     }
 
@@ -461,7 +465,8 @@ impl ClientAttachment {
                 }
             }
         }
-        let committed = w.prod.tail() != before || std::mem::take(&mut w.unpublished);
+        let direct = std::mem::take(&mut w.unpublished);
+        let committed = w.prod.tail() != before || direct;
         if committed && w.prod.publish(ctl) {
             wake::wake(ctl, Side::Consumer);
         }

@@ -175,12 +175,15 @@ pub(super) fn nap(idle_naps: u32) -> Duration {
 // ---------------------------------------------------------------------------
 // The loop (I/O)
 
-/// The submission side's private state.
-/// Requests dispatched per clock reading in a drain turn (a turn of many
-/// requests takes a few microseconds per 32: their deadlines start that
-/// much early, never late).
+/// Requests dispatched per clock reading in a drain turn: 32 small
+/// requests take a few microseconds, so their deadlines start at most that
+/// much early, never late. A large message (which may have been
+/// reassembled over a long turn) reads the clock afresh.
 const CLOCK_EVERY: u32 = 32;
+/// Messages at least this large read the clock for themselves.
+const CLOCK_BYTES: u64 = 64 << 10;
 
+/// The submission side's private state.
 struct Intake {
     cons: Consumer,
     reasm: Reassembler,
@@ -320,8 +323,9 @@ impl ClientAttachment {
             broken: None,
         };
         // When requests were taken (their deadlines count from it): one
-        // clock reading per CLOCK_EVERY requests, not one each.
-        let mut taken_at = std::time::Instant::now();
+        // clock reading per CLOCK_EVERY requests, not one each, and none in
+        // a turn that takes nothing.
+        let mut taken_at: Option<std::time::Instant> = None;
         let mut since_clock = 0u32;
         loop {
             let mid_message = it.reasm.in_progress() || it.skip.is_some();
@@ -391,11 +395,14 @@ impl ClientAttachment {
                     self.charge(len);
                     self.uncharge(std::mem::take(&mut it.partial_bytes));
                     since_clock += 1;
-                    if since_clock == CLOCK_EVERY {
-                        since_clock = 0;
-                        taken_at = std::time::Instant::now();
-                    }
-                    if let Some(buf) = self.dispatch(m, len, taken_at) {
+                    let now = match taken_at {
+                        Some(t) if since_clock < CLOCK_EVERY && len < CLOCK_BYTES => t,
+                        _ => {
+                            since_clock = 0;
+                            *taken_at.insert(std::time::Instant::now())
+                        }
+                    };
+                    if let Some(buf) = self.dispatch(m, len, now) {
                         it.reasm.recycle(buf);
                     }
                 }

@@ -443,8 +443,8 @@ impl Backend {
             _ => unreachable!("plan only accepts commands and batches"),
         };
         let bound = self.request_timeout(p.bound_ms);
-        // The deadline counts from when the request was taken (one clock
-        // read per request, in `Ticket::new`).
+        // The deadline counts from when the request was taken (the drain
+        // turn's clock reading, `Ticket::taken_at`).
         let deadline = Instant::from_std(ticket.started()) + bound;
         self.links.submit(Box::new(Job {
             ticket,
