@@ -239,7 +239,7 @@ pub struct Reassembler {
 }
 
 /// A recycled buffer above this capacity is not kept.
-pub const SPARE_KEEP: usize = 64 << 10;
+const SPARE_KEEP: usize = 64 << 10;
 
 impl Reassembler {
     pub fn new(max_message: u64) -> Self {
@@ -251,7 +251,8 @@ impl Reassembler {
     }
 
     /// Hand back a message's buffer once its bytes are consumed: the next
-    /// single-record message reuses it instead of allocating.
+    /// single-record message reuses it instead of allocating. A buffer
+    /// above 64 KiB is freed here.
     pub fn recycle(&mut self, mut buf: AlignedVec<16>) {
         if buf.capacity() <= SPARE_KEEP {
             buf.clear();
@@ -286,7 +287,6 @@ impl Reassembler {
         match self.cur.take() {
             None if h.flags == 0 => {
                 let mut buf = self.spare.take().unwrap_or_default();
-                buf.reserve(len as usize);
                 // SAFETY: peek validated the record within the published range.
                 unsafe { append_from(area, rec.payload_off, len as usize, &mut buf) };
                 Ok(Some(Message {

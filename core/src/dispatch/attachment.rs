@@ -11,7 +11,7 @@ use rkyv::util::AlignedVec;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
-use vshm_protocol::frame::{self, FragmentWriter, Message};
+use vshm_protocol::frame::{FragmentWriter, Message, Reassembler};
 use vshm_protocol::layout::state;
 use vshm_protocol::msg::{self, ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::ring::{kind, Producer};
@@ -503,25 +503,25 @@ impl ClientAttachment {
     }
 
     /// Handle one message taken from the submission ring. Its `req_bytes`
-    /// are already counted in `outstanding`. Returns the message's buffer
-    /// (decoded, no longer needed) for reuse when it is small.
+    /// are already counted in `outstanding`. Its buffer goes back to
+    /// `reasm` as soon as it is decoded: a small one is reused, a large one
+    /// freed before the request is encoded for the server, whose write
+    /// buffer can then take its memory (held until after, a 16 MiB SET
+    /// faulted in 16 MiB of fresh pages each time).
     pub(super) fn dispatch(
         self: &Arc<Self>,
         m: Message,
         req_bytes: u64,
         taken: Instant,
-    ) -> Option<AlignedVec<16>> {
+        reasm: &mut Reassembler,
+    ) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // The same function the request_intake fuzz target drives.
         let req: Result<Request, String> =
             msg::decode_submitted(&m.bytes, m.id).map_err(|e| e.to_string());
-        // A large buffer is freed before the request is encoded for the
-        // server, whose write buffer can then take its memory (kept until
-        // after, a 16 MiB SET faulted in 16 MiB of fresh pages each time).
-        let spare = (m.bytes.capacity() <= frame::SPARE_KEEP).then_some(m.bytes);
+        reasm.recycle(m.bytes);
         self.begin_one();
         self.run(m.id, req, req_bytes, taken);
-        spare
     }
 
     /// Submit a decoded request (or refuse a malformed one).

@@ -402,9 +402,7 @@ impl ClientAttachment {
                             *taken_at.insert(std::time::Instant::now())
                         }
                     };
-                    if let Some(buf) = self.dispatch(m, len, now) {
-                        it.reasm.recycle(buf);
-                    }
+                    self.dispatch(m, len, now, &mut it.reasm);
                 }
                 Ok(None) => {}
                 Err(fe) => {
