@@ -326,7 +326,15 @@ impl PeerWake {
     fn wake(&self, ctl: &RingCtl, side: Side) {
         match self {
             PeerWake::Futex => wake::wake(ctl, side),
-            PeerWake::Doorbell(fd) => ring_doorbell(fd.as_raw_fd()),
+            // The core's serve loop is the sole sleeper on a submission
+            // ring's consumer side: the first waker claims its flag, so a
+            // burst of submissions rings the doorbell once. Its standing
+            // request for completion-ring space is counted (many).
+            PeerWake::Doorbell(fd) => {
+                if side == Side::Producer || wake::claim(ctl, side) {
+                    ring_doorbell(fd.as_raw_fd())
+                }
+            }
         }
     }
 }

@@ -15,9 +15,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use loom::sync::atomic::Ordering;
 use loom::sync::Arc;
 use loom::thread;
-use vshm_loom_tests::{check, payload, recv_wait, send_wait, LoomArea, BOUND, BOUND_LARGE};
+use vshm_loom_tests::{
+    check, payload, recv_wait, send_wait, try_pop, try_push, LoomArea, BOUND, BOUND_LARGE, SLEEP,
+};
 use vshm_protocol::layout::RingCtl;
 use vshm_protocol::ring::{Consumer, Producer};
+use vshm_protocol::wake::{self, Announced, Side};
 
 const CAP: u64 = 64;
 const MAX_RECORD: u64 = 16;
@@ -98,5 +101,89 @@ fn producer_waits_for_space_no_lost_wakeup() {
     assert!(
         cons_slept > 0 && prod_slept > 0,
         "the model never made both sides sleep"
+    );
+}
+
+/// Model (c3): a sole sleeper whose wakers claim its flag (the core's serve
+/// loop on a submission ring, `wake::announce_sole`, woken by clients
+/// through `wake::claim`). The consumer loops as the serve loop does: take
+/// what is there, else announce (store 1, F1), re-check, sleep, withdraw
+/// (store 0). The producer publishes three records (the third waits for
+/// space), and after each publish that saw the flag up it claims the flag
+/// and wakes only if its claim took it; the wake (a futex bump) stands in
+/// for the doorbell, which also keeps a ring made before the sleep. A
+/// publish that finds the flag already claimed must still be seen: a lost
+/// wakeup is a loom deadlock.
+#[test]
+fn sole_sleeper_claimed_flag_no_lost_wakeup() {
+    const RECORDS: [(u64, usize); 3] = [(1, 16), (2, 5), (3, 9)];
+    let slept = std::sync::Arc::new(AtomicUsize::new(0));
+    let lost_claims = std::sync::Arc::new(AtomicUsize::new(0));
+    let (sl, lc) = (slept.clone(), lost_claims.clone());
+    check(
+        "c3: sole_sleeper_claimed_flag_no_lost_wakeup",
+        BOUND_LARGE,
+        move || {
+            let ctl = Arc::new(RingCtl::default());
+            let area = Arc::new(LoomArea::new(CAP as usize));
+            let producer = {
+                let (ctl, area) = (ctl.clone(), area.clone());
+                thread::spawn(move || {
+                    let mut prod = Producer::new(CAP, MAX_RECORD);
+                    let mut lost = 0;
+                    for (id, len) in RECORDS {
+                        while !try_push(&mut prod, &ctl, &*area, id, &payload(id, len)) {
+                            thread::yield_now();
+                        }
+                        if prod.publish(&ctl) {
+                            if wake::claim(&ctl, Side::Consumer) {
+                                wake::wake(&ctl, Side::Consumer);
+                            } else {
+                                lost += 1;
+                            }
+                        }
+                    }
+                    lost
+                })
+            };
+            let mut cons = Consumer::new(CAP, MAX_RECORD);
+            let mut got = 0;
+            let mut sleeps = 0;
+            while got < RECORDS.len() {
+                if let Some((hdr, bytes)) = try_pop(&mut cons, &ctl, &*area) {
+                    let (id, len) = RECORDS[got];
+                    assert_eq!(hdr.id, id);
+                    assert_eq!(bytes, payload(id, len));
+                    cons.release(&ctl);
+                    got += 1;
+                    continue;
+                }
+                let recheck = || Ok::<_, ()>((!cons.is_empty(&ctl).expect("ring")).then_some(()));
+                if let Ok(Announced::Sleep(armed)) =
+                    wake::announce_sole(&ctl, Side::Consumer, recheck)
+                {
+                    sleeps += 1;
+                    armed.sleep(SLEEP);
+                }
+            }
+            if sleeps > 0 {
+                sl.fetch_add(1, Relaxed);
+            }
+            if producer.join().unwrap() > 0 {
+                lc.fetch_add(1, Relaxed);
+            }
+            // The last withdrawal or claim took the flag down.
+            assert_eq!(ctl.wake.cons_waiting.load(Ordering::Relaxed), 0);
+        },
+    );
+    let (slept, lost) = (slept.load(Relaxed), lost_claims.load(Relaxed));
+    println!(
+        "  c3: executions where the consumer slept: {slept}, where a publish found the flag \
+         already claimed: {lost}"
+    );
+    assert!(slept > 0, "the model never made the consumer sleep");
+    assert!(
+        lost > 0,
+        "no publish ever found the flag claimed by an earlier one"
     );
 }

@@ -28,6 +28,19 @@
 //! A busy producer therefore pays one fence and one load per publish and
 //! makes no system call while the consumer is awake.
 //!
+//! **Sole sleepers.** A side that only one party ever sleeps on (the
+//! core's serve loop, consumer of a client's submission ring) announces
+//! with [`announce_sole`]: its flag is set to 1 rather than counted, and a
+//! waker that sees it up takes it down with [`claim`] (one swap) before
+//! waking. Only the waker whose swap took the flag wakes the sleeper. A
+//! burst of publishes while the sleeper is still waking up (5-20 µs for a
+//! doorbell on the measured machine) therefore costs one wake-up instead of
+//! one per publish. No wakeup is lost: a waker whose swap found the flag
+//! already down saw an earlier waker's swap, which precedes the sleeper's
+//! next announcement in the flag's modification order; so that
+//! announcement's fence F1 comes after this waker's F2, and the sleeper's
+//! re-check sees this waker's publish (model c3 in `loom-tests/`).
+//!
 //! Futexes are *shared* (no `FUTEX_PRIVATE_FLAG`): the words live in a
 //! mapping shared by two processes. Every wait takes a timeout.
 
@@ -52,21 +65,65 @@ fn words(ctl: &RingCtl, side: Side) -> (&AtomicU32, &AtomicU32) {
     }
 }
 
+/// Who may sleep on one side of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sleepers {
+    /// Any number of threads (the client's sides): the flag counts them,
+    /// and every waker that sees it up wakes them all.
+    Many,
+    /// Exactly one party (the core's serve loop on a submission ring): the
+    /// flag is 0 or 1, and the first waker that sees it up claims it
+    /// ([`claim`]); see "Sole sleepers" in the module docs.
+    Sole,
+}
+
 /// Announce that `side` may sleep: the first half of the protocol, for a
 /// *standing* announcement (the core's request for completion-ring space,
 /// which stays up across turns until [`cancel_sleep`]). Sleepers use
 /// [`announce`] / [`wait`] instead. Returns the futex sequence.
 pub fn prepare_sleep(ctl: &RingCtl, side: Side) -> u32 {
+    arm(ctl, side, Sleepers::Many)
+}
+
+fn arm(ctl: &RingCtl, side: Side, sleepers: Sleepers) -> u32 {
     let (waiting, seq) = words(ctl, side);
     // Acquire: pairs with the Release `fetch_add` in `wake`; if we already
     // see a bump, we also see what the waker published before it.
     let s = seq.load(Ordering::Acquire);
-    waiting.fetch_add(1, Ordering::Relaxed);
+    match sleepers {
+        Sleepers::Many => {
+            waiting.fetch_add(1, Ordering::Relaxed);
+        }
+        // Set, not incremented: a waker may have claimed the flag (set it
+        // to 0) since the last announcement. An RMW like the counted
+        // flag's `fetch_add`, not a plain store: loom 0.7 finds a lost
+        // wakeup in model c3 with a plain store (which the C++ fence rules
+        // would allow; we keep what the model proves). Only a sleeper
+        // about to sleep pays for it.
+        Sleepers::Sole => {
+            waiting.swap(1, Ordering::Relaxed);
+        }
+    }
     // SeqCst fence (F1): pairs with the SeqCst fence in `Producer::publish`
     // (consumer side) or `Consumer::release_to` (producer side); see the
     // module docs.
     fence(Ordering::SeqCst);
     s
+}
+
+/// The waker's half for a [`Sleepers::Sole`] side, called after a publish
+/// (or release) reported the flag up: take the flag down; true if this
+/// call took it, and the caller must then wake the sleeper. False: another
+/// waker took it and wakes the sleeper, whose next announcement will see
+/// this caller's publish (module docs).
+pub fn claim(ctl: &RingCtl, side: Side) -> bool {
+    let (waiting, _) = words(ctl, side);
+    // Relaxed: sequenced after the caller's SeqCst fence (F2 in
+    // `Producer::publish`), like the load that saw the flag up; the swap
+    // only decides which waker wakes. Its place in the flag's modification
+    // order (before the sleeper's next `store(1)`) is what the module docs'
+    // argument uses.
+    waiting.swap(0, Ordering::Relaxed) != 0
 }
 
 /// Withdraw the announcement made by [`prepare_sleep`].
@@ -93,6 +150,7 @@ pub fn wake(ctl: &RingCtl, side: Side) {
 pub struct Armed<'a> {
     ctl: &'a RingCtl,
     side: Side,
+    sleepers: Sleepers,
     seq: u32,
 }
 
@@ -109,7 +167,15 @@ impl Armed<'_> {
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
-        cancel_sleep(self.ctl, self.side);
+        match self.sleepers {
+            Sleepers::Many => cancel_sleep(self.ctl, self.side),
+            Sleepers::Sole => {
+                let (waiting, _) = words(self.ctl, self.side);
+                // Relaxed: as in `cancel_sleep`. A store: a waker may have
+                // claimed the flag already.
+                waiting.store(0, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -135,10 +201,30 @@ pub fn announce<T, E>(
     side: Side,
     recheck: impl FnOnce() -> Result<Option<T>, E>,
 ) -> Result<Announced<'_, T>, E> {
+    announce_as(ctl, side, Sleepers::Many, recheck)
+}
+
+/// [`announce`] for the sole sleeper of `side` ([`Sleepers::Sole`]): its
+/// wakers must [`claim`] the flag before waking it.
+pub fn announce_sole<T, E>(
+    ctl: &RingCtl,
+    side: Side,
+    recheck: impl FnOnce() -> Result<Option<T>, E>,
+) -> Result<Announced<'_, T>, E> {
+    announce_as(ctl, side, Sleepers::Sole, recheck)
+}
+
+fn announce_as<T, E>(
+    ctl: &RingCtl,
+    side: Side,
+    sleepers: Sleepers,
+    recheck: impl FnOnce() -> Result<Option<T>, E>,
+) -> Result<Announced<'_, T>, E> {
     let armed = Armed {
         ctl,
         side,
-        seq: prepare_sleep(ctl, side),
+        sleepers,
+        seq: arm(ctl, side, sleepers),
     };
     Ok(match recheck()? {
         Some(v) => Announced::Ready(v),

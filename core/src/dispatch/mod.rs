@@ -7,7 +7,7 @@
 //! takes at most [`DRAIN_BUDGET`] requests per turn and then yields, so a
 //! client that floods its ring gets its turn like everyone else but cannot
 //! starve the others. When its ring is empty it spins briefly (yielding to tokio),
-//! then announces need-wakeup and re-checks (`wake::announce`, the
+//! then announces need-wakeup and re-checks (`wake::announce_sole`, the
 //! protocol's one announce/re-check step) and sleeps on the client's
 //! eventfd doorbell.
 //!

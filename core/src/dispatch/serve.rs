@@ -257,7 +257,7 @@ impl ClientAttachment {
                 let more = !at_limit && !matches!(intake.cons.is_empty(sq_ctl), Ok(true));
                 Ok::<_, std::convert::Infallible>(more.then_some(()))
             };
-            let Ok(Announced::Sleep(armed)) = wake::announce(sq_ctl, Side::Consumer, recheck)
+            let Ok(Announced::Sleep(armed)) = wake::announce_sole(sq_ctl, Side::Consumer, recheck)
             else {
                 continue;
             };
