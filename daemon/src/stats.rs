@@ -870,6 +870,7 @@ mod tests {
             recent_attempts: Vec::new(),
             timeouts: 0,
             inflight: 0,
+            deadlines: 0,
         }
     }
 

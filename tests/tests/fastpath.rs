@@ -10,7 +10,8 @@
 //! * the first request after `CLIENT KILL` succeeds;
 //! * the late reply of a timed-out request is discarded, never matched to a later request;
 //! * one client's pipelined requests run in the order it submitted them;
-//! * during resharding no completion is a `MOVED`/`ASK` redirect and no value is wrong.
+//! * during resharding no completion is a `MOVED`/`ASK` redirect and no value is wrong;
+//! * once every request is answered, the node's timer holds no deadline.
 //!
 //! Only behaviour is asserted, never how fast the fast case is. Every wait is bounded; nothing
 //! is retried by the tests. Tests that stall, kill or reconfigure a server, or count its
@@ -912,5 +913,47 @@ fn silent_server_connection_is_replaced() {
         thread::sleep(Duration::from_millis(100));
     }
     drop(c);
+    core.shutdown(Duration::from_millis(100));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. answered requests leave nothing in the timer
+
+/// Four clients submit 400 requests each before waiting for any (under the 20 s request
+/// timeout of `standalone_cfg`). Once every reply is in, the node's timer holds no deadline:
+/// a request's deadline is dropped as its reply arrives. Before, answered requests' deadlines
+/// stayed until they would have expired, a request timeout's worth of entries (tens of MB at
+/// the benchmark's rate, faulted in and given back over and over).
+#[test]
+fn answered_requests_leave_no_deadline_behind() {
+    let server = shared_standalone();
+    let core = EmbeddedCore::start(1).unwrap();
+    let cfg = standalone_cfg(server.addr(), Protocol::Resp3);
+    let cs = clients(&core, &cfg, 4);
+    let mut reqs = Vec::new();
+    for (n, c) in cs.iter().enumerate() {
+        for i in 0..200 {
+            let k = format!("fp:deadlines:{n}:{i}");
+            reqs.push((c, args(&["SET", &k, "v"]), ok_value()));
+            reqs.push((c, args(&["GET", &k]), bulk("v")));
+        }
+    }
+    assert_no_failures("pipelined SET/GET", &submit_all_then_check(&reqs));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Same config: the clients' pooled backend.
+    let backend = rt.block_on(core.engine().connect(&cfg)).unwrap();
+    let (nodes, _) = backend.link_stats();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let node = &nodes[0];
+    assert!(node.requests >= reqs.len() as u64, "{node:?}");
+    assert_eq!(
+        (node.inflight, node.deadlines),
+        (0, 0),
+        "every request was answered: {node:?}"
+    );
+    drop(cs);
     core.shutdown(Duration::from_millis(100));
 }
