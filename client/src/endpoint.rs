@@ -474,6 +474,10 @@ impl Sender {
             Dir::Sq => l.sq_capacity,
             Dir::Cq => l.cq_capacity,
         };
+        // A doorbell wakes the core, the sole sleeper of a submission ring
+        // (`PeerWake::wake` claims its flag); a completion ring's consumer
+        // flag is counted and must not be claimed.
+        debug_assert!(dir == Dir::Sq || matches!(peer, PeerWake::Futex));
         Sender {
             seg,
             dir,

@@ -107,19 +107,33 @@ fn producer_waits_for_space_no_lost_wakeup() {
 /// Model (c3): a sole sleeper whose wakers claim its flag (the core's serve
 /// loop on a submission ring, `wake::announce_sole`, woken by clients
 /// through `wake::claim`). The consumer loops as the serve loop does: take
-/// what is there, else announce (store 1, F1), re-check, sleep, withdraw
-/// (store 0). The producer publishes three records (the third waits for
-/// space), and after each publish that saw the flag up it claims the flag
-/// and wakes only if its claim took it; the wake (a futex bump) stands in
-/// for the doorbell, which also keeps a ring made before the sleep. A
-/// publish that finds the flag already claimed must still be seen: a lost
-/// wakeup is a loom deadlock.
+/// what is there, else announce (swap the flag to 1, F1), re-check, sleep,
+/// withdraw (store 0). The producer publishes three records (the third
+/// waits for space), and after each publish that saw the flag up it claims
+/// the flag and wakes only if its claim took it; the wake (a futex bump)
+/// stands in for the doorbell, which also keeps a ring made before the
+/// sleep. A publish that finds the flag down because an earlier one claimed
+/// it rings nothing: the consumer's next announcement must find its record.
+/// A lost wakeup is a loom deadlock.
 #[test]
 fn sole_sleeper_claimed_flag_no_lost_wakeup() {
     const RECORDS: [(u64, usize); 3] = [(1, 16), (2, 5), (3, 9)];
-    let slept = std::sync::Arc::new(AtomicUsize::new(0));
-    let lost_claims = std::sync::Arc::new(AtomicUsize::new(0));
-    let (sl, lc) = (slept.clone(), lost_claims.clone());
+    #[derive(Default)]
+    struct Seen {
+        /// The consumer slept.
+        slept: AtomicUsize,
+        /// A publish found the flag down after an earlier publish's claim
+        /// took it (so it rang nothing).
+        down_after_claim: AtomicUsize,
+        /// ... and the consumer then found a record only by the re-check
+        /// of a later announcement.
+        found_by_recheck: AtomicUsize,
+        /// A claim's swap found the flag already down (the consumer
+        /// withdrew between the producer's load and its swap).
+        claim_raced: AtomicUsize,
+    }
+    let seen = std::sync::Arc::new(Seen::default());
+    let sn = seen.clone();
     check(
         "c3: sole_sleeper_claimed_flag_no_lost_wakeup",
         BOUND_LARGE,
@@ -130,25 +144,25 @@ fn sole_sleeper_claimed_flag_no_lost_wakeup() {
                 let (ctl, area) = (ctl.clone(), area.clone());
                 thread::spawn(move || {
                     let mut prod = Producer::new(CAP, MAX_RECORD);
-                    let mut lost = 0;
+                    let (mut claimed, mut down_after_claim, mut raced) = (false, false, false);
                     for (id, len) in RECORDS {
                         while !try_push(&mut prod, &ctl, &*area, id, &payload(id, len)) {
                             thread::yield_now();
                         }
-                        if prod.publish(&ctl) {
-                            if wake::claim(&ctl, Side::Consumer) {
-                                wake::wake(&ctl, Side::Consumer);
-                            } else {
-                                lost += 1;
-                            }
+                        if !prod.publish(&ctl) {
+                            down_after_claim |= claimed;
+                        } else if wake::claim(&ctl, Side::Consumer) {
+                            claimed = true;
+                            wake::wake(&ctl, Side::Consumer);
+                        } else {
+                            raced = true;
                         }
                     }
-                    lost
+                    (down_after_claim, raced)
                 })
             };
             let mut cons = Consumer::new(CAP, MAX_RECORD);
-            let mut got = 0;
-            let mut sleeps = 0;
+            let (mut got, mut slept, mut by_recheck) = (0, false, false);
             while got < RECORDS.len() {
                 if let Some((hdr, bytes)) = try_pop(&mut cons, &ctl, &*area) {
                     let (id, len) = RECORDS[got];
@@ -159,31 +173,46 @@ fn sole_sleeper_claimed_flag_no_lost_wakeup() {
                     continue;
                 }
                 let recheck = || Ok::<_, ()>((!cons.is_empty(&ctl).expect("ring")).then_some(()));
-                if let Ok(Announced::Sleep(armed)) =
-                    wake::announce_sole(&ctl, Side::Consumer, recheck)
-                {
-                    sleeps += 1;
-                    armed.sleep(SLEEP);
+                match wake::announce_sole(&ctl, Side::Consumer, recheck) {
+                    Ok(Announced::Sleep(armed)) => {
+                        slept = true;
+                        armed.sleep(SLEEP);
+                    }
+                    Ok(Announced::Ready(())) => by_recheck = true,
+                    Err(()) => unreachable!("the re-check does not fail"),
                 }
             }
-            if sleeps > 0 {
-                sl.fetch_add(1, Relaxed);
-            }
-            if producer.join().unwrap() > 0 {
-                lc.fetch_add(1, Relaxed);
+            let (down_after_claim, raced) = producer.join().unwrap();
+            for (hit, n) in [
+                (slept, &sn.slept),
+                (down_after_claim, &sn.down_after_claim),
+                (down_after_claim && by_recheck, &sn.found_by_recheck),
+                (raced, &sn.claim_raced),
+            ] {
+                if hit {
+                    n.fetch_add(1, Relaxed);
+                }
             }
             // The last withdrawal or claim took the flag down.
             assert_eq!(ctl.wake.cons_waiting.load(Ordering::Relaxed), 0);
         },
     );
-    let (slept, lost) = (slept.load(Relaxed), lost_claims.load(Relaxed));
+    let n = |a: &AtomicUsize| a.load(Relaxed);
     println!(
-        "  c3: executions where the consumer slept: {slept}, where a publish found the flag \
-         already claimed: {lost}"
+        "  c3: executions where the consumer slept: {}, a publish found the flag down after a \
+         claim: {} (the record then found by a re-check: {}), a claim raced a withdrawal: {}",
+        n(&seen.slept),
+        n(&seen.down_after_claim),
+        n(&seen.found_by_recheck),
+        n(&seen.claim_raced)
     );
-    assert!(slept > 0, "the model never made the consumer sleep");
     assert!(
-        lost > 0,
-        "no publish ever found the flag claimed by an earlier one"
+        n(&seen.slept) > 0,
+        "the model never made the consumer sleep"
     );
+    assert!(
+        n(&seen.found_by_recheck) > 0,
+        "no execution had a publish ring nothing after a claim and the consumer's re-check find it"
+    );
+    assert!(n(&seen.claim_raced) > 0, "no claim ever raced a withdrawal");
 }

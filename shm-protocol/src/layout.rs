@@ -17,8 +17,10 @@ use crate::ProtocolError;
 
 /// "VSHMSEG1", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VSHMSEG1");
-/// Bumped on any incompatible change of the byte layout or of the messages.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Bumped on any incompatible change of the byte layout, of the messages
+/// or of how the shared words are used (3: the submission ring's
+/// need-wakeup flag is claimed, see `wake::Sleepers::Sole`).
+pub const LAYOUT_VERSION: u32 = 3;
 /// Bytes before the first ring: header plus control block, one page.
 pub const HEADER_SIZE: u64 = 4096;
 /// Where the control block starts.

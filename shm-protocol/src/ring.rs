@@ -285,8 +285,8 @@ impl Producer {
         // record bytes written above become visible before the new tail
         // does.
         ctl.prod.tail.store(self.tail, Ordering::Release);
-        // SeqCst fence (F2): pairs with the SeqCst fence in
-        // `wake::prepare_sleep` (consumer side). Either the consumer's
+        // SeqCst fence (F2): pairs with the SeqCst fence (F1) the consumer
+        // makes when it announces sleep (`wake::arm`). Either the consumer's
         // re-check of the tail sees our store, or our load below sees its
         // flag.
         fence(Ordering::SeqCst);
@@ -451,8 +451,8 @@ impl Consumer {
         // `Producer::refresh_head`: our reads of the released bytes happen
         // before the producer reuses them.
         ctl.cons.head.store(pos, Ordering::Release);
-        // SeqCst fence: pairs with the SeqCst fence in `wake::prepare_sleep`
-        // (producer side). Either the producer's re-check of the head sees
+        // SeqCst fence: pairs with the SeqCst fence the producer makes when
+        // it announces sleep (`wake::arm`). Either the producer's re-check of the head sees
         // our store, or our load below sees its flag.
         fence(Ordering::SeqCst);
         ctl.wake.prod_waiting.load(Ordering::Relaxed) != 0

@@ -17,8 +17,9 @@
 //! hand back an [`Armed`] guard that withdraws when dropped) and the loop
 //! around it, [`wait`], which every blocking waiter runs with its own
 //! [`Waiter`] (condition and spin/deadline policy). The core's serve loop
-//! calls [`announce`] and sleeps on its eventfd doorbell instead of the
-//! futex. The loom models (`loom-tests/`) run [`wait`] itself.
+//! calls [`announce_sole`] (below) and sleeps on its eventfd doorbell
+//! instead of the futex. The loom models (`loom-tests/`) run [`wait`] and
+//! [`announce_sole`] themselves.
 //!
 //! F1 and F2 are both SeqCst, so they are totally ordered: if F1 comes
 //! first, the waker's load sees `cons_waiting != 0` and wakes; if F2 comes
@@ -35,11 +36,15 @@
 //! waking. Only the waker whose swap took the flag wakes the sleeper. A
 //! burst of publishes while the sleeper is still waking up (5-20 µs for a
 //! doorbell on the measured machine) therefore costs one wake-up instead of
-//! one per publish. No wakeup is lost: a waker whose swap found the flag
-//! already down saw an earlier waker's swap, which precedes the sleeper's
-//! next announcement in the flag's modification order; so that
-//! announcement's fence F1 comes after this waker's F2, and the sleeper's
-//! re-check sees this waker's publish (model c3 in `loom-tests/`).
+//! one per publish. No wakeup is lost. A waker whose swap found the flag
+//! down read a write of 0 (another waker's claim, or the sleeper's
+//! withdrawal, made awake) with nothing written between; so the sleeper's
+//! next announcement, its swap to 1, comes after the waker's swap in the
+//! flag's modification order. SC fences follow that order (C++20, P0668):
+//! the waker's F2, before its swap, precedes the announcement's F1, after
+//! the swap to 1, so the sleeper's re-check sees the waker's publish. And a
+//! next announcement comes: a winning claim woke the sleeper, and a
+//! withdrawal means it is awake. Model c3 in `loom-tests/` checks it.
 //!
 //! Futexes are *shared* (no `FUTEX_PRIVATE_FLAG`): the words live in a
 //! mapping shared by two processes. Every wait takes a timeout.
@@ -96,9 +101,10 @@ fn arm(ctl: &RingCtl, side: Side, sleepers: Sleepers) -> u32 {
         }
         // Set, not incremented: a waker may have claimed the flag (set it
         // to 0) since the last announcement. An RMW like the counted
-        // flag's `fetch_add`, not a plain store: loom 0.7 finds a lost
-        // wakeup in model c3 with a plain store (which the C++ fence rules
-        // would allow; we keep what the model proves). Only a sleeper
+        // flag's `fetch_add`, not a plain store: with a plain store loom
+        // 0.7 reports a lost wakeup in model c3, although by the C++ rules
+        // the store would be enough (the waker's load after its F2 would
+        // have to see it); we keep what the model proves. Only a sleeper
         // about to sleep pays for it.
         Sleepers::Sole => {
             waiting.swap(1, Ordering::Relaxed);
@@ -121,8 +127,8 @@ pub fn claim(ctl: &RingCtl, side: Side) -> bool {
     // Relaxed: sequenced after the caller's SeqCst fence (F2 in
     // `Producer::publish`), like the load that saw the flag up; the swap
     // only decides which waker wakes. Its place in the flag's modification
-    // order (before the sleeper's next `store(1)`) is what the module docs'
-    // argument uses.
+    // order (before the sleeper's next swap to 1) is what the module
+    // docs' argument uses.
     waiting.swap(0, Ordering::Relaxed) != 0
 }
 
@@ -144,8 +150,8 @@ pub fn wake(ctl: &RingCtl, side: Side) {
 }
 
 /// An announcement that a side will sleep, not yet withdrawn. Dropping it
-/// withdraws it ([`cancel_sleep`]), so no path can leave the need-wakeup
-/// flag up by mistake.
+/// withdraws it ([`cancel_sleep`]; a sole sleeper stores 0), so no path
+/// can leave the need-wakeup flag up by mistake.
 #[must_use = "dropping an announcement withdraws it; sleep on it instead"]
 pub struct Armed<'a> {
     ctl: &'a RingCtl,
@@ -193,9 +199,10 @@ pub enum Announced<'a, T> {
 /// `Some` when there is no need to sleep any more (the announcement is then
 /// withdrawn, as it is when `recheck` fails).
 ///
-/// Every sleeper goes through here: [`wait`] (the blocking endpoints, the
-/// C notifier, the benchmark's raw peers, the loom models) and the core's
-/// serve loop, which sleeps on its eventfd instead of the futex.
+/// Every counted sleeper goes through here: [`wait`] (the blocking
+/// endpoints, the C notifier, the benchmark's raw peers, the loom models).
+/// The core's serve loop uses [`announce_sole`] and sleeps on its eventfd
+/// instead of the futex.
 pub fn announce<T, E>(
     ctl: &RingCtl,
     side: Side,

@@ -11,7 +11,11 @@
 //! * **Read** (the node task): reads, delimits frames with the resumable
 //!   [`Scanner`], decodes, pops one FIFO slot per reply (out-of-band pushes
 //!   pop nothing) and completes the slot's job outside the lock.
-//! * **Deadlines**: one heap of `(deadline, seq)` per node. An expired job
+//! * **Deadlines**: `(deadline, seq)` per request, in submission order
+//!   while deadlines do not decrease, in a heap otherwise; an answered
+//!   request's entry is dropped as its reply arrives. The timer task sleeps
+//!   until the earliest one, and a submit wakes it only for an earlier
+//!   deadline than the one it waits for. An expired job
 //!   is completed with `Timeout` and its slot stays as a tombstone, so the
 //!   late reply is read and discarded and every later reply still meets its
 //!   own request. A connection whose oldest reply is overdue by
@@ -100,7 +104,9 @@ pub struct NodeStats {
     /// Replies in flight now (tombstones of timed-out requests included).
     pub inflight: usize,
     /// Deadlines the timer holds now. Those of answered requests are
-    /// dropped as their replies arrive, so this stays near `inflight`.
+    /// dropped as their replies arrive (from the queues' fronts; one behind
+    /// an unanswered earlier deadline waits for it), so this stays close
+    /// to the requests awaiting a reply.
     pub deadlines: usize,
 }
 
@@ -144,15 +150,6 @@ impl State {
             self.timers.pop();
         }
     }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let a = self.in_order.front().map(|x| x.0);
-        let b = self.timers.peek().map(|Reverse(x)| x.0);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
 }
 
 struct State {
@@ -168,6 +165,11 @@ struct State {
     in_order: VecDeque<(Instant, u64)>,
     /// Deadlines earlier than one submitted before them.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// When the timer task looks next (set by `expire`; `None`: only when
+    /// notified). A submit notifies it only for an earlier deadline: not
+    /// once per request of a client that waits for each reply, whose
+    /// previous deadline was already dropped.
+    timer_at: Option<Instant>,
     /// Jobs waiting for a connection, in order.
     backlog: VecDeque<Box<Job>>,
     last_error: Option<String>,
@@ -234,6 +236,7 @@ impl Node {
                 base: 0,
                 in_order: VecDeque::new(),
                 timers: BinaryHeap::new(),
+                timer_at: None,
                 backlog: VecDeque::new(),
                 last_error: None,
                 down_since: Some(std::time::SystemTime::now()),
@@ -294,7 +297,7 @@ impl Node {
             return;
         }
         let deadline = job.deadline;
-        let earliest = st.next_deadline().is_none_or(|t| deadline < t);
+        let earliest = st.timer_at.is_none_or(|t| deadline < t);
         if st.connected {
             let was_empty = st.wbuf.is_empty();
             self.enqueue(&mut st, job);
@@ -864,6 +867,7 @@ impl Node {
                     }
                 }
             }
+            st.timer_at = next;
         }
         if stalled {
             self.kill_connection();
