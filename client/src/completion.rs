@@ -5,7 +5,6 @@
 //! the whole picture).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
@@ -20,7 +19,7 @@ use vshm_protocol::msg::{self, ArchivedCompletion, ClientError, ErrorKind};
 use vshm_protocol::pins::Pins;
 use vshm_protocol::ring::{kind, Consumer, REC_ALIGN};
 use vshm_protocol::segment::Segment;
-use vshm_protocol::wake::{self, Side};
+use vshm_protocol::wake::Side;
 
 use crate::client::QUEUED;
 use crate::reply::Reply;
@@ -132,10 +131,7 @@ impl CqSide {
     /// Wake the core if it waits for completion ring space.
     pub(crate) fn wake_producer(&self) {
         let (ctl, _) = self.seg.cq();
-        match &self.peer {
-            PeerWake::Futex => wake::wake(ctl, Side::Producer),
-            PeerWake::Doorbell(fd) => endpoint::ring_doorbell(fd.as_raw_fd()),
-        }
+        self.peer.wake(ctl, Side::Producer);
     }
 
     /// Return ring space up to the oldest pinned record (or everything

@@ -323,7 +323,9 @@ pub enum PeerWake {
 }
 
 impl PeerWake {
-    fn wake(&self, ctl: &RingCtl, side: Side) {
+    /// Wake the peer sleeping as `side` of the ring `ctl`, after a publish
+    /// or release reported its need-wakeup flag up.
+    pub(crate) fn wake(&self, ctl: &RingCtl, side: Side) {
         match self {
             PeerWake::Futex => wake::wake(ctl, side),
             // The core's serve loop is the sole sleeper on a submission
