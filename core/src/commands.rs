@@ -10,48 +10,90 @@
 //! * [`response_policy`]: how replies of a command sent to several nodes
 //!   combine (mirrors redis-rs's table, which it does not export).
 
+use compact_str::CompactString;
 use redis::cluster_routing::{AggregateOp, LogicalAggregateOp, ResponsePolicy};
 
-/// Commands whose second argument names a subcommand.
-const CONTAINERS: &[&str] = &[
-    "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "FUNCTION", "LATENCY", "MEMORY", "MODULE",
-    "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
-];
+/// A command's upper-case name, as [`command_name`] gives it. Held inline
+/// up to 24 bytes (every command Valkey defines, with its subcommand), so
+/// classifying a request allocates nothing; longer names (module commands)
+/// go to the heap.
+pub type Name = CompactString;
 
-/// `b` in upper case: one allocation, no UTF-8 pass for ASCII (every
-/// name the fast path sends, see [`bad_name`]).
-fn upper(b: &[u8]) -> String {
-    if b.is_ascii() {
-        let mut s = String::with_capacity(b.len());
-        s.extend(b.iter().map(|c| c.to_ascii_uppercase() as char));
-        s
-    } else {
-        String::from_utf8_lossy(b).to_ascii_uppercase()
-    }
+/// Whether `name` (upper case) is a container command: one whose second
+/// argument names a subcommand.
+fn is_container_upper(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"ACL"
+            | b"CLIENT"
+            | b"CLUSTER"
+            | b"COMMAND"
+            | b"CONFIG"
+            | b"FUNCTION"
+            | b"LATENCY"
+            | b"MEMORY"
+            | b"MODULE"
+            | b"OBJECT"
+            | b"PUBSUB"
+            | b"SCRIPT"
+            | b"SLOWLOG"
+            | b"XGROUP"
+            | b"XINFO"
+    )
 }
+
+/// The longest container name.
+const CONTAINER_MAX: usize = 8;
 
 /// Whether `first` names a container command (any case), allocating nothing.
 fn is_container(first: &[u8]) -> bool {
-    CONTAINERS
-        .iter()
-        .any(|c| c.as_bytes().eq_ignore_ascii_case(first))
+    if first.len() > CONTAINER_MAX {
+        return false;
+    }
+    let mut up = [0u8; CONTAINER_MAX];
+    let up = &mut up[..first.len()];
+    up.copy_from_slice(first);
+    up.make_ascii_uppercase();
+    is_container_upper(up)
+}
+
+/// The first word of a command name (`"CLIENT"` of `"CLIENT LIST"`).
+pub fn first_word(name: &str) -> &str {
+    let end = name.bytes().position(|b| b == b' ').unwrap_or(name.len());
+    &name[..end]
 }
 
 /// The command's name in upper case; container commands (`CLIENT`,
 /// `CONFIG`, ...) include their subcommand: `"CLIENT SETNAME"`. Empty argv
 /// gives `""`.
-pub fn command_name(args: &[Vec<u8>]) -> String {
+pub fn command_name(args: &[Vec<u8>]) -> Name {
     let Some(first) = args.first() else {
-        return String::new();
+        return Name::default();
     };
-    let mut name = upper(first);
-    if is_container(first) {
-        if let Some(sub) = args.get(1) {
-            name.push(' ');
-            name.push_str(&upper(sub));
+    let sub = args.get(1).filter(|_| is_container(first));
+    // Nearly every name: ASCII and short, upper-cased in a stack buffer
+    // and held inline.
+    let mut buf = [0u8; 24];
+    let n = first.len() + sub.map_or(0, |s| s.len() + 1);
+    if n <= buf.len() && first.is_ascii() && sub.is_none_or(|s| s.is_ascii()) {
+        buf[..first.len()].copy_from_slice(first);
+        if let Some(s) = sub {
+            buf[first.len()] = b' ';
+            buf[first.len() + 1..n].copy_from_slice(s);
+        }
+        buf[..n].make_ascii_uppercase();
+        if let Ok(name) = std::str::from_utf8(&buf[..n]) {
+            return Name::new(name);
         }
     }
-    name
+    // Lossy: a name that is not UTF-8 is refused by `bad_name` before it
+    // is sent, and its text only shows in that refusal.
+    let mut name = String::from_utf8_lossy(first).to_ascii_uppercase();
+    if let Some(s) = sub {
+        name.push(' ');
+        name.push_str(&String::from_utf8_lossy(s).to_ascii_uppercase());
+    }
+    Name::from(name)
 }
 
 /// Why a command is refused for its name before it is sent: a command
@@ -81,8 +123,7 @@ pub fn bad_name(args: &[Vec<u8>]) -> Option<&'static str> {
 /// connections, so a command that changes a connection's state would leak
 /// into every other client's requests.
 pub fn refusal(name: &str) -> Option<&'static str> {
-    let first = name.split(' ').next().unwrap_or("");
-    Some(match (first, name) {
+    Some(match (first_word(name), name) {
         ("SELECT", _) | ("SWAPDB", _) => {
             "SELECT is not supported on shared connections: set `database` in the connection config"
         }
@@ -291,6 +332,39 @@ mod tests {
         assert_eq!(command_name(&argv("client")), "CLIENT");
         assert_eq!(command_name(&[]), "");
         assert_eq!(command_name(&[vec![0xff, b'a']]), "\u{fffd}A");
+    }
+
+    #[test]
+    fn names_are_inline_up_to_24_bytes() {
+        // The fast path classifies every request by this name: the common
+        // ones, container subcommands included, allocate nothing.
+        for cmd in [
+            "get k",
+            "set k v",
+            "client no-evict on",
+            "xinfo consumers s g",
+        ] {
+            assert!(!command_name(&argv(cmd)).is_heap_allocated(), "{cmd}");
+        }
+        let long = "M".repeat(40);
+        assert_eq!(
+            command_name(&argv(&format!("{} a", long.to_lowercase()))),
+            long.as_str()
+        );
+        assert_eq!(first_word("CLIENT LIST"), "CLIENT");
+        assert_eq!(first_word("GET"), "GET");
+        assert_eq!(first_word(""), "");
+        for c in ["acl", "Client", "CLUSTER", "xinfo", "xGroup", "function"] {
+            assert!(is_container(c.as_bytes()), "{c}");
+        }
+        for c in ["GET", "CLIENTS", "", "XINFOX", "functions"] {
+            assert!(!is_container(c.as_bytes()), "{c}");
+        }
+        assert_eq!(command_name(&argv("Memory usage k")), "MEMORY USAGE");
+        assert_eq!(
+            command_name(&[b"client".to_vec(), vec![0xfe]]),
+            "CLIENT \u{fffd}"
+        );
     }
 
     #[test]

@@ -27,11 +27,6 @@ pub fn slot_of(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
 }
 
-/// The first word of a command name (`"CLIENT"` of `"CLIENT LIST"`).
-fn first_word(name: &str) -> &str {
-    name.split(' ').next().unwrap_or("")
-}
-
 /// The keys of a command (and the shard channel of SPUBLISH, which is
 /// placed like a key), as far as the engine knows them: the common
 /// commands' key positions, else the first argument like redis-rs's own
@@ -72,7 +67,7 @@ pub(crate) fn command_keys<'a>(name: &str, args: &'a [Vec<u8>]) -> Vec<&'a [u8]>
         }
         keys
     };
-    match first_word(name) {
+    match crate::commands::first_word(name) {
         "ACL" | "CLIENT" | "CLUSTER" | "COMMAND" | "CONFIG" | "FUNCTION" | "LATENCY" | "MODULE"
         | "PUBSUB" | "SCRIPT" | "SLOWLOG" => return Vec::new(),
         "MEMORY" => {

@@ -157,7 +157,7 @@ fn place(results: &mut [Option<Outcome>], idx: &[usize], r: RedisResult<Vec<redi
 async fn cluster_pipeline(
     conn: &ClusterConnection,
     commands: &[Args],
-    names: &[String],
+    names: &[commands::Name],
 ) -> Vec<Outcome> {
     let n = commands.len();
     let places: Vec<Placement> = commands

@@ -102,7 +102,7 @@ pub(crate) fn plan(dep: Deployment<'_>, read_from: ReadFrom, req: &Request) -> D
 
 /// A command the fast path may send: not empty, a printable name, not
 /// refused; its upper-case name.
-fn sendable(args: &[Vec<u8>]) -> Option<String> {
+fn sendable(args: &[Vec<u8>]) -> Option<commands::Name> {
     if args.is_empty() || commands::bad_name(args).is_some() {
         return None;
     }
@@ -246,7 +246,7 @@ fn show_key(k: &[u8]) -> String {
 fn transaction_slot(
     watch: &[Vec<u8>],
     cmds: &[Vec<Vec<u8>>],
-    names: &[String],
+    names: &[commands::Name],
 ) -> Result<Option<u16>, ClientError> {
     let mut first: Option<(u16, &[u8])> = None;
     let all = watch.iter().map(Vec::as_slice).chain(
@@ -283,7 +283,7 @@ pub(crate) fn validate_batch(
     atomic: bool,
     watch: &[Vec<u8>],
     cmds: &[Vec<Vec<u8>>],
-) -> Result<Vec<String>, ClientError> {
+) -> Result<Vec<commands::Name>, ClientError> {
     if !atomic && !watch.is_empty() {
         return Err(invalid(
             "watch keys need an atomic batch (a transaction): set `atomic`",
@@ -375,7 +375,7 @@ fn plan_batch(
 /// The one slot of a pipeline's keys; `None` when they span slots or a
 /// command is keyless (a keyless command in a pipeline runs with its own
 /// routing, fan-out included, on the slow path).
-fn pipeline_slot(cmds: &[Vec<Vec<u8>>], names: &[String]) -> Option<u16> {
+fn pipeline_slot(cmds: &[Vec<Vec<u8>>], names: &[commands::Name]) -> Option<u16> {
     let mut slot = None;
     for (c, n) in cmds.iter().zip(names) {
         let ks = keys::command_keys(n, c);

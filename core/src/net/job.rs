@@ -52,7 +52,7 @@ impl Job {
     /// The command's name, for messages.
     pub fn name(&self) -> String {
         match &self.work {
-            Work::Command(args) => crate::commands::command_name(args),
+            Work::Command(args) => crate::commands::command_name(args).into(),
             Work::Batch(b) if b.atomic => "transaction".into(),
             Work::Batch(_) => "pipeline".into(),
         }
