@@ -23,6 +23,8 @@ use rkyv::{Archive, Deserialize, Place, Serialize};
 
 use crate::ProtocolError;
 
+mod direct;
+
 /// One command's arguments, owned: `["SET", "k", "v"]`.
 pub type Args = Vec<Vec<u8>>;
 
@@ -375,6 +377,10 @@ pub fn encode_completion(c: &Completion) -> AlignedVec {
 /// Serialize a completion into `buf` (cleared first; its allocation is
 /// reused when large enough), and return it.
 pub fn encode_completion_in(c: &Completion, mut buf: AlignedVec) -> AlignedVec {
+    // Nil, integers and strings: the same bytes, without the serializer.
+    if direct::encode(c, &mut buf) {
+        return buf;
+    }
     buf.clear();
     // Sized up front: growing from empty reallocates (and, for a large
     // value, faults in fresh pages) once per doubling.
