@@ -49,7 +49,7 @@ pub fn run(args: Args) -> BoxResult<Vec<Row>> {
     let mut rows = Vec::new();
     for size in SIZES {
         let n = (budget / size as u64).clamp(8, 20_000);
-        let per = (n / rounds).max(4);
+        let per = (n / rounds).max(1);
         let warm = (per / 10).max(2);
         for (op, label) in [(Op::Get, "GET"), (Op::Set, "SET")] {
             let mut acc: Vec<Option<Sample>> = SYSTEMS.iter().map(|_| None).collect();

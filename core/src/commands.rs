@@ -14,9 +14,9 @@ use compact_str::CompactString;
 use redis::cluster_routing::{AggregateOp, LogicalAggregateOp, ResponsePolicy};
 
 /// A command's upper-case name, as [`command_name`] gives it. Held inline
-/// up to 24 bytes (every command Valkey defines, with its subcommand), so
-/// classifying a request allocates nothing; longer names (module commands)
-/// go to the heap.
+/// up to 24 bytes on 64-bit targets (nearly every command Valkey defines,
+/// with its subcommand), so the name costs no allocation; longer names
+/// (module commands, `CLUSTER COUNT-FAILURE-REPORTS`) go to the heap.
 pub type Name = CompactString;
 
 /// Whether `name` (upper case) is a container command: one whose second
@@ -86,8 +86,8 @@ pub fn command_name(args: &[Vec<u8>]) -> Name {
             return Name::new(name);
         }
     }
-    // Lossy: a name that is not UTF-8 is refused by `bad_name` before it
-    // is sent, and its text only shows in that refusal.
+    // Longer than the buffer, or not ASCII: lossy text (a name that is not
+    // printable ASCII is refused by `bad_name` before anything is sent).
     let mut name = String::from_utf8_lossy(first).to_ascii_uppercase();
     if let Some(s) = sub {
         name.push(' ');
@@ -335,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn names_are_inline_up_to_24_bytes() {
+    fn names_are_inline_up_to_24_bytes_and_the_same_beyond() {
         // The fast path classifies every request by this name: the common
         // ones, container subcommands included, allocate nothing.
         for cmd in [
@@ -359,6 +359,16 @@ mod tests {
         }
         for c in ["GET", "CLIENTS", "", "XINFOX", "functions"] {
             assert!(!is_container(c.as_bytes()), "{c}");
+        }
+        // `is_container` rejects anything longer than CONTAINER_MAX.
+        for c in [
+            "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "FUNCTION", "LATENCY", "MEMORY",
+            "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+        ] {
+            assert!(
+                c.len() <= CONTAINER_MAX && is_container_upper(c.as_bytes()),
+                "{c}"
+            );
         }
         assert_eq!(command_name(&argv("Memory usage k")), "MEMORY USAGE");
         assert_eq!(
