@@ -267,7 +267,7 @@ pub fn run(args: Args) -> BoxResult<Vec<Row>> {
 
     let mut rows = Vec::new();
     for (sys, ms) in measured {
-        let m = merge(ms);
+        let m = prefork::Measured::merged(ms)?;
         rows.push(
             m.row(sys, "standalone", 1)
                 .with("C", inflight)
@@ -279,24 +279,6 @@ pub fn run(args: Args) -> BoxResult<Vec<Row>> {
     print_goals(&rows);
     prefork::write_outputs(&args.common, "casync", "casync", &rows)?;
     Ok(rows)
-}
-
-/// The rounds of one system as one measurement (sums; elapsed summed too,
-/// so ops/s is over the whole measured time).
-fn merge(ms: Vec<prefork::Measured>) -> prefork::Measured {
-    let mut it = ms.into_iter();
-    let mut acc = it.next().expect("at least one round");
-    for m in it {
-        acc.hist.add(&m.hist).expect("same histogram bounds");
-        acc.ops += m.ops;
-        acc.errors += m.errors;
-        acc.elapsed += m.elapsed;
-        acc.worker_cpu += m.worker_cpu;
-        acc.server_cpu += m.server_cpu;
-        acc.daemon_cpu += m.daemon_cpu;
-        acc.server_connections = acc.server_connections.max(m.server_connections);
-    }
-    acc
 }
 
 /// `vshm / hiredis-async` ops/s for both vshm systems; goal >= 1.0x.
