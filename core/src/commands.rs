@@ -17,7 +17,7 @@ use redis::cluster_routing::{AggregateOp, LogicalAggregateOp, ResponsePolicy};
 /// up to 24 bytes on 64-bit targets (nearly every command Valkey defines,
 /// with its subcommand), so the name costs no allocation; longer names
 /// (module commands, `CLUSTER COUNT-FAILURE-REPORTS`) go to the heap.
-pub type Name = CompactString;
+pub(crate) type Name = CompactString;
 
 /// Whether `name` (upper case) is a container command: one whose second
 /// argument names a subcommand.
@@ -58,19 +58,23 @@ fn is_container(first: &[u8]) -> bool {
 }
 
 /// The first word of a command name (`"CLIENT"` of `"CLIENT LIST"`).
-pub fn first_word(name: &str) -> &str {
+pub(crate) fn first_word(name: &str) -> &str {
     let end = name.bytes().position(|b| b == b' ').unwrap_or(name.len());
     &name[..end]
 }
 
 /// The command's name in upper case; container commands (`CLIENT`,
 /// `CONFIG`, ...) include their subcommand: `"CLIENT SETNAME"`. Empty argv
-/// gives `""`.
-pub fn command_name(args: &[Vec<u8>]) -> Name {
-    let Some(first) = args.first() else {
+/// gives `""`. `args` is owned (`Vec<u8>`) or archived (the request
+/// still in its message, `rkyv::vec::ArchivedVec<u8>`).
+pub(crate) fn command_name<A: AsRef<[u8]>>(args: &[A]) -> Name {
+    let Some(first) = args.first().map(AsRef::as_ref) else {
         return Name::default();
     };
-    let sub = args.get(1).filter(|_| is_container(first));
+    let sub = args
+        .get(1)
+        .map(AsRef::as_ref)
+        .filter(|_| is_container(first));
     // Nearly every name: ASCII and short, upper-cased in a stack buffer
     // and held inline.
     let mut buf = [0u8; 24];
@@ -102,15 +106,15 @@ pub fn command_name(args: &[Vec<u8>]) -> Name {
 /// crate's parser rejects an error line that is not UTF-8 by dropping the
 /// connection, which all clients of the backend share: one client's
 /// malformed name would fail the others' requests in flight on it.
-pub fn bad_name(args: &[Vec<u8>]) -> Option<&'static str> {
+pub fn bad_name<A: AsRef<[u8]>>(args: &[A]) -> Option<&'static str> {
     let printable = |a: &[u8]| !a.is_empty() && a.iter().all(|b| (0x21..=0x7e).contains(b));
-    let first = args.first()?;
+    let first = args.first()?.as_ref();
     if !printable(first) {
         return Some("the command name must be printable ASCII");
     }
     if is_container(first) {
         if let Some(sub) = args.get(1) {
-            if !printable(sub) {
+            if !printable(sub.as_ref()) {
                 return Some("the subcommand name must be printable ASCII");
             }
         }
@@ -330,7 +334,7 @@ mod tests {
         assert_eq!(command_name(&argv("client setname x")), "CLIENT SETNAME");
         assert_eq!(command_name(&argv("Config get maxmemory")), "CONFIG GET");
         assert_eq!(command_name(&argv("client")), "CLIENT");
-        assert_eq!(command_name(&[]), "");
+        assert_eq!(command_name::<Vec<u8>>(&[]), "");
         assert_eq!(command_name(&[vec![0xff, b'a']]), "\u{fffd}A");
     }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use vshm_protocol::layout::{features, Layout};
-use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Request};
+use vshm_protocol::msg::{ArchivedRequest, ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::segment::Segment;
 
 use crate::dispatch::{AttachOptions, ClientAttachment, Declined, Dispatcher, Execute};
@@ -40,6 +40,10 @@ impl Execute for BackendExec {
 
     fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), Declined> {
         self.0.try_submit(req, ticket)
+    }
+
+    fn try_submit_archived(&self, req: &ArchivedRequest, ticket: Ticket) -> Result<(), Ticket> {
+        self.0.try_submit_archived(req, ticket)
     }
 }
 
@@ -80,6 +84,10 @@ impl Execute for ClientExec {
 
     fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), Declined> {
         self.backend.try_submit(req, ticket)
+    }
+
+    fn try_submit_archived(&self, req: &ArchivedRequest, ticket: Ticket) -> Result<(), Ticket> {
+        self.backend.try_submit_archived(req, ticket)
     }
 
     fn attached(&self, conn: &Arc<ClientAttachment>) {

@@ -33,32 +33,34 @@ pub fn slot_of(key: &[u8]) -> u16 {
 /// routing. Keyless commands give an empty list. Used to split pipelines
 /// by slot and to refuse cross-slot transactions before sending them; a
 /// command whose other keys are missed here gets the server's CROSSSLOT
-/// error instead.
-pub(crate) fn command_keys<'a>(name: &str, args: &'a [Vec<u8>]) -> Vec<&'a [u8]> {
-    let at = |i: usize| args.get(i).map(Vec::as_slice);
-    let range = |from: usize, to: usize, step: usize| -> Vec<&'a [u8]> {
+/// error instead. `args` owned or archived (see
+/// [`crate::commands::command_name`]); up to four keys are held inline,
+/// so planning a command of one or two keys allocates nothing.
+pub(crate) fn command_keys<'a, A: AsRef<[u8]>>(name: &str, args: &'a [A]) -> Keys<'a> {
+    let at = |i: usize| args.get(i).map(AsRef::as_ref);
+    let range = |from: usize, to: usize, step: usize| -> Keys<'a> {
         let to = to.min(args.len());
         if from >= to {
-            return Vec::new();
+            return Keys::new();
         }
         args[from..to]
             .iter()
             .step_by(step)
-            .map(Vec::as_slice)
+            .map(AsRef::as_ref)
             .collect()
     };
-    let numkeys = |count_at: usize, from: usize| -> Vec<&'a [u8]> {
+    let numkeys = |count_at: usize, from: usize| -> Keys<'a> {
         let n = at(count_at)
             .and_then(|a| std::str::from_utf8(a).ok())
             .and_then(|s| s.parse::<usize>().ok())
             .unwrap_or(0);
         range(from, from.saturating_add(n), 1)
     };
-    let with_store = |words: &[&str]| -> Vec<&'a [u8]> {
-        let mut keys: Vec<&[u8]> = at(1).into_iter().collect();
+    let with_store = |words: &[&str]| -> Keys<'a> {
+        let mut keys: Keys<'a> = at(1).into_iter().collect();
         let mut i = 2;
         while i < args.len() {
-            let w = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+            let w = String::from_utf8_lossy(args[i].as_ref()).to_ascii_uppercase();
             if words.contains(&w.as_str()) {
                 keys.extend(at(i + 1));
                 i += 1;
@@ -67,14 +69,18 @@ pub(crate) fn command_keys<'a>(name: &str, args: &'a [Vec<u8>]) -> Vec<&'a [u8]>
         }
         keys
     };
+    let position = |word: &[u8]| {
+        args.iter()
+            .position(|a| a.as_ref().eq_ignore_ascii_case(word))
+    };
     match crate::commands::first_word(name) {
         "ACL" | "CLIENT" | "CLUSTER" | "COMMAND" | "CONFIG" | "FUNCTION" | "LATENCY" | "MODULE"
-        | "PUBSUB" | "SCRIPT" | "SLOWLOG" => return Vec::new(),
+        | "PUBSUB" | "SCRIPT" | "SLOWLOG" => return Keys::new(),
         "MEMORY" => {
             return if name == "MEMORY USAGE" {
                 at(2).into_iter().collect()
             } else {
-                Vec::new()
+                Keys::new()
             }
         }
         "OBJECT" | "XINFO" | "XGROUP" => return at(2).into_iter().collect(),
@@ -87,7 +93,7 @@ pub(crate) fn command_keys<'a>(name: &str, args: &'a [Vec<u8>]) -> Vec<&'a [u8]>
         | "FAILOVER" | "MULTI" | "EXEC" | "DISCARD" | "UNWATCH" | "SELECT" | "SWAPDB" | "AUTH"
         | "HELLO" | "QUIT" | "RESET" | "READONLY" | "READWRITE" | "ASKING" | "MONITOR" | "SYNC"
         | "PSYNC" | "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE"
-        | "SUNSUBSCRIBE" => Vec::new(),
+        | "SUNSUBSCRIBE" => Keys::new(),
         "MGET" | "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "WATCH" | "SINTER" | "SUNION"
         | "SDIFF" | "SINTERSTORE" | "SUNIONSTORE" | "SDIFFSTORE" | "PFCOUNT" | "PFMERGE"
         | "RENAME" | "RENAMENX" | "SSUBSCRIBE" => range(1, args.len(), 1),
@@ -102,32 +108,32 @@ pub(crate) fn command_keys<'a>(name: &str, args: &'a [Vec<u8>]) -> Vec<&'a [u8]>
             numkeys(1, 2)
         }
         "ZUNIONSTORE" | "ZINTERSTORE" | "ZDIFFSTORE" => {
-            let mut keys: Vec<&[u8]> = at(1).into_iter().collect();
+            let mut keys: Keys<'a> = at(1).into_iter().collect();
             keys.extend(numkeys(2, 3));
             keys
         }
-        "XREAD" | "XREADGROUP" => {
-            let streams = args.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS"));
-            match streams {
-                Some(p) => {
-                    let rest = args.len() - p - 1;
-                    range(p + 1, p + 1 + rest / 2, 1)
-                }
-                None => Vec::new(),
+        "XREAD" | "XREADGROUP" => match position(b"STREAMS") {
+            Some(p) => {
+                let rest = args.len() - p - 1;
+                range(p + 1, p + 1 + rest / 2, 1)
             }
-        }
+            None => Keys::new(),
+        },
         "SORT" | "SORT_RO" => with_store(&["STORE"]),
         "GEORADIUS" | "GEORADIUSBYMEMBER" => with_store(&["STORE", "STOREDIST"]),
         "MIGRATE" => match at(3) {
-            Some(k) if !k.is_empty() => vec![k],
-            _ => match args.iter().position(|a| a.eq_ignore_ascii_case(b"KEYS")) {
+            Some(k) if !k.is_empty() => smallvec::smallvec![k],
+            _ => match position(b"KEYS") {
                 Some(p) => range(p + 1, args.len(), 1),
-                None => Vec::new(),
+                None => Keys::new(),
             },
         },
         _ => at(1).into_iter().collect(),
     }
 }
+
+/// The keys of one command ([`command_keys`]).
+pub(crate) type Keys<'a> = smallvec::SmallVec<[&'a [u8]; 4]>;
 
 /// Where a pipelined command goes in cluster mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +145,7 @@ pub(crate) enum Placement {
     Alone,
 }
 
-pub(crate) fn placement(name: &str, args: &[Vec<u8>]) -> Placement {
+pub(crate) fn placement<A: AsRef<[u8]>>(name: &str, args: &[A]) -> Placement {
     match single_slot(name, args) {
         SlotPlacement::Slot(s) => Placement::Slot(s),
         SlotPlacement::Keyless | SlotPlacement::MultiSlot => Placement::Alone,
@@ -200,7 +206,7 @@ pub enum SlotPlacement {
 /// the command name as [`crate::commands::command_name`] gives it
 /// (upper case, `"CLIENT LIST"` for container commands); `args` is the
 /// whole command, name included.
-pub fn single_slot(name: &str, args: &[Vec<u8>]) -> SlotPlacement {
+pub fn single_slot<A: AsRef<[u8]>>(name: &str, args: &[A]) -> SlotPlacement {
     let keys = command_keys(name, args);
     let Some((first, rest)) = keys.split_first() else {
         return SlotPlacement::Keyless;
@@ -436,7 +442,7 @@ mod tests {
         assert_eq!(s("PING"), SlotPlacement::Keyless);
         assert_eq!(s("CLIENT LIST"), SlotPlacement::Keyless);
         assert_eq!(s("SPUBLISH ch m"), SlotPlacement::Slot(slot_of(b"ch")));
-        assert_eq!(single_slot("", &[]), SlotPlacement::Keyless);
+        assert_eq!(single_slot::<Vec<u8>>("", &[]), SlotPlacement::Keyless);
     }
 
     #[test]

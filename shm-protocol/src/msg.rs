@@ -498,11 +498,19 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, ProtocolError> {
 }
 
 /// What the core does with a message taken from a submission ring (its
-/// private, aligned copy, see `frame::Reassembler`): validate it, check that
-/// the request's id is the id of the record(s) it came in, deserialize it
-/// into owned memory. An error is answered with an `InvalidRequest`
-/// completion for `record_id`.
+/// private, aligned copy, see `frame::Reassembler`): validate it and check
+/// that the request's id is the id of the record(s) it came in
+/// ([`access_submitted`]), deserialize it into owned memory
+/// ([`deserialize_submitted`]). An error is answered with an
+/// `InvalidRequest` completion for `record_id`.
 pub fn decode_submitted(bytes: &[u8], record_id: u64) -> Result<Request, ProtocolError> {
+    deserialize_submitted(access_submitted(bytes, record_id)?)
+}
+
+/// The first half of [`decode_submitted`]: the validated archive, whose id
+/// is `record_id`. The core plans and encodes most commands straight from
+/// it, without the owned copy.
+pub fn access_submitted(bytes: &[u8], record_id: u64) -> Result<&ArchivedRequest, ProtocolError> {
     let a = access_request(bytes)?;
     let id = a.id.to_native();
     if id != record_id {
@@ -510,6 +518,11 @@ pub fn decode_submitted(bytes: &[u8], record_id: u64) -> Result<Request, Protoco
             "request id {id} does not match its record id {record_id}"
         )));
     }
+    Ok(a)
+}
+
+/// The second half of [`decode_submitted`].
+pub fn deserialize_submitted(a: &ArchivedRequest) -> Result<Request, ProtocolError> {
     rkyv::deserialize::<Request, RkyvError>(a).map_err(bad)
 }
 

@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vshm_protocol::sync::{AtomicU64, Ordering};
 
-use vshm_protocol::msg::{Completion, Request};
+use vshm_protocol::msg::{ArchivedRequest, Completion, Request};
 use vshm_protocol::segment::Segment;
 
 pub use attachment::{AttachmentStats, ClientAttachment, MAX_PENDING_PUSHES};
@@ -72,6 +72,18 @@ pub trait Execute: Send + Sync + 'static {
     /// both back for [`Execute::execute`]. Default: hand back.
     fn try_submit(&self, req: Request, ticket: crate::net::ticket::Ticket) -> Result<(), Declined> {
         Err(Box::new((req, ticket)))
+    }
+
+    /// The fast path for a request still archived in its message (validated,
+    /// its id checked): take it without decoding it into an owned
+    /// [`Request`], or hand the ticket back, and the dispatcher decodes the
+    /// request for [`Execute::try_submit`]. Default: hand back.
+    fn try_submit_archived(
+        &self,
+        _req: &ArchivedRequest,
+        ticket: crate::net::ticket::Ticket,
+    ) -> Result<(), crate::net::ticket::Ticket> {
+        Err(ticket)
     }
 
     /// Called once by [`Dispatcher::attach`] with the attachment this

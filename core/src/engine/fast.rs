@@ -9,7 +9,10 @@
 use std::sync::Arc;
 
 use tokio::time::Instant;
-use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Op, Request, Route, Value};
+use vshm_protocol::msg::{
+    ArchivedOp, ArchivedRequest, ArchivedRoute, ClientError, Completion, ErrorKind, Op, Request,
+    Route, Value,
+};
 
 use super::backend::Kind;
 use super::Backend;
@@ -19,7 +22,7 @@ use crate::dispatch::Declined;
 use crate::keys::{self, SlotPlacement};
 use crate::net::batch::BatchWork;
 use crate::net::cluster::ClusterRouter;
-use crate::net::job::{Job, Target, Work};
+use crate::net::job::{Encoded, Job, Target, Work};
 use crate::net::single::Single;
 use crate::net::ticket::Ticket;
 use crate::topology::{NodeAddr, SlotMap};
@@ -90,7 +93,7 @@ fn invalid(msg: impl Into<String>) -> ClientError {
 /// transaction is sent here (unless its address route is unknown).
 pub(crate) fn plan(dep: Deployment<'_>, read_from: ReadFrom, req: &Request) -> Decision {
     match &req.op {
-        Op::Command { args } => plan_command(dep, read_from, req, args),
+        Op::Command { args } => plan_command(dep, read_from, &req.route, req.timeout_ms, args),
         Op::Batch {
             atomic,
             watch,
@@ -102,7 +105,7 @@ pub(crate) fn plan(dep: Deployment<'_>, read_from: ReadFrom, req: &Request) -> D
 
 /// A command the fast path may send: not empty, a printable name, not
 /// refused; its upper-case name.
-fn sendable(args: &[Vec<u8>]) -> Option<commands::Name> {
+fn sendable<A: AsRef<[u8]>>(args: &[A]) -> Option<commands::Name> {
     if args.is_empty() || commands::bad_name(args).is_some() {
         return None;
     }
@@ -170,22 +173,22 @@ fn explicit(
     })
 }
 
-fn decide(target: Result<Option<Target>, ClientError>, req: &Request) -> Decision {
+fn decide(target: Result<Option<Target>, ClientError>, bound_ms: u32) -> Decision {
     match target {
-        Ok(Some(target)) => Decision::Fast(Plan {
-            target,
-            bound_ms: req.timeout_ms,
-        }),
+        Ok(Some(target)) => Decision::Fast(Plan { target, bound_ms }),
         Ok(None) => Decision::Slow,
         Err(e) => Decision::Done(Completion::Err(e)),
     }
 }
 
-fn plan_command(
+/// [`plan`] of a command, whose `args` are owned or still archived in the
+/// request's message ([`Backend::try_submit_archived`]).
+pub(crate) fn plan_command<A: AsRef<[u8]>>(
     dep: Deployment<'_>,
     read_from: ReadFrom,
-    req: &Request,
-    args: &[Vec<u8>],
+    route: &Route,
+    timeout_ms: u32,
+    args: &[A],
 ) -> Decision {
     // Refusals and bad names are reported by the slow path.
     let Some(name) = sendable(args) else {
@@ -195,7 +198,7 @@ fn plan_command(
         return Decision::Slow;
     }
     if let Deployment::Cluster(Some(_)) = dep {
-        let to = match &req.route {
+        let to = match route {
             Route::AllNodes => Some(keys::FanOut::AllNodes),
             Route::AllPrimaries => Some(keys::FanOut::AllPrimaries),
             Route::Auto if keys::single_slot(&name, args) == SlotPlacement::Keyless => {
@@ -206,15 +209,15 @@ fn plan_command(
         if let Some(to) = to {
             return Decision::FanOut {
                 to,
-                bound_ms: req.timeout_ms,
+                bound_ms: timeout_ms,
             };
         }
     }
     let target = match dep {
-        Deployment::Standalone(server) => standalone_target(server, &req.route).map(Some),
+        Deployment::Standalone(server) => standalone_target(server, route).map(Some),
         Deployment::Cluster(map) => {
             let read_only = commands::is_read_only(&name);
-            match &req.route {
+            match route {
                 Route::Auto => Ok(match keys::single_slot(&name, args) {
                     SlotPlacement::Slot(slot) => Some(Target::Slot {
                         slot,
@@ -227,7 +230,7 @@ fn plan_command(
             }
         }
     };
-    decide(target, req)
+    decide(target, timeout_ms)
 }
 
 /// A key for an error message: lossy text, at most 64 bytes.
@@ -369,7 +372,7 @@ fn plan_batch(
             r => explicit(r, map, read_only),
         },
     };
-    decide(target, req)
+    decide(target, req.timeout_ms)
 }
 
 /// The one slot of a pipeline's keys; `None` when they span slots or a
@@ -393,15 +396,15 @@ fn pipeline_slot(cmds: &[Vec<Vec<u8>>], names: &[commands::Name]) -> Option<u16>
 }
 
 impl Backend {
-    /// What becomes of `req` on this backend ([`plan`]).
-    fn decide(&self, req: &Request) -> Decision {
+    /// Run `f` with this backend's deployment (the slot map as it is now).
+    fn with_deployment<R>(&self, f: impl FnOnce(Deployment<'_>, ReadFrom) -> R) -> R {
         let rf = self.config().read_from;
         match (&self.links, &self.kind) {
-            (Links::Cluster(c), _) => plan(Deployment::Cluster(Some(&c.slot_map())), rf, req),
+            (Links::Cluster(c), _) => f(Deployment::Cluster(Some(&c.slot_map())), rf),
             (Links::Single(_), Kind::Standalone { shared, .. }) => {
-                plan(Deployment::Standalone(shared.endpoint()), rf, req)
+                f(Deployment::Standalone(shared.endpoint()), rf)
             }
-            (Links::Single(_), Kind::Cluster { .. }) => plan(Deployment::Cluster(None), rf, req),
+            (Links::Single(_), Kind::Cluster { .. }) => f(Deployment::Cluster(None), rf),
         }
     }
 
@@ -423,7 +426,7 @@ impl Backend {
     /// at once when [`plan`] decided it (see [`Decision`]); otherwise hand
     /// it back for [`Backend::execute`].
     pub fn try_submit(&self, req: Request, ticket: Ticket) -> Result<(), Declined> {
-        let p = match self.decide(&req) {
+        let p = match self.with_deployment(|dep, rf| plan(dep, rf, &req)) {
             Decision::Fast(p) => p,
             Decision::Done(c) => {
                 ticket.complete(c);
@@ -434,7 +437,7 @@ impl Backend {
         };
         let raise = req.flags & vshm_protocol::msg::flags::RAISE_ON_ERROR != 0;
         let work = match req.op {
-            Op::Command { args } => Work::Command(args),
+            Op::Command { args } => Work::Command(Encoded::new(&args)),
             Op::Batch {
                 atomic,
                 watch,
@@ -442,6 +445,45 @@ impl Backend {
             } => Work::Batch(Box::new(BatchWork::new(atomic, watch, commands, raise))),
             _ => unreachable!("plan only accepts commands and batches"),
         };
+        self.submit_planned(p, work, ticket);
+        Ok(())
+    }
+
+    /// [`Backend::try_submit`] of a command still archived in its request's
+    /// message (validated): planned and encoded straight from the archive,
+    /// so the fast path never builds the owned argv, one allocation per
+    /// argument. Hands the ticket back for anything else (batches,
+    /// fan-outs, the slow path): the caller then decodes the request for
+    /// [`Backend::try_submit`].
+    pub fn try_submit_archived(&self, req: &ArchivedRequest, ticket: Ticket) -> Result<(), Ticket> {
+        let ArchivedOp::Command { args } = &req.op else {
+            return Err(ticket);
+        };
+        let route = match &req.route {
+            // Nearly every request: no deserializer call.
+            ArchivedRoute::Auto => Route::Auto,
+            r => match rkyv::deserialize::<Route, rkyv::rancor::Error>(r) {
+                Ok(r) => r,
+                Err(_) => return Err(ticket),
+            },
+        };
+        let timeout_ms = req.timeout_ms.to_native();
+        let args = args.as_slice();
+        match self.with_deployment(|dep, rf| plan_command(dep, rf, &route, timeout_ms, args)) {
+            Decision::Fast(p) => {
+                self.submit_planned(p, Work::Command(Encoded::new(args)), ticket);
+                Ok(())
+            }
+            Decision::Done(c) => {
+                ticket.complete(c);
+                Ok(())
+            }
+            Decision::Slow | Decision::FanOut { .. } => Err(ticket),
+        }
+    }
+
+    /// Send a job that [`plan`] put on the fast path.
+    fn submit_planned(&self, p: Plan, work: Work, ticket: Ticket) {
         let bound = self.request_timeout(p.bound_ms);
         // The deadline counts from when the request was taken (the drain
         // turn's clock reading, `Ticket::taken_at`).
@@ -455,7 +497,6 @@ impl Backend {
             asking: false,
             hops: 0,
         }));
-        Ok(())
     }
 }
 
@@ -547,6 +588,74 @@ mod tests {
                 e
             }
             other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// `Backend::try_submit_archived` plans from the archive: the same
+    /// decision as from the owned request, for every kind of command and
+    /// route, both deployments.
+    #[test]
+    fn archived_commands_are_planned_like_owned_ones() {
+        let commands = [
+            "GET k",
+            "set {a}x v",
+            "MGET a b",
+            "MGET {t}a {t}b",
+            "PING",
+            "DBSIZE",
+            "client list",
+            "BLPOP k 0",
+            "SUBSCRIBE c",
+            "EVAL s 1 k",
+            "XREAD STREAMS a b 0 0",
+            "MULTI",
+            "\u{fe}GET k",
+        ];
+        let routes = [
+            Route::Auto,
+            Route::Random,
+            Route::AllPrimaries,
+            Route::SlotId {
+                slot: 20000,
+                replica: false,
+            },
+            Route::SlotKey {
+                key: b"k".to_vec(),
+                replica: true,
+            },
+            Route::Address {
+                host: "h".into(),
+                port: 1,
+            },
+        ];
+        let map = SlotMap::default();
+        let server = server();
+        let deps = [
+            Deployment::Standalone(&server),
+            Deployment::Cluster(None),
+            Deployment::Cluster(Some(&map)),
+        ];
+        for c in commands {
+            for route in &routes {
+                let owned = req(&c.split(' ').collect::<Vec<_>>(), route.clone());
+                let bytes = vshm_protocol::msg::encode_request(&owned);
+                let a = vshm_protocol::msg::access_submitted(&bytes, 1).unwrap();
+                let ArchivedOp::Command { args } = &a.op else {
+                    panic!("a command");
+                };
+                let route_back: Route =
+                    rkyv::deserialize::<_, rkyv::rancor::Error>(&a.route).unwrap();
+                assert_eq!(&route_back, route);
+                for dep in deps {
+                    for rf in [ReadFrom::Primary, ReadFrom::PreferReplica] {
+                        assert_eq!(
+                            plan_command(dep, rf, &route_back, 0, args.as_slice()),
+                            plan(dep, rf, &owned),
+                            "{c} {route:?} {dep:?}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -27,7 +27,7 @@ pub(crate) enum Target {
 /// What the job sends.
 pub(crate) enum Work {
     /// One command; its reply is the completion.
-    Command(Vec<Vec<u8>>),
+    Command(Encoded),
     /// A pipeline or transaction to one node (`super::batch`).
     Batch(Box<BatchWork>),
 }
@@ -52,7 +52,7 @@ impl Job {
     /// The command's name, for messages.
     pub fn name(&self) -> String {
         match &self.work {
-            Work::Command(args) => crate::commands::command_name(args).into(),
+            Work::Command(c) => c.name(),
             Work::Batch(b) if b.atomic => "transaction".into(),
             Work::Batch(_) => "pipeline".into(),
         }
@@ -69,8 +69,8 @@ impl Job {
             n += 1;
         }
         match &self.work {
-            Work::Command(args) => {
-                resp::encode_command(out, args);
+            Work::Command(c) => {
+                out.extend_from_slice(&c.0);
                 n + 1
             }
             Work::Batch(_) => unreachable!("encoded above"),
@@ -88,6 +88,26 @@ impl Job {
 
     pub fn fail(self, kind: ErrorKind, msg: impl Into<String>) {
         self.ticket.fail(ClientError::new(kind, msg));
+    }
+}
+
+/// A command encoded as RESP once, when it is taken (from the request's
+/// message, without an owned argv in between): a resend (a redirect, a
+/// retry, a connection that broke before it was written) writes the same
+/// bytes again.
+pub(crate) struct Encoded(Vec<u8>);
+
+impl Encoded {
+    pub fn new<A: AsRef<[u8]>>(args: &[A]) -> Self {
+        let mut out = Vec::new();
+        resp::encode_command(&mut out, args);
+        Encoded(out)
+    }
+
+    /// The command's name as [`crate::commands::command_name`] gives it,
+    /// read back from the encoding (for messages: only failures need it).
+    pub fn name(&self) -> String {
+        crate::commands::command_name(&resp::leading_args(&self.0, 2)).into()
     }
 }
 

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
 
 use super::cluster::ClusterRouter;
-use super::job::{Job, Target, Work};
+use super::job::{Encoded, Job, Target, Work};
 use super::node::Node;
 use super::ticket::OneshotSink;
 use crate::topology::{choose_view, parse_cluster_slots, NodeAddr, SlotMap};
@@ -39,7 +39,7 @@ pub(crate) fn send(
     let (ticket, rx) = OneshotSink::ticket();
     node.submit(Box::new(Job {
         ticket,
-        work: Work::Command(args),
+        work: Work::Command(Encoded::new(&args)),
         deadline,
         bound,
         target: Target::Addr(node.addr().clone()),

@@ -44,7 +44,7 @@ mod tests;
 use vshm_protocol::msg::{ClientError, Value};
 
 pub use decode::decode;
-pub use encode::encode_command;
+pub use encode::{encode_command, leading_args};
 pub use redirect::{parse_redirect, retry_class, Redirect, RetryClass};
 pub use scan::{bulk_head, Scanner};
 pub use wire::{MAX_BULK, MAX_ELEMENTS};

@@ -74,6 +74,18 @@ proptest! {
     }
 
     #[test]
+    fn leading_args_read_back_what_was_encoded(
+        args in vec(vec(any::<u8>(), 0..40), 0..6),
+        n in 0usize..8,
+    ) {
+        let mut out = Vec::new();
+        encode_command(&mut out, &args);
+        let got = leading_args(&out, n);
+        let want: Vec<&[u8]> = args.iter().take(n).map(Vec::as_slice).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
     fn resp2_roundtrip(
         v in value(Profile { resp3: false, crate_safe: false }),
         nil in prop_oneof![Just(super::gen::Nil::Bulk), Just(super::gen::Nil::Array)],
