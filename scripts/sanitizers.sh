@@ -13,7 +13,7 @@
 #
 # ASan (+ LeakSanitizer): every vshm-protocol and vshm-client test (unit
 # tests of the frame, msg, layout, register and client code;
-# shm-protocol/tests/ring_model.rs, client/tests/hostile.rs,
+# shm-protocol/tests/ring_model.rs, client/tests/hostile*.rs,
 # client/tests/cross_process.rs, whose child process is the same
 # instrumented binary) and the client/examples/tsan_echo.rs three-thread echo.
 #

@@ -120,6 +120,7 @@ log "libvshm.so exports the header's $(echo "$HEADER_FUNCTIONS" | wc -l) functio
 
 log "compiling tests and examples against the installed library"
 build test_api client-c/tests/c/test_api.c
+build test_features client-c/tests/c/test_features.c
 build test_threads client-c/tests/c/test_threads.c
 build test_requests client-c/tests/c/test_requests.c
 for ex in hello async_epoll batch pubsub; do build "$ex" "client-c/examples/$ex.c"; done
@@ -135,6 +136,7 @@ if readelf -d "$BIN/hello_static" | grep -q 'NEEDED.*libvshm'; then
 fi
 ASAN=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
 build test_api_asan client-c/tests/c/test_api.c "${ASAN[@]}"
+build test_features_asan client-c/tests/c/test_features.c "${ASAN[@]}"
 build test_threads_asan client-c/tests/c/test_threads.c "${ASAN[@]}"
 build test_requests_asan client-c/tests/c/test_requests.c "${ASAN[@]}"
 build async_epoll_asan client-c/examples/async_epoll.c "${ASAN[@]}"
@@ -224,14 +226,17 @@ suite() { # suite MODE: everything against one kind of core
     run "batch-$mode" '^  2\) \(integer\) 70$' "$BIN/batch" "$URI"
     run "pubsub-$mode" '^pmessage alerts.disk: 90% full$' "$BIN/pubsub" "$URI"
     run "test_api-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_api"
+    run "test_features-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_features"
     run "test_threads-$mode" '^9 passed, 0 failed$' "$BIN/test_threads"
     run "test_requests-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_requests"
     run "test_api-asan-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_api_asan"
+    run "test_features-asan-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_features_asan"
     run "test_requests-asan-$mode" '^[0-9]+ passed, 0 failed' "$BIN/test_requests_asan"
     VSHM_TEST_SCALE=10 run "test_threads-asan-$mode" '^9 passed, 0 failed$' "$BIN/test_threads_asan"
     run "async_epoll-asan-$mode" '^completed 500 of 500' "$BIN/async_epoll_asan" "$URI" 500
     if [ "${VSHM_C_VALGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1; then
         VSHM_TEST_TIMEOUT_MS=30000 run "test_api-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_api"
+        VSHM_TEST_TIMEOUT_MS=30000 run "test_features-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_features"
         VSHM_TEST_TIMEOUT_MS=30000 run "test_requests-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_requests"
         VSHM_TEST_TIMEOUT_MS=30000 VSHM_TEST_SCALE=100 \
             run "test_threads-valgrind-$mode" "$VG_CHECK" "${VALGRIND[@]}" "$BIN/test_threads"

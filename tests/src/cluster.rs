@@ -109,32 +109,13 @@ impl RedisCluster {
     /// Waits for: all nodes `cluster_state:ok`, replicas linked, every node seeing six healthy
     /// nodes of which three primaries serve all slots.
     fn wait_ready(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.not_ready_reason() {
-                None => return,
-                Some(why) if Instant::now() >= deadline => {
-                    panic!("cluster not ready after {timeout:?}: {why}")
-                }
-                Some(_) => thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        poll_until(timeout, "cluster not ready", || self.not_ready_reason());
     }
 
     fn not_ready_reason(&self) -> Option<String> {
         for n in &self.nodes {
-            let info = match n.query_string(&["CLUSTER", "INFO"]) {
-                Ok(i) => i,
-                Err(e) => return Some(format!("{}: {e}", n.addr())),
-            };
-            if info_field(&info, "cluster_state") != Some("ok") {
-                return Some(format!("{}: cluster_state not ok", n.addr()));
-            }
-            let repl = n.query_string(&["INFO", "replication"]).unwrap_or_default();
-            if info_field(&repl, "role") == Some("slave")
-                && info_field(&repl, "master_link_status") != Some("up")
-            {
-                return Some(format!("{}: replica link not up", n.addr()));
+            if let Some(why) = node_not_ok(n) {
+                return Some(why);
             }
             let text = n.query_string(&["CLUSTER", "NODES"]).unwrap_or_default();
             let lines = parse_cluster_nodes(&text);
@@ -209,16 +190,7 @@ impl RedisCluster {
     /// Unlike [`RedisCluster::wait_ok`], this does not return early right after a primary was
     /// killed (the others still say `ok` until they notice, `cluster-node-timeout` later).
     pub fn wait_settled(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.unsettled_reason() {
-                None => return,
-                Some(why) if Instant::now() >= deadline => {
-                    panic!("cluster not settled after {timeout:?}: {why}")
-                }
-                Some(_) => thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        poll_until(timeout, "cluster not settled", || self.unsettled_reason());
     }
 
     fn unsettled_reason(&self) -> Option<String> {
@@ -231,18 +203,8 @@ impl RedisCluster {
         let mut owner: Vec<Option<String>> = vec![None; SLOTS as usize];
         let mut views = Vec::new();
         for n in &running {
-            let info = match n.query_string(&["CLUSTER", "INFO"]) {
-                Ok(i) => i,
-                Err(e) => return Some(format!("{}: {e}", n.addr())),
-            };
-            if info_field(&info, "cluster_state") != Some("ok") {
-                return Some(format!("{}: cluster_state not ok", n.addr()));
-            }
-            let repl = n.query_string(&["INFO", "replication"]).unwrap_or_default();
-            if info_field(&repl, "role") == Some("slave")
-                && info_field(&repl, "master_link_status") != Some("up")
-            {
-                return Some(format!("{}: replica link not up", n.addr()));
+            if let Some(why) = node_not_ok(n) {
+                return Some(why);
             }
             let text = match n.query_string(&["CLUSTER", "NODES"]) {
                 Ok(t) => t,
@@ -297,8 +259,7 @@ impl RedisCluster {
 
     /// Waits until every running node reports `cluster_state:ok`; panics after `timeout`.
     pub fn wait_ok(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll_until(timeout, "cluster_state not ok", || {
             let not_ok: Vec<String> = self
                 .nodes
                 .iter()
@@ -310,14 +271,39 @@ impl RedisCluster {
                 })
                 .map(RedisServer::addr)
                 .collect();
-            if not_ok.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cluster_state not ok after {timeout:?} on {not_ok:?}"
-            );
-            thread::sleep(Duration::from_millis(50));
+            (!not_ok.is_empty()).then(|| format!("on {not_ok:?}"))
+        });
+    }
+}
+
+/// Poll `reason` every 50 ms until it gives `None`; panics with `what` and the last reason
+/// after `timeout`.
+fn poll_until(timeout: Duration, what: &str, mut reason: impl FnMut() -> Option<String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match reason() {
+            None => return,
+            Some(why) if Instant::now() >= deadline => panic!("{what} after {timeout:?}: {why}"),
+            Some(_) => thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// Why node `n` is not healthy on its own: `CLUSTER INFO` fails or is not `cluster_state:ok`,
+/// or it is a replica whose link to its primary is down.
+fn node_not_ok(n: &RedisServer) -> Option<String> {
+    let info = match n.query_string(&["CLUSTER", "INFO"]) {
+        Ok(i) => i,
+        Err(e) => return Some(format!("{}: {e}", n.addr())),
+    };
+    if info_field(&info, "cluster_state") != Some("ok") {
+        return Some(format!("{}: cluster_state not ok", n.addr()));
+    }
+    let repl = n.query_string(&["INFO", "replication"]).unwrap_or_default();
+    if info_field(&repl, "role") == Some("slave")
+        && info_field(&repl, "master_link_status") != Some("up")
+    {
+        return Some(format!("{}: replica link not up", n.addr()));
+    }
+    None
 }
