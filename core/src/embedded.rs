@@ -18,7 +18,7 @@ use vshm_protocol::layout::{features, Layout};
 use vshm_protocol::msg::{ArchivedRequest, ClientError, Completion, ErrorKind, Request};
 use vshm_protocol::segment::Segment;
 
-use crate::dispatch::{AttachOptions, ClientAttachment, Declined, Dispatcher, Execute};
+use crate::dispatch::{AttachOptions, ClientAttachment, Declined, Dispatcher, Execute, Taken};
 use crate::engine::{PushSink, Subscriber};
 use crate::net::ticket::Ticket;
 use crate::{Backend, Config, Engine};
@@ -42,8 +42,16 @@ impl Execute for BackendExec {
         self.0.try_submit(req, ticket)
     }
 
-    fn try_submit_archived(&self, req: &ArchivedRequest, ticket: Ticket) -> Result<(), Ticket> {
-        self.0.try_submit_archived(req, ticket)
+    fn take_archived(
+        &self,
+        req: &ArchivedRequest,
+        ticket: Ticket,
+    ) -> Result<Option<Taken>, Ticket> {
+        self.0.take_archived(req, ticket)
+    }
+
+    fn send_taken(&self, taken: Taken) {
+        self.0.send_taken(taken)
     }
 }
 
@@ -86,8 +94,16 @@ impl Execute for ClientExec {
         self.backend.try_submit(req, ticket)
     }
 
-    fn try_submit_archived(&self, req: &ArchivedRequest, ticket: Ticket) -> Result<(), Ticket> {
-        self.backend.try_submit_archived(req, ticket)
+    fn take_archived(
+        &self,
+        req: &ArchivedRequest,
+        ticket: Ticket,
+    ) -> Result<Option<Taken>, Ticket> {
+        self.backend.take_archived(req, ticket)
+    }
+
+    fn send_taken(&self, taken: Taken) {
+        self.backend.send_taken(taken)
     }
 
     fn attached(&self, conn: &Arc<ClientAttachment>) {

@@ -63,6 +63,10 @@ pub const DRAIN_BUDGET: usize = 64;
 /// the slow path it goes to spawns a task anyway).
 pub type Declined = Box<(Request, crate::net::ticket::Ticket)>;
 
+/// A request [`Execute::take_archived`] took from its message, to be sent
+/// with [`Execute::send_taken`].
+pub struct Taken(pub(crate) Box<crate::net::job::Job>);
+
 /// Something that runs a request and produces its completion.
 pub trait Execute: Send + Sync + 'static {
     fn execute(&self, req: Request) -> Pin<Box<dyn Future<Output = Completion> + Send + 'static>>;
@@ -76,14 +80,24 @@ pub trait Execute: Send + Sync + 'static {
 
     /// The fast path for a request still archived in its message (validated,
     /// its id checked): take it without decoding it into an owned
-    /// [`Request`], or hand the ticket back, and the dispatcher decodes the
-    /// request for [`Execute::try_submit`]. Default: hand back.
-    fn try_submit_archived(
+    /// [`Request`], ready to send with [`Execute::send_taken`] (`None`:
+    /// completed at once), or hand the ticket back, and the dispatcher
+    /// decodes the request for [`Execute::try_submit`]. Default: hand back.
+    fn take_archived(
         &self,
         _req: &ArchivedRequest,
         ticket: crate::net::ticket::Ticket,
-    ) -> Result<(), crate::net::ticket::Ticket> {
+    ) -> Result<Option<Taken>, crate::net::ticket::Ticket> {
         Err(ticket)
+    }
+
+    /// Send what [`Execute::take_archived`] took. The dispatcher calls it
+    /// once it has let go of the request's message, so that the node
+    /// connection's write buffer can take that memory (see
+    /// `ClientAttachment::dispatch`). Default: drop it (its ticket
+    /// completes with `Closing`); an executor that takes must send.
+    fn send_taken(&self, taken: Taken) {
+        drop(taken);
     }
 
     /// Called once by [`Dispatcher::attach`] with the attachment this

@@ -18,7 +18,7 @@ use super::backend::Kind;
 use super::Backend;
 use crate::commands;
 use crate::config::{Endpoint, ReadFrom};
-use crate::dispatch::Declined;
+use crate::dispatch::{Declined, Taken};
 use crate::keys::{self, SlotPlacement};
 use crate::net::batch::BatchWork;
 use crate::net::cluster::ClusterRouter;
@@ -182,7 +182,7 @@ fn decide(target: Result<Option<Target>, ClientError>, bound_ms: u32) -> Decisio
 }
 
 /// [`plan`] of a command, whose `args` are owned or still archived in the
-/// request's message ([`Backend::try_submit_archived`]).
+/// request's message ([`Backend::take_archived`]).
 pub(crate) fn plan_command<A: AsRef<[u8]>>(
     dep: Deployment<'_>,
     read_from: ReadFrom,
@@ -445,17 +445,23 @@ impl Backend {
             } => Work::Batch(Box::new(BatchWork::new(atomic, watch, commands, raise))),
             _ => unreachable!("plan only accepts commands and batches"),
         };
-        self.submit_planned(p, work, ticket);
+        self.links.submit(self.job(p, work, ticket));
         Ok(())
     }
 
     /// [`Backend::try_submit`] of a command still archived in its request's
     /// message (validated): planned and encoded straight from the archive,
     /// so the fast path never builds the owned argv, one allocation per
-    /// argument. Hands the ticket back for anything else (batches,
+    /// argument. The job is returned, not sent: [`Backend::send_taken`]
+    /// sends it once the caller has freed the message (`None`: completed
+    /// at once). Hands the ticket back for anything else (batches,
     /// fan-outs, the slow path): the caller then decodes the request for
     /// [`Backend::try_submit`].
-    pub fn try_submit_archived(&self, req: &ArchivedRequest, ticket: Ticket) -> Result<(), Ticket> {
+    pub fn take_archived(
+        &self,
+        req: &ArchivedRequest,
+        ticket: Ticket,
+    ) -> Result<Option<Taken>, Ticket> {
         let ArchivedOp::Command { args } = &req.op else {
             return Err(ticket);
         };
@@ -470,25 +476,31 @@ impl Backend {
         let timeout_ms = req.timeout_ms.to_native();
         let args = args.as_slice();
         match self.with_deployment(|dep, rf| plan_command(dep, rf, &route, timeout_ms, args)) {
-            Decision::Fast(p) => {
-                self.submit_planned(p, Work::Command(Encoded::new(args)), ticket);
-                Ok(())
-            }
+            Decision::Fast(p) => Ok(Some(Taken(self.job(
+                p,
+                Work::Command(Encoded::new(args)),
+                ticket,
+            )))),
             Decision::Done(c) => {
                 ticket.complete(c);
-                Ok(())
+                Ok(None)
             }
             Decision::Slow | Decision::FanOut { .. } => Err(ticket),
         }
     }
 
-    /// Send a job that [`plan`] put on the fast path.
-    fn submit_planned(&self, p: Plan, work: Work, ticket: Ticket) {
+    /// Send what [`Backend::take_archived`] took.
+    pub fn send_taken(&self, taken: Taken) {
+        self.links.submit(taken.0);
+    }
+
+    /// The job of a request that [`plan`] put on the fast path.
+    fn job(&self, p: Plan, work: Work, ticket: Ticket) -> Box<Job> {
         let bound = self.request_timeout(p.bound_ms);
         // The deadline counts from when the request was taken (the drain
         // turn's clock reading, `Ticket::taken_at`).
         let deadline = Instant::from_std(ticket.started()) + bound;
-        self.links.submit(Box::new(Job {
+        Box::new(Job {
             ticket,
             work,
             deadline,
@@ -496,7 +508,7 @@ impl Backend {
             target: p.target,
             asking: false,
             hops: 0,
-        }));
+        })
     }
 }
 
@@ -591,7 +603,7 @@ mod tests {
         }
     }
 
-    /// `Backend::try_submit_archived` plans from the archive: the same
+    /// `Backend::take_archived` plans from the archive: the same
     /// decision as from the owned request, for every kind of command and
     /// route, both deployments.
     #[test]
