@@ -39,8 +39,11 @@ stage_rust() {
     # (the vshm-tests helpers start them).
     # --no-fail-fast: run every test binary, so the summary counts them all.
     cargo test --workspace --no-fail-fast "${CARGO_PROFILE_FLAGS[@]+"${CARGO_PROFILE_FLAGS[@]}"}" &&
-        # The daemon-only libvshm (no in-process core linked) keeps building.
-        cargo build -p vshm --no-default-features "${CARGO_PROFILE_FLAGS[@]+"${CARGO_PROFILE_FLAGS[@]}"}"
+        # The daemon-only libvshm (no in-process core linked) keeps building; then the default
+        # one again, so that target/<profile>/libvshm.so (which `vshm-bench casync` links) has
+        # the in-process core.
+        cargo build -p vshm --no-default-features "${CARGO_PROFILE_FLAGS[@]+"${CARGO_PROFILE_FLAGS[@]}"}" &&
+        cargo build -p vshm "${CARGO_PROFILE_FLAGS[@]+"${CARGO_PROFILE_FLAGS[@]}"}"
 }
 
 stage_loom() {
