@@ -1,7 +1,7 @@
 /*
- * What the vshm C API tests share (test_api.c, test_features.c): the
- * shared client, command helpers, and an asynchronous callback that
- * records what it was given.
+ * What the vshm C API tests share (test_api.c, test_features.c,
+ * test_requests.c): the shared client, command helpers, and an
+ * asynchronous callback that records what it was given.
  */
 #ifndef VSHM_TEST_API_H
 #define VSHM_TEST_API_H

@@ -5,39 +5,7 @@
  * Run plain, under AddressSanitizer and under valgrind by
  * scripts/test-c.sh.
  */
-#define _GNU_SOURCE
-#include <poll.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <time.h>
-#include <unistd.h>
-
-#include "harness.h"
-
-static vshm_client *C; /* the shared client */
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static vshm_reply *cmd(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vshm_reply *r = NULL;
-    vshm_status st = vshm_commandv(C, &r, fmt, ap);
-    va_end(ap);
-    if (st != VSHM_OK) fprintf(stderr, "   (command \"%s\": %s: %s)\n", fmt, vshm_errstr(st), vshm_last_error_message());
-    return r;
-}
-
-static int value_is(const vshm_value *v, const char *s) {
-    const char *p;
-    size_t len;
-    if (vshm_value_string(v, &p, &len) != VSHM_OK) return 0;
-    return len == strlen(s) && memcmp(p, s, len) == 0;
-}
+#include "api.h"
 
 typedef struct {
     int calls;
