@@ -533,9 +533,11 @@ impl ClientAttachment {
                     Ok(taken) => Ok(taken.map(Next::Send)),
                     Err(ticket) => match msg::deserialize_submitted(a) {
                         Ok(req) => Ok(Some(Next::Run(req, ticket))),
-                        // Validated, so not expected.
+                        // Validated, so not expected. Answered through the
+                        // ticket it already has (its latency is recorded).
                         Err(e) => {
                             self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                            debug!(conn = self.id, id = m.id, error = %e, "invalid request");
                             ticket.fail(malformed(&e.to_string()));
                             Ok(None)
                         }

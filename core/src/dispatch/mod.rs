@@ -94,9 +94,11 @@ pub trait Execute: Send + Sync + 'static {
     /// Send what [`Execute::take_archived`] took. The dispatcher calls it
     /// once it has let go of the request's message, so that the node
     /// connection's write buffer can take that memory (see
-    /// `ClientAttachment::dispatch`). Default: drop it (its ticket
-    /// completes with `Closing`); an executor that takes must send.
+    /// `ClientAttachment::dispatch`). An executor that takes must send:
+    /// the default only drops it (its ticket completes with `Closing`), and
+    /// a debug build fails there.
     fn send_taken(&self, taken: Taken) {
+        debug_assert!(false, "take_archived without send_taken");
         drop(taken);
     }
 

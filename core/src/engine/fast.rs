@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use rkyv::vec::ArchivedVec;
 use tokio::time::Instant;
 use vshm_protocol::msg::{
     ArchivedOp, ArchivedRequest, ArchivedRoute, ClientError, Completion, ErrorKind, Op, Request,
@@ -231,6 +232,28 @@ pub(crate) fn plan_command<A: AsRef<[u8]>>(
         }
     };
     decide(target, timeout_ms)
+}
+
+/// [`plan`] of a request still archived in its message
+/// ([`Backend::take_archived`]), with the command's arguments; `None` for
+/// anything but a command (and for a route that does not deserialize: the
+/// owned path then reports the request as malformed).
+pub(crate) fn plan_archived<'a>(
+    dep: Deployment<'_>,
+    read_from: ReadFrom,
+    req: &'a ArchivedRequest,
+) -> Option<(Decision, &'a [ArchivedVec<u8>])> {
+    let ArchivedOp::Command { args } = &req.op else {
+        return None;
+    };
+    let route = match &req.route {
+        // Nearly every request: no deserializer call.
+        ArchivedRoute::Auto => Route::Auto,
+        r => rkyv::deserialize::<Route, rkyv::rancor::Error>(r).ok()?,
+    };
+    let args = args.as_slice();
+    let d = plan_command(dep, read_from, &route, req.timeout_ms.to_native(), args);
+    Some((d, args))
 }
 
 /// A key for an error message: lossy text, at most 64 bytes.
@@ -462,20 +485,11 @@ impl Backend {
         req: &ArchivedRequest,
         ticket: Ticket,
     ) -> Result<Option<Taken>, Ticket> {
-        let ArchivedOp::Command { args } = &req.op else {
+        let Some((decision, args)) = self.with_deployment(|dep, rf| plan_archived(dep, rf, req))
+        else {
             return Err(ticket);
         };
-        let route = match &req.route {
-            // Nearly every request: no deserializer call.
-            ArchivedRoute::Auto => Route::Auto,
-            r => match rkyv::deserialize::<Route, rkyv::rancor::Error>(r) {
-                Ok(r) => r,
-                Err(_) => return Err(ticket),
-            },
-        };
-        let timeout_ms = req.timeout_ms.to_native();
-        let args = args.as_slice();
-        match self.with_deployment(|dep, rf| plan_command(dep, rf, &route, timeout_ms, args)) {
+        match decision {
             Decision::Fast(p) => Ok(Some(Taken(self.job(
                 p,
                 Work::Command(Encoded::new(args)),
@@ -603,9 +617,10 @@ mod tests {
         }
     }
 
-    /// `Backend::take_archived` plans from the archive: the same
-    /// decision as from the owned request, for every kind of command and
-    /// route, both deployments.
+    /// `Backend::take_archived` plans from the archive ([`plan_archived`]):
+    /// the same decision as from the owned request, for commands of every
+    /// kind, every route, a request timeout, both deployments; batches and
+    /// other operations are left to the owned path.
     #[test]
     fn archived_commands_are_planned_like_owned_ones() {
         let commands = [
@@ -626,10 +641,15 @@ mod tests {
         let routes = [
             Route::Auto,
             Route::Random,
+            Route::AllNodes,
             Route::AllPrimaries,
             Route::SlotId {
                 slot: 20000,
                 replica: false,
+            },
+            Route::SlotId {
+                slot: 7,
+                replica: true,
             },
             Route::SlotKey {
                 key: b"k".to_vec(),
@@ -649,26 +669,26 @@ mod tests {
         ];
         for c in commands {
             for route in &routes {
-                let owned = req(&c.split(' ').collect::<Vec<_>>(), route.clone());
+                let mut owned = req(&c.split(' ').collect::<Vec<_>>(), route.clone());
+                owned.timeout_ms = 1234;
                 let bytes = vshm_protocol::msg::encode_request(&owned);
                 let a = vshm_protocol::msg::access_submitted(&bytes, 1).unwrap();
-                let ArchivedOp::Command { args } = &a.op else {
-                    panic!("a command");
-                };
-                let route_back: Route =
-                    rkyv::deserialize::<_, rkyv::rancor::Error>(&a.route).unwrap();
-                assert_eq!(&route_back, route);
                 for dep in deps {
                     for rf in [ReadFrom::Primary, ReadFrom::PreferReplica] {
-                        assert_eq!(
-                            plan_command(dep, rf, &route_back, 0, args.as_slice()),
-                            plan(dep, rf, &owned),
-                            "{c} {route:?} {dep:?}"
-                        );
+                        let (d, args) = plan_archived(dep, rf, a).expect("a command");
+                        assert_eq!(d, plan(dep, rf, &owned), "{c} {route:?} {dep:?}");
+                        let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+                        let Op::Command { args: want } = &owned.op else {
+                            unreachable!()
+                        };
+                        assert_eq!(args, want.iter().map(Vec::as_slice).collect::<Vec<_>>());
                     }
                 }
             }
         }
+        let b = vshm_protocol::msg::encode_request(&batch(false, &[], &["GET k"], Route::Auto));
+        let a = vshm_protocol::msg::access_submitted(&b, 1).unwrap();
+        assert!(plan_archived(deps[0], ReadFrom::Primary, a).is_none());
     }
 
     #[test]

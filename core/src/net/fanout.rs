@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use vshm_protocol::msg::{ClientError, Completion, ErrorKind, Pair, Value};
 
 use super::cluster::ClusterRouter;
+use super::job::Encoded;
 use super::refresh::send;
 use crate::keys::FanOut;
 use crate::topology::NodeAddr;
@@ -116,15 +117,11 @@ impl ClusterRouter {
         done: &mut HashMap<NodeAddr, Completion>,
     ) -> bool {
         // All sent first, then collected: the pieces run concurrently.
+        let cmd = Encoded::new(args);
         let waiting: Vec<_> = plan
             .iter()
             .filter(|a| !done.contains_key(*a))
-            .map(|a| {
-                (
-                    a.clone(),
-                    send(&self.node(a), args.to_vec(), deadline, bound),
-                )
-            })
+            .map(|a| (a.clone(), send(&self.node(a), cmd.clone(), deadline, bound)))
             .collect();
         let mut lost = false;
         for (addr, rx) in waiting {

@@ -95,6 +95,7 @@ impl Job {
 /// message, without an owned argv in between): a resend (a redirect, a
 /// retry, a connection that broke before it was written) writes the same
 /// bytes again.
+#[derive(Clone)]
 pub(crate) struct Encoded(Vec<u8>);
 
 impl Encoded {

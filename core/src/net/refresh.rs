@@ -32,14 +32,14 @@ const MAX_ASKED: usize = 8;
 /// fan-outs); the receiver gets its completion.
 pub(crate) fn send(
     node: &Node,
-    args: Vec<Vec<u8>>,
+    cmd: Encoded,
     deadline: Instant,
     bound: Duration,
 ) -> tokio::sync::oneshot::Receiver<Completion> {
     let (ticket, rx) = OneshotSink::ticket();
     node.submit(Box::new(Job {
         ticket,
-        work: Work::Command(Encoded::new(&args)),
+        work: Work::Command(cmd),
         deadline,
         bound,
         target: Target::Addr(node.addr().clone()),
@@ -55,7 +55,7 @@ pub(crate) async fn call(
     args: Vec<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Completion, ClientError> {
-    send(node, args, Instant::now() + timeout, timeout)
+    send(node, Encoded::new(&args), Instant::now() + timeout, timeout)
         .await
         .map_err(|_| ClientError::new(ErrorKind::Closing, "node closed"))
 }
