@@ -60,8 +60,8 @@ pub(crate) fn command_keys<'a, A: AsRef<[u8]>>(name: &str, args: &'a [A]) -> Key
         let mut keys: Keys<'a> = at(1).into_iter().collect();
         let mut i = 2;
         while i < args.len() {
-            let w = String::from_utf8_lossy(args[i].as_ref()).to_ascii_uppercase();
-            if words.contains(&w.as_str()) {
+            let w = args[i].as_ref();
+            if words.iter().any(|s| w.eq_ignore_ascii_case(s.as_bytes())) {
                 keys.extend(at(i + 1));
                 i += 1;
             }

@@ -536,9 +536,7 @@ impl ClientAttachment {
                         // Validated, so not expected. Answered through the
                         // ticket it already has (its latency is recorded).
                         Err(e) => {
-                            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                            debug!(conn = self.id, id = m.id, error = %e, "invalid request");
-                            ticket.fail(malformed(&e.to_string()));
+                            ticket.complete(self.malformed(m.id, &e.to_string()));
                             Ok(None)
                         }
                     },
@@ -551,12 +549,21 @@ impl ClientAttachment {
             Ok(Some(Next::Send(taken))) => self.exec.send_taken(taken),
             Ok(Some(Next::Run(req, ticket))) => self.run(req, ticket),
             Err(e) => {
-                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                debug!(conn = self.id, id = m.id, error = %e, "invalid request");
-                let c = Completion::Err(malformed(&e));
+                let c = self.malformed(m.id, &e);
                 self.complete_req(m.id, &c, req_bytes);
             }
         }
+    }
+
+    /// Count and log request `id`, whose message is not a valid request;
+    /// its completion.
+    fn malformed(&self, id: u64, e: &str) -> Completion {
+        self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+        debug!(conn = self.id, id, error = %e, "invalid request");
+        Completion::Err(ClientError::new(
+            ErrorKind::InvalidRequest,
+            format!("malformed request: {e}"),
+        ))
     }
 
     /// Submit a decoded request: the fast path, else a task on the slow
@@ -585,11 +592,6 @@ enum Next {
     Send(super::Taken),
     /// Decoded: the fast path, else the slow path.
     Run(Request, Ticket),
-}
-
-/// The completion of a request whose message is not a valid request.
-fn malformed(e: &str) -> ClientError {
-    ClientError::new(ErrorKind::InvalidRequest, format!("malformed request: {e}"))
 }
 
 impl Sink for ClientAttachment {
