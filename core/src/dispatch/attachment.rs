@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use vshm_protocol::frame::{FragmentWriter, Message, Reassembler};
 use vshm_protocol::layout::state;
-use vshm_protocol::msg::{self, ClientError, Completion, ErrorKind, Request};
+use vshm_protocol::msg::{self, ClientError, Completion, ErrorKind, Request, Value};
 use vshm_protocol::ring::{kind, Producer};
 use vshm_protocol::segment::Segment;
 use vshm_protocol::wake::{self, Side};
@@ -90,7 +90,10 @@ pub struct ClientAttachment {
     /// No new requests are taken (shutdown or detach).
     intake_stopped: AtomicBool,
     /// The connection is gone: completions are dropped, tasks cancelled.
+    /// Tasks wait on the channel; the per-request path reads `closed`,
+    /// its mirror, set first (a load instead of the channel's lock).
     closed_tx: watch::Sender<bool>,
+    closed: AtomicBool,
     broken: Mutex<Option<String>>,
     pub stats: AttachmentStats,
     rt: tokio::runtime::Handle,
@@ -131,6 +134,7 @@ impl ClientAttachment {
             progress: Notify::new(),
             intake_stopped: AtomicBool::new(false),
             closed_tx,
+            closed: AtomicBool::new(false),
             broken: Mutex::new(None),
             stats: AttachmentStats::default(),
             rt,
@@ -187,9 +191,9 @@ impl ClientAttachment {
         self.outstanding.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// One more request in flight (its completion calls `finish_one`).
+    /// One more request in flight (its completion calls `finish`).
     pub(super) fn begin_one(&self) {
-        // AcqRel: pairs with the AcqRel `fetch_sub` in `finish_one`, so
+        // AcqRel: pairs with the AcqRel `fetch_sub` in `finish`, so
         // that `drain_until` and the serve loop, which read the count after
         // `progress` fires, see every request begun before it.
         self.inflight.fetch_add(1, Ordering::AcqRel);
@@ -217,7 +221,16 @@ impl ClientAttachment {
     }
 
     pub fn is_closed(&self) -> bool {
-        *self.closed_tx.borrow()
+        // Acquire: pairs with the Release store in `set_closed`.
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Mark the connection closed: the flag, then the channel that wakes
+    /// the waiting tasks. Returns whether it already was.
+    fn set_closed(&self) -> bool {
+        // Release: pairs with the Acquire load in `is_closed`.
+        self.closed.store(true, Ordering::Release);
+        self.closed_tx.send_replace(true)
     }
 
     /// Stop taking requests (the serve loop exits after its current turn).
@@ -245,7 +258,7 @@ impl ClientAttachment {
     /// closed (waking the client), and outstanding tasks are cancelled.
     pub fn close(&self) {
         self.stop_intake();
-        if self.closed_tx.send_replace(true) {
+        if self.set_closed() {
             return;
         }
         self.seg.set_state(state::CLOSED);
@@ -255,7 +268,7 @@ impl ClientAttachment {
     pub fn detach(&self) {
         // Release: pairs with the Acquire load in `intake_stopped`.
         self.intake_stopped.store(true, Ordering::Release);
-        self.closed_tx.send_replace(true);
+        self.set_closed();
         doorbell_kick(&self.doorbell_fd());
         {
             let mut w = lock(&self.cq);
@@ -285,7 +298,7 @@ impl ClientAttachment {
         *lock(&self.broken) = Some(why);
         // Release: pairs with the Acquire load in `intake_stopped`.
         self.intake_stopped.store(true, Ordering::Release);
-        self.closed_tx.send_replace(true);
+        self.set_closed();
         self.seg.set_state(state::BROKEN);
     }
 
@@ -320,11 +333,16 @@ impl ClientAttachment {
         if !self.count_completion(matches!(c, Completion::Err(_)), counted, req_bytes) {
             return;
         }
-        // Encoded outside the writer lock (a large reply takes a while);
-        // the lock is taken twice, uncontended in the common case.
-        let scratch = std::mem::take(&mut lock(&self.cq).scratch);
-        let bytes = msg::encode_completion_in(c, scratch);
         let mut w = lock(&self.cq);
+        let scratch = std::mem::take(&mut w.scratch);
+        if !quick_to_encode(c) {
+            // A large reply takes a while to encode: outside the lock.
+            drop(w);
+            let bytes = msg::encode_completion_in(c, scratch);
+            w = lock(&self.cq);
+            return self.commit_or_queue(&mut w, id, k, Body::Whole(bytes), counted, req_bytes);
+        }
+        let bytes = msg::encode_completion_in(c, scratch);
         self.commit_or_queue(&mut w, id, k, Body::Whole(bytes), counted, req_bytes);
     }
 
@@ -348,9 +366,7 @@ impl ClientAttachment {
     fn count_completion(&self, is_err: bool, counted: bool, req_bytes: u64) -> bool {
         if self.is_closed() && self.seg.state() != state::OPEN {
             self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
-            if counted {
-                self.finish_one();
-            }
+            self.finish(usize::from(counted));
             return false;
         }
         if counted {
@@ -422,9 +438,15 @@ impl ClientAttachment {
         });
     }
 
-    fn finish_one(&self) {
+    /// `n` requests left the in-flight set: one subtraction and one
+    /// notification for all of them (a flush finishes every completion it
+    /// wrote at once; the waiters re-check the count).
+    fn finish(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
         // AcqRel: pairs with the AcqRel `fetch_add` in `begin_one`.
-        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.inflight.fetch_sub(n, Ordering::AcqRel);
         self.progress.notify_waiters();
         // The serve loop may be waiting for room under the limit.
         self.progress.notify_one();
@@ -482,9 +504,7 @@ impl ClientAttachment {
             w.space_wanted = false;
         }
         self.outstanding.fetch_sub(written, Ordering::Relaxed);
-        for _ in 0..done {
-            self.finish_one();
-        }
+        self.finish(done);
         if recheck {
             // Announce, then re-check: space the client freed after the
             // pump above but before it could see the announcement rang no
@@ -611,6 +631,25 @@ impl Sink for ClientAttachment {
 
     fn flush(&self) {
         ClientAttachment::flush(self);
+    }
+}
+
+/// Scalars of at most this many bytes are encoded under the writer lock.
+const QUICK_BYTES: usize = 4 << 10;
+
+/// Whether `c` encodes in about the time of taking the writer lock (a
+/// scalar of at most [`QUICK_BYTES`]: nearly every reply), so it is
+/// encoded under it instead of taking the lock a second time.
+fn quick_to_encode(c: &Completion) -> bool {
+    match c {
+        Completion::Err(e) => e.message.len() <= QUICK_BYTES,
+        Completion::Ok(v) | Completion::Push(v) => match v {
+            Value::Nil | Value::Int(_) | Value::Double(_) | Value::Boolean(_) => true,
+            Value::Bulk(b) | Value::Simple(b) | Value::Error(b) | Value::BigNumber(b) => {
+                b.len() <= QUICK_BYTES
+            }
+            _ => false,
+        },
     }
 }
 

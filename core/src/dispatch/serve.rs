@@ -369,7 +369,9 @@ impl ClientAttachment {
                 match admit(total, self.outstanding_bytes(), &it.limits) {
                     Admit::Take(total) => {
                         it.partial_bytes = total;
-                        self.charge(total);
+                        if total > 0 {
+                            self.charge(total);
+                        }
                     }
                     Admit::Wait => {
                         turn.stopped_by = Some(Gate::Bytes);
@@ -389,11 +391,16 @@ impl ClientAttachment {
             match pushed {
                 Ok(Some(m)) => {
                     turn.taken += 1;
-                    // Charge the real size (a single record, or a
-                    // fragmented message whose total was charged).
+                    // Charge the real size in place of the announced
+                    // total (0 for a single record): one atomic add, or
+                    // none when they agree.
                     let len = m.bytes.len() as u64;
-                    self.charge(len);
-                    self.uncharge(std::mem::take(&mut it.partial_bytes));
+                    let announced = std::mem::take(&mut it.partial_bytes);
+                    if len > announced {
+                        self.charge(len - announced);
+                    } else if len < announced {
+                        self.uncharge(announced - len);
+                    }
                     since_clock += 1;
                     let now = match taken_at {
                         Some(t) if since_clock < CLOCK_EVERY && len < CLOCK_BYTES => t,
