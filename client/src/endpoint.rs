@@ -38,12 +38,18 @@ pub struct WaitStrategy {
     pub yield_for: Duration,
     /// Then park on the futex (false: keep yielding until the deadline).
     pub park: bool,
-    /// `spin` is a budget used only while spinning pays (see
-    /// [`AdaptiveSpin`]); false: always spin `spin` first.
+    /// `spin` and `yield_for` are a budget used only while staying awake
+    /// pays (see [`AdaptiveSpin`]); false: always spin and yield first.
     pub adaptive: bool,
 }
 
 impl WaitStrategy {
+    /// How long a wait stays awake (spinning, then yielding) before it
+    /// parks.
+    pub fn awake(&self) -> Duration {
+        self.spin.saturating_add(self.yield_for)
+    }
+
     /// As shipped: a short spin (covers a peer that is actively running
     /// and answers within microseconds), then park so an idle side uses no
     /// CPU. No `sched_yield` phase by default: with more client processes
@@ -58,15 +64,21 @@ impl WaitStrategy {
     };
     /// What a Redis client waits with by default
     /// ([`WaitStrategy::from_env`], used by `ClientOptions::default()`):
-    /// spin up to 80 µs before parking, but only while such spins end with
+    /// stay awake up to 80 µs before parking (20 µs of pure spin, then
+    /// `sched_yield` between polls), but only while such waits end with
     /// the completion ([`AdaptiveSpin`]). A round trip through the core
-    /// takes 40-60 µs on this machine when nothing parks; parking at once
-    /// adds a futex wake-up (and on a loaded VM a scheduling delay) to each
-    /// one, and a fixed spin burns the CPU of every waiter when processes
-    /// outnumber cores. Measured in docs/performance.md ("Adaptive spin").
+    /// takes 10-60 µs on the measured machines when nothing parks; parking
+    /// at once adds a futex wake-up (and on a loaded VM a scheduling delay)
+    /// to each one, and a fixed spin burns the CPU of every waiter when
+    /// processes outnumber cores. The yield phase is for the thread this
+    /// wait depends on when the scheduler put it on the waiter's own CPU
+    /// (a woken core thread lands beside the thread that woke it): a pure
+    /// spin holds it off until the budget runs out, and the wait parks
+    /// anyway. Measured in docs/performance.md ("Adaptive spin" and
+    /// "fifth session").
     pub const CLIENT: WaitStrategy = WaitStrategy {
-        spin: Duration::from_micros(80),
-        yield_for: Duration::ZERO,
+        spin: Duration::from_micros(20),
+        yield_for: Duration::from_micros(60),
         park: true,
         adaptive: true,
     };
@@ -87,7 +99,8 @@ impl WaitStrategy {
 }
 
 /// Whether spinning before parking pays, learnt from the waits of one
-/// client end: a spin pays when the completion arrives before the spin
+/// client end: a spin (here: the whole awake budget, spin then yield,
+/// [`WaitStrategy::awake`]) pays when the completion arrives before the
 /// budget runs out (it saves the futex wake-up), and wastes a core when
 /// it does not (many processes per core, slow commands). A score rises by
 /// 2 for a spin that ended with the completion and falls by 4 for one
@@ -200,7 +213,7 @@ impl AdaptiveSpin {
     /// The strategy for the next wait: `s` itself unless it is adaptive
     /// and spinning does not pay now (then no spin).
     pub fn strategy(&self, s: WaitStrategy) -> WaitStrategy {
-        if !s.adaptive || s.spin.is_zero() {
+        if !s.adaptive || s.awake().is_zero() {
             return s;
         }
         let n = self.waits.fetch_add(1, Ordering::Relaxed);
@@ -214,6 +227,7 @@ impl AdaptiveSpin {
         } else {
             WaitStrategy {
                 spin: Duration::ZERO,
+                yield_for: Duration::ZERO,
                 ..s
             }
         }
@@ -263,11 +277,11 @@ impl AdaptiveSpin {
     /// Learn from a wait made with `used` (from [`AdaptiveSpin::strategy`])
     /// that ended with what it waited for after `waited`.
     pub fn record(&self, used: WaitStrategy, waited: Duration) {
-        if !used.adaptive || used.spin.is_zero() {
+        if !used.adaptive || used.awake().is_zero() {
             return;
         }
         let score = self.score.load(Ordering::Relaxed);
-        let next = if waited <= used.spin {
+        let next = if waited <= used.awake() {
             (score + 2).min(Self::MAX)
         } else {
             score.saturating_sub(4)
@@ -300,6 +314,7 @@ impl WaitStrategy {
                 .and_then(|v| v.trim().parse::<u64>().ok())
             {
                 s.spin = Duration::from_micros(us.min(1_000_000));
+                s.yield_for = Duration::ZERO;
                 s.adaptive = false;
             }
             s
@@ -394,6 +409,7 @@ pub fn wait_until(
         deadline,
         start: Instant::now(),
         n: 0,
+        yielding: false,
         ready,
     };
     wake::wait(ctl, side, &mut w)
@@ -408,6 +424,8 @@ struct StrategyWait<'a, F> {
     deadline: Instant,
     start: Instant,
     n: u32,
+    /// Past the pure spin: every poll yields (and reads the clock).
+    yielding: bool,
     ready: F,
 }
 
@@ -425,7 +443,7 @@ impl<F: FnMut() -> Result<bool, EndpointError>> Waiter for StrategyWait<'_, F> {
         // costs about as much as a poll; this bounds the overshoot of the
         // spin budget to a fraction of a microsecond). With no spin budget,
         // go to the next phase at once.
-        if !self.strategy.spin.is_zero() && !self.n.is_multiple_of(CLOCK_EVERY) {
+        if !self.yielding && !self.strategy.spin.is_zero() && !self.n.is_multiple_of(CLOCK_EVERY) {
             spin_hint();
             return Ok(Idle::Poll);
         }
@@ -443,7 +461,8 @@ impl<F: FnMut() -> Result<bool, EndpointError>> Waiter for StrategyWait<'_, F> {
         if spent < s.spin {
             spin_hint();
             Ok(Idle::Poll)
-        } else if spent < s.spin + s.yield_for || !s.park {
+        } else if spent < s.awake() || !s.park {
+            self.yielding = true;
             std::thread::yield_now();
             Ok(Idle::Poll)
         } else {
@@ -713,14 +732,14 @@ mod tests {
         let s = WaitStrategy::CLIENT;
         // Off at first: only probes spin.
         let spinning = (0..AdaptiveSpin::PROBE_EVERY)
-            .filter(|_| !a.strategy(s).spin.is_zero())
+            .filter(|_| !a.strategy(s).awake().is_zero())
             .count();
         assert_eq!(spinning, AdaptiveSpin::PROBE_BURST as usize);
         // Probes that succeed turn it on.
         while !a.is_on() {
             a.record(s, US(30));
         }
-        assert!((0..100).all(|_| a.strategy(s).spin == s.spin));
+        assert!((0..100).all(|_| a.strategy(s) == s));
     }
 
     #[test]
@@ -731,7 +750,7 @@ mod tests {
             let used = a.strategy(s);
             assert_eq!(used, s, "wait {i} of the burst spins");
             // The first wait wakes the core and parks; the others fit.
-            a.record(used, if i == 0 { s.spin + US(40) } else { US(45) });
+            a.record(used, if i == 0 { s.awake() + US(40) } else { US(45) });
         }
         assert!(a.is_on());
     }
@@ -743,20 +762,42 @@ mod tests {
         // One success in two is not enough to stay on.
         for _ in 0..10 {
             a.record(s, US(10));
-            a.record(s, s.spin + US(1));
+            a.record(s, s.awake() + US(1));
         }
         assert!(!a.is_on());
         let spinning = (0..10 * AdaptiveSpin::PROBE_EVERY)
-            .filter(|_| !a.strategy(s).spin.is_zero())
+            .filter(|_| !a.strategy(s).awake().is_zero())
             .count();
         assert_eq!(spinning, 10 * AdaptiveSpin::PROBE_BURST as usize);
+    }
+
+    #[test]
+    fn a_wait_that_ends_while_yielding_counts_as_a_spin_that_paid() {
+        let s = WaitStrategy::CLIENT;
+        assert!(!s.spin.is_zero() && !s.yield_for.is_zero());
+        let a = AdaptiveSpin::with_load(idle);
+        // Past the pure spin, within spin + yield: still no park.
+        while !a.is_on() {
+            a.record(s, s.spin + s.yield_for / 2);
+        }
+        let a = turned_on(idle);
+        for _ in 0..10 {
+            a.record(s, s.awake() + US(1));
+        }
+        assert!(!a.is_on());
+        // Off: neither phase runs (the wait parks at once).
+        let off = (0..AdaptiveSpin::PROBE_EVERY)
+            .map(|_| a.strategy(s))
+            .find(|u| u.spin.is_zero())
+            .expect("off waits outside probes");
+        assert!(off.yield_for.is_zero() && off.park);
     }
 
     #[test]
     fn no_spin_on_a_crowded_machine() {
         let a = turned_on(crowded);
         let s = WaitStrategy::CLIENT;
-        assert!((0..1000).all(|_| a.strategy(s).spin.is_zero()));
+        assert!((0..1000).all(|_| a.strategy(s).awake().is_zero()));
     }
 
     #[test]
@@ -785,7 +826,7 @@ mod tests {
                 let used = a.strategy(s);
                 // Every spin ends with the completion: the score stays on.
                 a.record(used, US(10));
-                !used.spin.is_zero()
+                !used.awake().is_zero()
             })
             .count()
     }
@@ -837,6 +878,7 @@ mod tests {
         // A wait that did not spin teaches nothing.
         let off = WaitStrategy {
             spin: Duration::ZERO,
+            yield_for: Duration::ZERO,
             ..WaitStrategy::CLIENT
         };
         for _ in 0..20 {
