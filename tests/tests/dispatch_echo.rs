@@ -54,6 +54,19 @@ fn copts() -> ClientOptions {
     }
 }
 
+/// Once every call has returned, the core's accounting of the client
+/// goes back to zero: nothing in flight, no request or completion bytes
+/// counted against `max_outstanding_bytes`. The core finishes its
+/// bookkeeping just after publishing the last completion, so this waits
+/// for it, for at most 5 s.
+fn assert_settled(a: &vshm_core::dispatch::ClientAttachment) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (a.inflight(), a.outstanding_bytes()) != (0, 0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!((a.inflight(), a.outstanding_bytes()), (0, 0));
+}
+
 #[test]
 fn many_threads_every_request_exactly_one_completion() {
     let core = EmbeddedCore::start(1).unwrap();
@@ -87,6 +100,7 @@ fn many_threads_every_request_exactly_one_completion() {
     let st = &client.attachment().stats;
     assert_eq!(st.requests.load(Ordering::Relaxed), 40_000);
     assert_eq!(st.completions.load(Ordering::Relaxed), 40_000);
+    assert_settled(client.attachment());
     drop(client);
     core.shutdown(Duration::from_secs(1));
 }
@@ -102,6 +116,9 @@ fn large_values_fragment_both_ways() {
         let v: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let r = client.call(&[b"ECHO", &v]).unwrap();
         assert_eq!(r, Value::Bulk(v), "size {size}");
+        // Single-record and fragmented requests alike give back what
+        // they counted.
+        assert_settled(client.attachment());
     }
 }
 
