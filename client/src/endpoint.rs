@@ -103,8 +103,9 @@ impl WaitStrategy {
 /// [`WaitStrategy::awake`]) pays when the completion arrives before the
 /// budget runs out (it saves the futex wake-up), and wastes a core when
 /// it does not (many processes per core, slow commands). A score rises by
-/// 2 for a spin that ended with the completion and falls by 4 for one
-/// that ended in a park; at [`AdaptiveSpin::ON`] or above every wait
+/// 2 for a wait that ended with the completion within the budget and
+/// falls by 4 for one that outlasted it (it parked, or its last yield
+/// returned late); at [`AdaptiveSpin::ON`] or above every wait
 /// spins, below only a probe does: a burst of [`AdaptiveSpin::PROBE_BURST`]
 /// waits every [`AdaptiveSpin::PROBE_EVERY`] (to notice that spinning pays
 /// again). Spinning therefore stays on only
@@ -211,7 +212,7 @@ impl AdaptiveSpin {
     }
 
     /// The strategy for the next wait: `s` itself unless it is adaptive
-    /// and spinning does not pay now (then no spin).
+    /// and staying awake does not pay now (then neither spin nor yield).
     pub fn strategy(&self, s: WaitStrategy) -> WaitStrategy {
         if !s.adaptive || s.awake().is_zero() {
             return s;

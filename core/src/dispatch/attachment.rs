@@ -193,9 +193,11 @@ impl ClientAttachment {
 
     /// One more request in flight (its completion calls `finish`).
     pub(super) fn begin_one(&self) {
-        // AcqRel: pairs with the AcqRel `fetch_sub` in `finish`, so
-        // that `drain_until` and the serve loop, which read the count after
-        // `progress` fires, see every request begun before it.
+        // AcqRel: pairs with the AcqRel `fetch_sub` in `finish`; the two
+        // read-modify-writes of the count order against each other. Its
+        // readers (`drain_until`, the serve loop) load it Relaxed after
+        // `progress` fires: tokio's `Notify` orders the notifying
+        // `finish` before the woken task.
         self.inflight.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -483,6 +485,9 @@ impl ClientAttachment {
                     self.outstanding.fetch_sub(written, Ordering::Relaxed);
                     self.forget_pending(w);
                     self.mark_broken(format!("completion ring: {e}"));
+                    // Written before the ring broke: they left the
+                    // in-flight set.
+                    self.finish(done);
                     return;
                 }
             }
