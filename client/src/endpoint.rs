@@ -778,9 +778,10 @@ mod tests {
         assert!(!s.spin.is_zero() && !s.yield_for.is_zero());
         let a = AdaptiveSpin::with_load(idle);
         // Past the pure spin, within spin + yield: still no park.
-        while !a.is_on() {
+        for _ in 0..AdaptiveSpin::ON / 2 {
             a.record(s, s.spin + s.yield_for / 2);
         }
+        assert!(a.is_on());
         let a = turned_on(idle);
         for _ in 0..10 {
             a.record(s, s.awake() + US(1));

@@ -276,19 +276,6 @@ impl RedisCluster {
     }
 }
 
-/// Poll `reason` every 50 ms until it gives `None`; panics with `what` and the last reason
-/// after `timeout`.
-fn poll_until(timeout: Duration, what: &str, mut reason: impl FnMut() -> Option<String>) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match reason() {
-            None => return,
-            Some(why) if Instant::now() >= deadline => panic!("{what} after {timeout:?}: {why}"),
-            Some(_) => thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
 /// Why node `n` is not healthy on its own: `CLUSTER INFO` fails or is not `cluster_state:ok`,
 /// or it is a replica whose link to its primary is down.
 fn node_not_ok(n: &RedisServer) -> Option<String> {

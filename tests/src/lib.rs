@@ -35,6 +35,19 @@ use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 use vshm_core::keys::SLOTS;
 
+/// Poll `reason` every 50 ms until it gives `None`; panics with `what` and the last reason
+/// after `timeout`.
+pub fn poll_until(timeout: Duration, what: &str, mut reason: impl FnMut() -> Option<String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match reason() {
+            None => return,
+            Some(why) if Instant::now() >= deadline => panic!("{what} after {timeout:?}: {why}"),
+            Some(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// Bound for a server to start answering, and for a cluster to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound for a SIGTERMed server to exit before it gets SIGKILL.

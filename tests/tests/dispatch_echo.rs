@@ -60,11 +60,10 @@ fn copts() -> ClientOptions {
 /// bookkeeping just after publishing the last completion, so this waits
 /// for it, for at most 5 s.
 fn assert_settled(a: &vshm_core::dispatch::ClientAttachment) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while (a.inflight(), a.outstanding_bytes()) != (0, 0) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!((a.inflight(), a.outstanding_bytes()), (0, 0));
+    vshm_tests::poll_until(Duration::from_secs(5), "accounting not settled", || {
+        let now = (a.inflight(), a.outstanding_bytes());
+        (now != (0, 0)).then(|| format!("(in flight, outstanding bytes) = {now:?}"))
+    });
 }
 
 #[test]

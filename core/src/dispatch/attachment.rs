@@ -337,14 +337,15 @@ impl ClientAttachment {
         }
         let mut w = lock(&self.cq);
         let scratch = std::mem::take(&mut w.scratch);
-        if !quick_to_encode(c) {
+        let bytes = if quick_to_encode(c) {
+            msg::encode_completion_in(c, scratch)
+        } else {
             // A large reply takes a while to encode: outside the lock.
             drop(w);
             let bytes = msg::encode_completion_in(c, scratch);
             w = lock(&self.cq);
-            return self.commit_or_queue(&mut w, id, k, Body::Whole(bytes), counted, req_bytes);
-        }
-        let bytes = msg::encode_completion_in(c, scratch);
+            bytes
+        };
         self.commit_or_queue(&mut w, id, k, Body::Whole(bytes), counted, req_bytes);
     }
 

@@ -391,15 +391,15 @@ impl ClientAttachment {
             match pushed {
                 Ok(Some(m)) => {
                     turn.taken += 1;
-                    // Charge the real size in place of the announced
-                    // total (0 for a single record): one atomic add, or
-                    // none when they agree.
+                    // A single record is charged its size now; a
+                    // fragmented message was charged its announced total
+                    // at its first fragment, which the reassembler checked
+                    // is its size.
                     let len = m.bytes.len() as u64;
                     let announced = std::mem::take(&mut it.partial_bytes);
-                    if len > announced {
-                        self.charge(len - announced);
-                    } else if len < announced {
-                        self.uncharge(announced - len);
+                    debug_assert!(announced == 0 || announced == len);
+                    if announced == 0 {
+                        self.charge(len);
                     }
                     since_clock += 1;
                     let now = match taken_at {
