@@ -154,6 +154,9 @@ fn vshm_worker(a: &WorkerArgs) -> BoxResult<()> {
         }
         c.wait_events(now + Duration::from_millis(100), &mut out, None)?;
         let t1 = Instant::now();
+        // The next requests go to the core in batches (`Client::cork`), as
+        // libvshm sends what its callbacks submit.
+        let _cork = c.cork();
         for r in out.drain(..) {
             let Some((ts, set)) = started.remove(&r.id()) else {
                 continue;

@@ -75,6 +75,9 @@ pub(crate) struct Collected {
     pub push_cb: PushCallback,
     pub push_userdata: usize,
     pub count: usize,
+    /// The registration the completions came from: `dispatch` corks its
+    /// submission ring while the callbacks run.
+    pub conn: Option<Conn>,
 }
 
 pub(crate) struct Entry {
@@ -279,6 +282,7 @@ impl ClientInner {
             push_cb,
             push_userdata,
             count: completed,
+            conn: cur.map(|c| c.0),
         }
     }
 

@@ -106,6 +106,12 @@ pub unsafe extern "C" fn vshm_submit_argv(
 }
 
 pub(crate) fn dispatch(c: *mut vshm_client, got: Collected) {
+    // The requests the callbacks submit (typically the next one each) go
+    // to the core together when the last callback returns: one batch, one
+    // wake-up of the core, one write per server, as hiredis's event loop
+    // sends what its callbacks queued. A callback that waits (a
+    // synchronous call, `vshm_wait`) publishes them first.
+    let _cork = got.conn.as_ref().map(|conn| conn.cork());
     for (id, e, o) in got.done {
         let (st, r) = outcome_to_c(o, id);
         match e.cb {

@@ -38,7 +38,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vshm_protocol::sync::{AtomicU64, Ordering};
+use vshm_protocol::sync::{AtomicU32, AtomicU64, Ordering};
 
 use crate::endpoint::{Dir, EndpointError, PeerWake, Sender, WaitStrategy};
 use vshm_protocol::bound::{self, ArgList};
@@ -88,6 +88,33 @@ pub struct Client {
     /// sets no timeout (its `block_forever_limit_ms`; the daemon tells it
     /// at registration), in ms.
     block_forever_limit_ms: AtomicU64,
+    /// The submission ring's open corks ([`Client::cork`]): a copy of
+    /// `Sender::corks`, written only under the `sq` lock, read without it
+    /// by waits (see [`Client::flush_corked`]).
+    corks: AtomicU32,
+}
+
+/// Submissions held back from the core until dropped ([`Client::cork`]).
+#[must_use = "dropping it publishes the held submissions at once"]
+pub struct Cork<'a> {
+    client: &'a Client,
+    /// The fork generation it was opened in: a child forked while the
+    /// cork was open (a callback that forks) leaves the parent's ring
+    /// alone; the parent closes its own cork.
+    fork_gen: u64,
+}
+
+impl Drop for Cork<'_> {
+    fn drop(&mut self) {
+        if crate::daemon::fork_generation() != self.fork_gen {
+            return;
+        }
+        let client = self.client;
+        let mut sq = lock(&client.sq);
+        sq.uncork();
+        // Relaxed: see `Client::flush_corked`.
+        client.corks.store(sq.corks(), Ordering::Relaxed);
+    }
 }
 
 impl Client {
@@ -114,6 +141,44 @@ impl Client {
             next_id: AtomicU64::new(1),
             block_forever_limit_ms: AtomicU64::new(bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS),
             opts,
+            corks: AtomicU32::new(0),
+        }
+    }
+
+    /// Hold back the submissions made until the returned guard drops, and
+    /// then hand them to the core at once: one batch, at most one wake-up
+    /// of the core, one write per server for the lot (as a hiredis event
+    /// loop sends the commands its callbacks queued in one write). For
+    /// code that submits several requests in a row, e.g. the completion
+    /// callbacks of an event loop that each submit the next request.
+    /// Nothing waits on a cork: every wait for a completion (in any
+    /// thread) first publishes what is held, and so does a submission
+    /// that needs more than one ring record or has to wait for ring space.
+    /// Corks nest; the outermost guard's drop publishes.
+    pub fn cork(&self) -> Cork<'_> {
+        let mut sq = lock(&self.sq);
+        sq.cork();
+        // Relaxed: see `Client::flush_corked`.
+        self.corks.store(sq.corks(), Ordering::Relaxed);
+        Cork {
+            client: self,
+            fork_gen: crate::daemon::fork_generation(),
+        }
+    }
+
+    /// Publish the submissions a cork holds back, before a wait for a
+    /// completion. Without the lock when no cork is open. Why reading 0
+    /// is enough: `corks` is stored only under the `sq` lock, so its
+    /// stores are ordered as the critical sections are. A submission held
+    /// back found a cork open, so the last store before its critical
+    /// section was nonzero, and this thread's later read (write-read
+    /// coherence) returns that store or a later one. A 0 is therefore the
+    /// store of a guard that closed the last cork after the submission,
+    /// and that guard published it. A stale nonzero read only costs a
+    /// lock.
+    fn flush_corked(&self) {
+        if self.corks.load(Ordering::Relaxed) != 0 {
+            lock(&self.sq).flush();
         }
     }
 
@@ -304,6 +369,7 @@ impl Client {
         abandon: bool,
     ) -> Result<Reply, ClientError> {
         let mut out = None;
+        self.flush_corked();
         self.cq
             .wait_for(Want::Id(id), deadline, abandon, &mut |w| {
                 if let Some(r) = w.ready.remove(&id) {
@@ -333,6 +399,7 @@ impl Client {
         out: &mut Vec<Reply>,
         pushes: Option<&mut Vec<Reply>>,
     ) -> Result<(), ClientError> {
+        self.flush_corked();
         self.cq.poll();
         let mut w = lock(&self.cq.waits);
         out.extend(w.queued.drain(..));
@@ -361,6 +428,7 @@ impl Client {
         out: &mut Vec<Reply>,
         mut pushes: Option<&mut Vec<Reply>>,
     ) -> Result<(), ClientError> {
+        self.flush_corked();
         let r = self.cq.wait_for(Want::Queued, deadline, false, &mut |w| {
             let push_ready = pushes.is_some() && !w.pushes.is_empty();
             if w.queued.is_empty() && !push_ready {
@@ -388,6 +456,7 @@ impl Client {
     /// [`Client::try_push`] without decoding: the push as a reply (its
     /// completion is a `Completion::Push`).
     pub fn try_push_reply(&self) -> Option<Reply> {
+        self.flush_corked();
         self.cq.poll();
         lock(&self.cq.waits).pushes.pop_front()
     }
@@ -401,6 +470,7 @@ impl Client {
 
     /// [`Client::wait_push`] without decoding (see [`Client::try_push_reply`]).
     pub fn wait_push_reply(&self, timeout: Duration) -> Result<Option<Reply>, ClientError> {
+        self.flush_corked();
         let deadline = Instant::now() + timeout;
         let mut out = None;
         let r = self.cq.wait_for(Want::Queued, deadline, false, &mut |w| {
@@ -724,6 +794,79 @@ mod tests {
             w.join().unwrap();
         }
         assert_eq!(client.pinned_bytes(), 0);
+    }
+
+    /// The submission ring's published tail (what the core can see).
+    fn sq_published(c: &Client) -> u64 {
+        // Acquire: pairs with the Release tail store in `Producer::publish`.
+        c.segment().sq().0.prod.tail.load(Ordering::Acquire)
+    }
+
+    fn submit_get(c: &Client) -> u64 {
+        c.submit(&[b"GET", b"k"], &Route::Auto, None).unwrap()
+    }
+
+    #[test]
+    fn a_cork_holds_submissions_back_until_it_closes_or_fills_a_batch() {
+        let (_core, client) = FakeCore::new(1 << 14);
+        let cork = client.cork();
+        submit_get(&client);
+        submit_get(&client);
+        assert_eq!(sq_published(&client), 0, "held back while corked");
+        {
+            let _inner = client.cork();
+            submit_get(&client);
+        }
+        assert_eq!(sq_published(&client), 0, "an inner cork does not publish");
+        drop(cork);
+        let three = sq_published(&client);
+        assert!(three > 0, "closing the last cork publishes");
+
+        // A full batch goes out without waiting for the cork to close.
+        let cork = client.cork();
+        for _ in 0..crate::endpoint::CORK_BATCH - 1 {
+            submit_get(&client);
+        }
+        assert_eq!(sq_published(&client), three);
+        submit_get(&client);
+        let batch = sq_published(&client);
+        assert!(batch > three, "the 16th record publishes the batch");
+        // Polling for completions publishes what is held.
+        submit_get(&client);
+        assert_eq!(sq_published(&client), batch);
+        client.poll_queued(&mut Vec::new()).unwrap();
+        assert!(sq_published(&client) > batch);
+        drop(cork);
+        // Without a cork every submission is published at once.
+        let before = sq_published(&client);
+        submit_get(&client);
+        assert!(sq_published(&client) > before);
+    }
+
+    #[test]
+    fn a_wait_publishes_what_a_cork_holds() {
+        // The fake core answers a request only once it can see it: if the
+        // wait did not publish the corked submission first, it would time
+        // out.
+        let (mut core, client) = FakeCore::new(1 << 14);
+        let client = Arc::new(client);
+        let _cork = client.cork();
+        let id = submit_get(&client);
+        assert_eq!(sq_published(&client), 0);
+        let answer = std::thread::spawn({
+            let client = client.clone();
+            move || {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while sq_published(&client) == 0 {
+                    assert!(Instant::now() < deadline, "the request was never published");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                assert!(core.complete(id, &bulk(3, 1)));
+            }
+        });
+        let r = client.wait_reply_until(id, soon(), true).unwrap();
+        assert_eq!(r.to_completion(), bulk(3, 1));
+        answer.join().unwrap();
     }
 
     #[test]

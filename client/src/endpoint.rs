@@ -480,6 +480,15 @@ impl<F: FnMut() -> Result<bool, EndpointError>> Waiter for StrategyWait<'_, F> {
     }
 }
 
+/// Records a cork holds back at most: the 16th is published with the ones
+/// before it. Batches of this size let the consumer start on the first
+/// requests while the producer is still writing the next ones. Measured
+/// (`vshm-bench casync`, 100 in flight, callbacks submitting the next
+/// request): a cork that held everything until it closed cost a fifth of
+/// the ops/s (less CPU per request, but the core and the server waited for
+/// the whole batch); 8, 16 and 32 measured alike, 9-10 % above no cork.
+pub const CORK_BATCH: u32 = 16;
+
 /// The producing end of one ring direction.
 pub struct Sender {
     seg: Arc<Segment>,
@@ -487,6 +496,11 @@ pub struct Sender {
     prod: Producer,
     peer: PeerWake,
     pub strategy: WaitStrategy,
+    /// Open corks ([`Sender::cork`]): while above zero, records sent are
+    /// committed but not published.
+    corks: u32,
+    /// Records committed under a cork and not yet published.
+    held: u32,
 }
 
 impl Sender {
@@ -506,11 +520,46 @@ impl Sender {
             prod: Producer::new(cap, l.max_record),
             peer,
             strategy: WaitStrategy::DEFAULT,
+            corks: 0,
+            held: 0,
         }
     }
 
     pub fn segment(&self) -> &Arc<Segment> {
         &self.seg
+    }
+
+    /// Hold back publication, as `TCP_CORK` does for a socket: until the
+    /// matching [`Sender::uncork`], a record sent with [`Sender::send_with`]
+    /// is committed (written, its header in place) but the consumer does
+    /// not see it and is not woken, so that a burst of sends reaches the
+    /// consumer in batches of [`CORK_BATCH`] with at most one wake-up each.
+    /// Corks nest. Anything that has to wait for the consumer publishes
+    /// first: a message of several records, a wait for ring space,
+    /// [`Sender::flush`].
+    pub fn cork(&mut self) {
+        self.corks += 1;
+    }
+
+    /// Close one cork; closing the last publishes what was held back.
+    pub fn uncork(&mut self) {
+        self.corks = self.corks.saturating_sub(1);
+        if self.corks == 0 {
+            self.flush();
+        }
+    }
+
+    /// Open corks.
+    pub fn corks(&self) -> u32 {
+        self.corks
+    }
+
+    /// Publish the records held back by a cork (the cork stays); nothing
+    /// (no publish, no wake-up) when none are.
+    pub fn flush(&mut self) {
+        if self.held > 0 {
+            self.publish();
+        }
     }
 
     fn ring(seg: &Segment, dir: Dir) -> (&RingCtl, RingArea<'_>) {
@@ -522,6 +571,7 @@ impl Sender {
 
     fn publish(&mut self) {
         let (ctl, _) = Self::ring(&self.seg, self.dir);
+        self.held = 0;
         if self.prod.publish(ctl) {
             self.peer.wake(ctl, Side::Consumer);
         }
@@ -540,7 +590,8 @@ impl Sender {
         let seg = self.seg.clone();
         let (ctl, area) = Self::ring(&seg, self.dir);
         let (strategy, peer) = (self.strategy, &self.peer);
-        frame::send_message(
+        // Publishes each record, and so what a cork held back.
+        let r = frame::send_message(
             &mut self.prod,
             ctl,
             &area,
@@ -557,7 +608,11 @@ impl Sender {
                 };
                 wait_until(&seg, ctl, Side::Producer, strategy, dl, ready)
             },
-        )
+        );
+        if r.is_ok() {
+            self.held = 0;
+        }
+        r
     }
 
     /// Serialize in place: `fill` gets a 16-byte aligned slice of at least
@@ -597,6 +652,9 @@ impl Sender {
                 }
             };
             if !try_once()? {
+                // The consumer must see everything committed (held back by
+                // a cork too) before it can free space.
+                self.held = 0;
                 if self.prod.publish(ctl) {
                     self.peer.wake(ctl, Side::Consumer);
                 }
@@ -636,7 +694,10 @@ impl Sender {
                 id,
             },
         );
-        self.publish();
+        self.held += 1;
+        if self.corks == 0 || self.held >= CORK_BATCH {
+            self.publish();
+        }
         Ok(())
     }
 }

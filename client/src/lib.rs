@@ -4,7 +4,8 @@
 //! `vshm-protocol`:
 //!
 //! * [`client`]: [`Client`], the client end of one segment (submit, call,
-//!   wait; thread-safe, bounded waits), with [`ClientOptions`];
+//!   wait, cork a burst of submissions into batches; thread-safe, bounded
+//!   waits), with [`ClientOptions`];
 //! * [`reply`]: [`Reply`] (a completion read in place from the ring or
 //!   from private memory) and [`into_result`];
 //! * `completion` (private): the completion-ring side: draining,

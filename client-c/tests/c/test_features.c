@@ -56,6 +56,114 @@ static void test_async_callbacks(void) {
     vshm_reply_free(cmd("DEL a:ctr a:str"));
 }
 
+/* Callbacks that submit more requests. The library holds what they submit
+ * back while the callbacks run and sends it in batches; anything that
+ * waits or polls inside a callback must send it first, or it would wait
+ * for requests the core never saw. */
+typedef struct {
+    int left; /* requests still to submit */
+    int calls;
+    int ok;
+    int submit_failed;
+} chain_state;
+
+static void on_chain(vshm_client *c, uint64_t id, vshm_status st, vshm_reply *r, void *ud) {
+    chain_state *s = ud;
+    (void)id;
+    s->calls++;
+    if (st == VSHM_OK) {
+        s->ok++;
+        vshm_reply_free(r);
+    }
+    if (s->left > 0) {
+        s->left--;
+        const char *argv[] = {"INCR", "cb:chain"};
+        if (vshm_submit_argv(c, 2, argv, NULL, NULL, on_chain, s, NULL) != VSHM_OK) s->submit_failed++;
+    }
+}
+
+typedef struct {
+    int calls;
+    int sync_ok;     /* a synchronous command in the callback succeeded */
+    int taken_ok;    /* a callback-less request submitted in it was taken */
+    int polled_done; /* a request submitted in it completed while it polled */
+} nested_state;
+
+static void on_nested(vshm_client *c, uint64_t id, vshm_status st, vshm_reply *r, void *ud) {
+    nested_state *s = ud;
+    (void)id;
+    s->calls++;
+    if (st == VSHM_OK) vshm_reply_free(r);
+    /* Submit without a callback, then run a synchronous command. */
+    uint64_t sid = 0;
+    CHECK_OK(vshm_submit_command(c, NULL, NULL, &sid, "INCR cb:taken"));
+    vshm_reply *got = NULL;
+    if (vshm_command(c, &got, "INCR cb:sync") == VSHM_OK) {
+        s->sync_ok++;
+        vshm_reply_free(got);
+    }
+    /* Take the first one's outcome. */
+    vshm_reply *taken = NULL;
+    vshm_status tst;
+    double deadline = now_ms() + test_timeout_ms();
+    while ((tst = vshm_take(c, sid, &taken)) == VSHM_PENDING && now_ms() < deadline) vshm_poll(c, NULL);
+    if (tst == VSHM_OK) {
+        s->taken_ok++;
+        vshm_reply_free(taken);
+    }
+    /* Submit with a callback, then poll until it has run. */
+    cb_state inner;
+    memset(&inner, 0, sizeof inner);
+    CHECK_OK(vshm_submit_command(c, on_reply, &inner, NULL, "INCR cb:polled"));
+    deadline = now_ms() + test_timeout_ms();
+    while (inner.calls == 0 && now_ms() < deadline) vshm_poll(c, NULL);
+    if (inner.calls == 1 && inner.ok == 1) s->polled_done++;
+}
+
+static void test_callbacks_that_submit(void) {
+    vshm_reply_free(cmd("DEL cb:chain cb:taken cb:sync cb:polled"));
+    enum { CHAINS = 20, TOTAL = 500 };
+    chain_state s;
+    memset(&s, 0, sizeof s);
+    s.left = TOTAL - CHAINS;
+    for (int k = 0; k < CHAINS; k++) {
+        const char *argv[] = {"INCR", "cb:chain"};
+        CHECK_OK(vshm_submit_argv(C, 2, argv, NULL, NULL, on_chain, &s, NULL));
+    }
+    double deadline = now_ms() + 4 * test_timeout_ms();
+    while (s.calls < TOTAL && now_ms() < deadline) vshm_wait(C, 200, NULL);
+    CHECK(s.calls == TOTAL);
+    CHECK(s.ok == TOTAL);
+    CHECK(s.submit_failed == 0);
+    {
+        vshm_reply *r = cmd("INCRBY cb:chain 0");
+        CHECK(reply_int(r) == TOTAL);
+        vshm_reply_free(r);
+    }
+    CHECK(vshm_pending(C) == 0);
+
+    nested_state n;
+    memset(&n, 0, sizeof n);
+    for (int k = 0; k < 3; k++) CHECK_OK(vshm_submit_command(C, on_nested, &n, NULL, "PING"));
+    deadline = now_ms() + 4 * test_timeout_ms();
+    while (n.calls < 3 && now_ms() < deadline) vshm_wait(C, 200, NULL);
+    CHECK(n.calls == 3);
+    CHECK(n.sync_ok == 3);
+    CHECK(n.taken_ok == 3);
+    CHECK(n.polled_done == 3);
+    {
+        vshm_reply *r = cmd("INCRBY cb:taken 0");
+        CHECK(reply_int(r) == 3);
+        vshm_reply_free(r);
+    }
+    {
+        vshm_reply *r = cmd("INCRBY cb:polled 0");
+        CHECK(reply_int(r) == 3);
+        vshm_reply_free(r);
+    }
+    vshm_reply_free(cmd("DEL cb:chain cb:taken cb:sync cb:polled"));
+}
+
 static vshm_status submitv_wrapper(cb_state *s, uint64_t *id, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -646,6 +754,7 @@ int main(void) {
     C = open_main();
     fprintf(stderr, "vshm %s, mode %s\n", vshm_version(), is_daemon_mode() ? "daemon" : "embedded");
     RUN(test_async_callbacks);
+    RUN(test_callbacks_that_submit);
     RUN(test_async_take);
     RUN(test_fd_epoll);
     RUN(test_batches);
