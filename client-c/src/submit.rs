@@ -111,7 +111,11 @@ pub(crate) fn dispatch(c: *mut vshm_client, got: Collected) {
     // wake-up of the core, one write per server, as hiredis's event loop
     // sends what its callbacks queued. A callback that waits (a
     // synchronous call, `vshm_wait`) publishes them first.
-    let _cork = got.conn.as_ref().map(|conn| conn.cork());
+    let _cork = got
+        .conn
+        .as_ref()
+        .filter(|_| !got.done.is_empty() || !got.pushes.is_empty())
+        .map(|conn| conn.cork());
     for (id, e, o) in got.done {
         let (st, r) = outcome_to_c(o, id);
         match e.cb {

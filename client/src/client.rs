@@ -98,6 +98,8 @@ pub struct Client {
 #[must_use = "dropping it publishes the held submissions at once"]
 pub struct Cork<'a> {
     client: &'a Client,
+    /// Not `Send`: a cork belongs to the thread that opened it.
+    _thread: std::marker::PhantomData<*const ()>,
     /// The fork generation it was opened in: a child forked while the
     /// cork was open (a callback that forks) leaves the parent's ring
     /// alone; the parent closes its own cork.
@@ -145,16 +147,20 @@ impl Client {
         }
     }
 
-    /// Hold back the submissions made until the returned guard drops, and
-    /// then hand them to the core at once: one batch, at most one wake-up
-    /// of the core, one write per server for the lot (as a hiredis event
-    /// loop sends the commands its callbacks queued in one write). For
-    /// code that submits several requests in a row, e.g. the completion
-    /// callbacks of an event loop that each submit the next request.
-    /// Nothing waits on a cork: every wait for a completion (in any
-    /// thread) first publishes what is held, and so does a submission
-    /// that needs more than one ring record or has to wait for ring space.
-    /// Corks nest; the outermost guard's drop publishes.
+    /// Hold back the submissions this thread makes until the returned guard
+    /// drops, and then hand them to the core at once: batches of
+    /// [`crate::endpoint::CORK_BATCH`], at most one wake-up of the core and one
+    /// write per server each (as a hiredis event loop sends the commands
+    /// its callbacks queued in one write). For code that submits several
+    /// requests in a row, e.g. the completion callbacks of an event loop
+    /// that each submit the next request. Other threads' submissions are
+    /// not held. Every wait or poll for completions (in any thread) first
+    /// publishes what is held, and so does a submission that needs more
+    /// than one ring record or has to wait for ring space. Corks nest; the
+    /// thread's outermost guard publishes when it drops. Do not block on
+    /// anything else (a condition variable, another thread) until a
+    /// request submitted under your own cork completes: it reaches the
+    /// core when the cork closes.
     pub fn cork(&self) -> Cork<'_> {
         let mut sq = lock(&self.sq);
         sq.cork();
@@ -162,20 +168,22 @@ impl Client {
         self.corks.store(sq.corks(), Ordering::Relaxed);
         Cork {
             client: self,
+            _thread: std::marker::PhantomData,
             fork_gen: crate::daemon::fork_generation(),
         }
     }
 
     /// Publish the submissions a cork holds back, before a wait for a
     /// completion. Without the lock when no cork is open. Why reading 0
-    /// is enough: `corks` is stored only under the `sq` lock, so its
-    /// stores are ordered as the critical sections are. A submission held
-    /// back found a cork open, so the last store before its critical
-    /// section was nonzero, and this thread's later read (write-read
-    /// coherence) returns that store or a later one. A 0 is therefore the
-    /// store of a guard that closed the last cork after the submission,
-    /// and that guard published it. A stale nonzero read only costs a
-    /// lock.
+    /// is enough for the requests this wait can be about (submitted by
+    /// this thread, or by one whose submission happens-before this wait):
+    /// `corks` is stored only under the `sq` lock, so its stores are
+    /// ordered as the critical sections are. A submission held back found
+    /// a cork open, so the last store before its critical section was
+    /// nonzero, and a read that happens after it (write-read coherence)
+    /// returns that store or a later one. A 0 is therefore the store of a
+    /// guard that closed the last cork after the submission, and that
+    /// guard published it. A stale nonzero read only costs a lock.
     fn flush_corked(&self) {
         if self.corks.load(Ordering::Relaxed) != 0 {
             lock(&self.sq).flush();
@@ -535,7 +543,11 @@ mod tests {
 
     impl FakeCore {
         fn new(cq: u64) -> (FakeCore, Client) {
-            let layout = Layout::new(4096, cq, 0).unwrap();
+            FakeCore::with_rings(4096, cq)
+        }
+
+        fn with_rings(sq: u64, cq: u64) -> (FakeCore, Client) {
+            let layout = Layout::new(sq, cq, 0).unwrap();
             let seg = Arc::new(Segment::create_anonymous(layout).unwrap());
             let l = *seg.layout();
             let client = Client::new(
@@ -808,7 +820,8 @@ mod tests {
 
     #[test]
     fn a_cork_holds_submissions_back_until_it_closes_or_fills_a_batch() {
-        let (_core, client) = FakeCore::new(1 << 14);
+        // Nothing consumes the submission ring: large enough for all.
+        let (_core, client) = FakeCore::with_rings(1 << 16, 1 << 14);
         let cork = client.cork();
         submit_get(&client);
         submit_get(&client);
@@ -841,6 +854,40 @@ mod tests {
         let before = sq_published(&client);
         submit_get(&client);
         assert!(sq_published(&client) > before);
+    }
+
+    #[test]
+    fn a_cork_holds_back_only_its_own_threads_submissions() {
+        let (_core, client) = FakeCore::with_rings(1 << 16, 1 << 14);
+        let cork = client.cork();
+        submit_get(&client);
+        assert_eq!(sq_published(&client), 0);
+        // Another thread's submission is published at once, with what was
+        // held before it.
+        std::thread::scope(|s| {
+            s.spawn(|| submit_get(&client)).join().unwrap();
+        });
+        let both = sq_published(&client);
+        assert!(both > 0);
+        // Another thread's cork holds its own submissions, and closing it
+        // publishes them.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let other = client.cork();
+                submit_get(&client);
+                assert_eq!(sq_published(&client), both);
+                drop(other);
+                assert!(sq_published(&client) > both);
+            })
+            .join()
+            .unwrap();
+        });
+        // This thread's cork is still open.
+        let three = sq_published(&client);
+        submit_get(&client);
+        assert_eq!(sq_published(&client), three, "still corked here");
+        drop(cork);
+        assert!(sq_published(&client) > three);
     }
 
     #[test]

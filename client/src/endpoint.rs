@@ -8,6 +8,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use vshm_protocol::frame::{self, FrameError, Message, Reassembler};
@@ -496,9 +497,10 @@ pub struct Sender {
     prod: Producer,
     peer: PeerWake,
     pub strategy: WaitStrategy,
-    /// Open corks ([`Sender::cork`]): while above zero, records sent are
-    /// committed but not published.
-    corks: u32,
+    /// Open corks ([`Sender::cork`]), per thread: a record sent by a thread
+    /// with a cork open is committed but not published. Usually empty (no
+    /// thread id is looked up then) or one entry.
+    corks: Vec<(ThreadId, u32)>,
     /// Records committed under a cork and not yet published.
     held: u32,
 }
@@ -520,7 +522,7 @@ impl Sender {
             prod: Producer::new(cap, l.max_record),
             peer,
             strategy: WaitStrategy::DEFAULT,
-            corks: 0,
+            corks: Vec::new(),
             held: 0,
         }
     }
@@ -530,28 +532,47 @@ impl Sender {
     }
 
     /// Hold back publication, as `TCP_CORK` does for a socket: until the
-    /// matching [`Sender::uncork`], a record sent with [`Sender::send_with`]
-    /// is committed (written, its header in place) but the consumer does
-    /// not see it and is not woken, so that a burst of sends reaches the
-    /// consumer in batches of [`CORK_BATCH`] with at most one wake-up each.
-    /// Corks nest. Anything that has to wait for the consumer publishes
-    /// first: a message of several records, a wait for ring space,
-    /// [`Sender::flush`].
+    /// matching [`Sender::uncork`] in the same thread, a record this thread
+    /// sends with [`Sender::send_with`] is committed (written, its header
+    /// in place) but the consumer does not see it and is not woken, so that
+    /// a burst of sends reaches the consumer in batches of [`CORK_BATCH`]
+    /// with at most one wake-up each. Corks nest, and belong to the thread
+    /// that opened them: another thread's sends are published at once (with
+    /// whatever was held before them). Anything that has to wait for the
+    /// consumer publishes first: a message of several records, a wait for
+    /// ring space, [`Sender::flush`].
     pub fn cork(&mut self) {
-        self.corks += 1;
-    }
-
-    /// Close one cork; closing the last publishes what was held back.
-    pub fn uncork(&mut self) {
-        self.corks = self.corks.saturating_sub(1);
-        if self.corks == 0 {
-            self.flush();
+        let me = std::thread::current().id();
+        match self.corks.iter_mut().find(|(t, _)| *t == me) {
+            Some((_, n)) => *n += 1,
+            None => self.corks.push((me, 1)),
         }
     }
 
-    /// Open corks.
+    /// Close one of this thread's corks; closing its last publishes what
+    /// was held back.
+    pub fn uncork(&mut self) {
+        let me = std::thread::current().id();
+        if let Some(i) = self.corks.iter().position(|(t, _)| *t == me) {
+            self.corks[i].1 -= 1;
+            if self.corks[i].1 == 0 {
+                self.corks.swap_remove(i);
+                self.flush();
+            }
+        }
+    }
+
+    /// Open corks, over all threads.
     pub fn corks(&self) -> u32 {
-        self.corks
+        self.corks.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Whether the calling thread has a cork open.
+    fn corked_here(&self) -> bool {
+        !self.corks.is_empty() && {
+            let me = std::thread::current().id();
+            self.corks.iter().any(|(t, _)| *t == me)
+        }
     }
 
     /// Publish the records held back by a cork (the cork stays); nothing
@@ -695,7 +716,7 @@ impl Sender {
             },
         );
         self.held += 1;
-        if self.corks == 0 || self.held >= CORK_BATCH {
+        if self.held >= CORK_BATCH || !self.corked_here() {
             self.publish();
         }
         Ok(())

@@ -240,8 +240,30 @@ static void test_fd_epoll(void) {
         quiet = poll(&pfd, 1, 50) == 0;
     }
     CHECK(quiet);
+    /* What callbacks submit reaches the core when they return: a chain
+     * of requests driven only by the descriptor never stalls (an epoll
+     * wait that times out would mean a request sat unsent). */
+    chain_state ch;
+    memset(&ch, 0, sizeof ch);
+    enum { CHAIN = 100 };
+    ch.left = CHAIN - 1;
+    {
+        const char *argv[] = {"INCR", "cb:chain"};
+        CHECK_OK(vshm_submit_argv(C, 2, argv, NULL, NULL, on_chain, &ch, NULL));
+    }
+    int stalls = 0;
+    deadline = now_ms() + 4 * test_timeout_ms();
+    while (ch.calls < CHAIN && now_ms() < deadline) {
+        struct epoll_event out;
+        if (epoll_wait(ep, &out, 1, test_timeout_ms()) == 1)
+            CHECK_OK(vshm_poll(C, NULL));
+        else
+            stalls++;
+    }
+    CHECK(ch.calls == CHAIN && ch.ok == CHAIN && ch.submit_failed == 0);
+    CHECK(stalls == 0);
     close(ep);
-    vshm_reply_free(cmd("DEL fd:ctr"));
+    vshm_reply_free(cmd("DEL fd:ctr cb:chain"));
 }
 
 /* ---- batches ---- */
