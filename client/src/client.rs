@@ -38,7 +38,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vshm_protocol::sync::{AtomicU32, AtomicU64, Ordering};
+use vshm_protocol::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::endpoint::{Dir, EndpointError, PeerWake, Sender, WaitStrategy};
 use vshm_protocol::bound::{self, ArgList};
@@ -80,7 +80,11 @@ impl Default for ClientOptions {
 /// A client attached to one segment.
 pub struct Client {
     seg: Arc<Segment>,
-    sq: Mutex<Sender>,
+    /// The submission side (an `Arc`: the thread-local list of open corks
+    /// refers to it, see `cork`).
+    pub(crate) sq: Arc<Mutex<Sender>>,
+    /// `Sender::space_wait_flag` of `sq`.
+    pub(crate) space_wait: Arc<AtomicBool>,
     cq: Arc<CqSide>,
     next_id: AtomicU64,
     opts: ClientOptions,
@@ -88,35 +92,10 @@ pub struct Client {
     /// sets no timeout (its `block_forever_limit_ms`; the daemon tells it
     /// at registration), in ms.
     block_forever_limit_ms: AtomicU64,
-    /// The submission ring's open corks ([`Client::cork`]): a copy of
-    /// `Sender::corks`, written only under the `sq` lock, read without it
-    /// by waits (see [`Client::flush_corked`]).
-    corks: AtomicU32,
-}
-
-/// Submissions held back from the core until dropped ([`Client::cork`]).
-#[must_use = "dropping it publishes the held submissions at once"]
-pub struct Cork<'a> {
-    client: &'a Client,
-    /// Not `Send`: a cork belongs to the thread that opened it.
-    _thread: std::marker::PhantomData<*const ()>,
-    /// The fork generation it was opened in: a child forked while the
-    /// cork was open (a callback that forks) leaves the parent's ring
-    /// alone; the parent closes its own cork.
-    fork_gen: u64,
-}
-
-impl Drop for Cork<'_> {
-    fn drop(&mut self) {
-        if crate::daemon::fork_generation() != self.fork_gen {
-            return;
-        }
-        let client = self.client;
-        let mut sq = lock(&client.sq);
-        sq.uncork();
-        // Relaxed: see `Client::flush_corked`.
-        client.corks.store(sq.corks(), Ordering::Relaxed);
-    }
+    /// The submission ring's open corks over all threads
+    /// ([`Client::cork`]): `Sender::corks`, stored only under the `sq`
+    /// lock, read without it by waits (see `Client::flush_corked`).
+    pub(crate) corks: AtomicU32,
 }
 
 impl Client {
@@ -138,55 +117,13 @@ impl Client {
         let cq = CqSide::new(seg.clone(), peer, opts.strategy);
         Client {
             seg,
-            sq: Mutex::new(sender),
+            space_wait: sender.space_wait_flag(),
+            sq: Arc::new(Mutex::new(sender)),
             cq,
             next_id: AtomicU64::new(1),
             block_forever_limit_ms: AtomicU64::new(bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS),
             opts,
             corks: AtomicU32::new(0),
-        }
-    }
-
-    /// Hold back the submissions this thread makes until the returned guard
-    /// drops, and then hand them to the core at once: batches of
-    /// [`crate::endpoint::CORK_BATCH`], at most one wake-up of the core and one
-    /// write per server each (as a hiredis event loop sends the commands
-    /// its callbacks queued in one write). For code that submits several
-    /// requests in a row, e.g. the completion callbacks of an event loop
-    /// that each submit the next request. Other threads' submissions are
-    /// not held. Every wait or poll for completions (in any thread) first
-    /// publishes what is held, and so does a submission that needs more
-    /// than one ring record or has to wait for ring space. Corks nest; the
-    /// thread's outermost guard publishes when it drops. Do not block on
-    /// anything else (a condition variable, another thread) until a
-    /// request submitted under your own cork completes: it reaches the
-    /// core when the cork closes.
-    pub fn cork(&self) -> Cork<'_> {
-        let mut sq = lock(&self.sq);
-        sq.cork();
-        // Relaxed: see `Client::flush_corked`.
-        self.corks.store(sq.corks(), Ordering::Relaxed);
-        Cork {
-            client: self,
-            _thread: std::marker::PhantomData,
-            fork_gen: crate::daemon::fork_generation(),
-        }
-    }
-
-    /// Publish the submissions a cork holds back, before a wait for a
-    /// completion. Without the lock when no cork is open. Why reading 0
-    /// is enough for the requests this wait can be about (submitted by
-    /// this thread, or by one whose submission happens-before this wait):
-    /// `corks` is stored only under the `sq` lock, so its stores are
-    /// ordered as the critical sections are. A submission held back found
-    /// a cork open, so the last store before its critical section was
-    /// nonzero, and a read that happens after it (write-read coherence)
-    /// returns that store or a later one. A 0 is therefore the store of a
-    /// guard that closed the last cork after the submission, and that
-    /// guard published it. A stale nonzero read only costs a lock.
-    fn flush_corked(&self) {
-        if self.corks.load(Ordering::Relaxed) != 0 {
-            lock(&self.sq).flush();
         }
     }
 
@@ -531,83 +468,8 @@ fn duration_ms(d: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vshm_protocol::layout::Layout;
-    use vshm_protocol::ring::{Producer, RecordHeader};
+    use crate::fake_core::{bulk, soon, FakeCore};
     use vshm_protocol::wake::{self, Side};
-
-    /// A fake core: writes completions straight into the completion ring.
-    struct FakeCore {
-        seg: Arc<Segment>,
-        prod: Producer,
-    }
-
-    impl FakeCore {
-        fn new(cq: u64) -> (FakeCore, Client) {
-            FakeCore::with_rings(4096, cq)
-        }
-
-        fn with_rings(sq: u64, cq: u64) -> (FakeCore, Client) {
-            let layout = Layout::new(sq, cq, 0).unwrap();
-            let seg = Arc::new(Segment::create_anonymous(layout).unwrap());
-            let l = *seg.layout();
-            let client = Client::new(
-                seg.clone(),
-                None,
-                ClientOptions {
-                    strategy: WaitStrategy::PARK,
-                    ..ClientOptions::default()
-                },
-            );
-            (
-                FakeCore {
-                    seg,
-                    prod: Producer::new(l.cq_capacity, l.max_record),
-                },
-                client,
-            )
-        }
-
-        /// Write one completion; false when the ring is full.
-        fn complete(&mut self, id: u64, c: &Completion) -> bool {
-            let (ctl, area) = self.seg.cq();
-            let bytes = msg::encode_completion(c);
-            let mut w = vshm_protocol::frame::FragmentWriter::new(id, kind::MSG);
-            let done = w.pump(&mut self.prod, ctl, &area, &bytes).unwrap();
-            if self.prod.publish(ctl) {
-                wake::wake(ctl, Side::Consumer);
-            }
-            assert!(done || !w.started());
-            done
-        }
-
-        fn raw(&mut self, id: u64, payload: &[u8]) {
-            let (ctl, area) = self.seg.cq();
-            let res = self
-                .prod
-                .try_reserve(ctl, &area, payload.len() as u64)
-                .unwrap();
-            self.prod.write_payload(&area, &res, payload);
-            self.prod.commit(
-                &area,
-                res,
-                RecordHeader {
-                    len: payload.len() as u32,
-                    kind: kind::MSG,
-                    flags: 0,
-                    id,
-                },
-            );
-            self.prod.publish(ctl);
-        }
-    }
-
-    fn bulk(n: usize, fill: u8) -> Completion {
-        Completion::Ok(Value::Bulk(vec![fill; n]))
-    }
-
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_secs(5)
-    }
 
     #[test]
     fn replies_are_in_place_and_released_out_of_order() {
@@ -806,114 +668,6 @@ mod tests {
             w.join().unwrap();
         }
         assert_eq!(client.pinned_bytes(), 0);
-    }
-
-    /// The submission ring's published tail (what the core can see).
-    fn sq_published(c: &Client) -> u64 {
-        // Acquire: pairs with the Release tail store in `Producer::publish`.
-        c.segment().sq().0.prod.tail.load(Ordering::Acquire)
-    }
-
-    fn submit_get(c: &Client) -> u64 {
-        c.submit(&[b"GET", b"k"], &Route::Auto, None).unwrap()
-    }
-
-    #[test]
-    fn a_cork_holds_submissions_back_until_it_closes_or_fills_a_batch() {
-        // Nothing consumes the submission ring: large enough for all.
-        let (_core, client) = FakeCore::with_rings(1 << 16, 1 << 14);
-        let cork = client.cork();
-        submit_get(&client);
-        submit_get(&client);
-        assert_eq!(sq_published(&client), 0, "held back while corked");
-        {
-            let _inner = client.cork();
-            submit_get(&client);
-        }
-        assert_eq!(sq_published(&client), 0, "an inner cork does not publish");
-        drop(cork);
-        let three = sq_published(&client);
-        assert!(three > 0, "closing the last cork publishes");
-
-        // A full batch goes out without waiting for the cork to close.
-        let cork = client.cork();
-        for _ in 0..crate::endpoint::CORK_BATCH - 1 {
-            submit_get(&client);
-        }
-        assert_eq!(sq_published(&client), three);
-        submit_get(&client);
-        let batch = sq_published(&client);
-        assert!(batch > three, "the 16th record publishes the batch");
-        // Polling for completions publishes what is held.
-        submit_get(&client);
-        assert_eq!(sq_published(&client), batch);
-        client.poll_queued(&mut Vec::new()).unwrap();
-        assert!(sq_published(&client) > batch);
-        drop(cork);
-        // Without a cork every submission is published at once.
-        let before = sq_published(&client);
-        submit_get(&client);
-        assert!(sq_published(&client) > before);
-    }
-
-    #[test]
-    fn a_cork_holds_back_only_its_own_threads_submissions() {
-        let (_core, client) = FakeCore::with_rings(1 << 16, 1 << 14);
-        let cork = client.cork();
-        submit_get(&client);
-        assert_eq!(sq_published(&client), 0);
-        // Another thread's submission is published at once, with what was
-        // held before it.
-        std::thread::scope(|s| {
-            s.spawn(|| submit_get(&client)).join().unwrap();
-        });
-        let both = sq_published(&client);
-        assert!(both > 0);
-        // Another thread's cork holds its own submissions, and closing it
-        // publishes them.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let other = client.cork();
-                submit_get(&client);
-                assert_eq!(sq_published(&client), both);
-                drop(other);
-                assert!(sq_published(&client) > both);
-            })
-            .join()
-            .unwrap();
-        });
-        // This thread's cork is still open.
-        let three = sq_published(&client);
-        submit_get(&client);
-        assert_eq!(sq_published(&client), three, "still corked here");
-        drop(cork);
-        assert!(sq_published(&client) > three);
-    }
-
-    #[test]
-    fn a_wait_publishes_what_a_cork_holds() {
-        // The fake core answers a request only once it can see it: if the
-        // wait did not publish the corked submission first, it would time
-        // out.
-        let (mut core, client) = FakeCore::new(1 << 14);
-        let client = Arc::new(client);
-        let _cork = client.cork();
-        let id = submit_get(&client);
-        assert_eq!(sq_published(&client), 0);
-        let answer = std::thread::spawn({
-            let client = client.clone();
-            move || {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while sq_published(&client) == 0 {
-                    assert!(Instant::now() < deadline, "the request was never published");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                assert!(core.complete(id, &bulk(3, 1)));
-            }
-        });
-        let r = client.wait_reply_until(id, soon(), true).unwrap();
-        assert_eq!(r.to_completion(), bulk(3, 1));
-        answer.join().unwrap();
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   waits), with [`ClientOptions`];
 //! * [`reply`]: [`Reply`] (a completion read in place from the ring or
 //!   from private memory) and [`into_result`];
+//! * [`cork`]: [`cork::Cork`], a burst of submissions handed to the core
+//!   in batches;
 //! * `completion` (private): the completion-ring side: draining,
 //!   reassembly, pinned records;
 //! * [`endpoint`]: blocking single-direction endpoints and wait strategies;
@@ -30,14 +32,18 @@
 
 pub mod client;
 mod completion;
+pub mod cork;
 pub mod daemon;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod endpoint;
+#[cfg(test)]
+mod fake_core;
 pub mod handle;
 pub mod notify;
 pub mod reply;
 pub mod session;
+mod spin;
 pub mod subscriptions;
 #[cfg(feature = "embedded")]
 pub mod uri;
