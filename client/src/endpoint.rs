@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use vshm_protocol::frame::{self, FrameError, Message, Reassembler};
 use vshm_protocol::layout::{state, RingCtl};
-use vshm_protocol::ring::{Consumer, Producer, RecordHeader, ReserveError};
+use vshm_protocol::ring::{Consumer, Producer, RecordHeader, Reservation, ReserveError};
 use vshm_protocol::segment::{RingArea, Segment};
 use vshm_protocol::sync::{spin_hint, AtomicBool, Ordering};
 use vshm_protocol::wake::{self, Idle, Side, Waiter};
@@ -479,49 +479,22 @@ impl Sender {
         let seg = self.seg.clone();
         let (ctl, area) = Self::ring(&seg, self.dir);
         let mut got = None;
-        {
-            let prod = &mut self.prod;
-            let mut try_once = || -> Result<bool, EndpointError> {
-                match prod.try_reserve(ctl, &area, max_len as u64) {
-                    Ok(r) => {
-                        got = Some(r);
-                        Ok(true)
-                    }
-                    Err(ReserveError::Full) => Ok(false),
-                    Err(ReserveError::TooLarge) => unreachable!("checked above"),
-                    Err(ReserveError::Corrupt(e)) => Err(e.into()),
-                }
-            };
-            if !try_once()? {
-                // The consumer must see everything committed (held back by
-                // a cork too) before it can free space.
-                self.held = 0;
-                if self.prod.publish(ctl) {
-                    self.peer.wake(ctl, Side::Consumer);
-                }
-                // Relaxed: see `cork::flush_held`.
-                self.space_wait.store(true, Ordering::Relaxed);
-                let prod = &mut self.prod;
-                let waited =
-                    wait_until(
-                        &seg,
-                        ctl,
-                        Side::Producer,
-                        self.strategy,
-                        deadline,
-                        || match prod.try_reserve(ctl, &area, max_len as u64) {
-                            Ok(r) => {
-                                got = Some(r);
-                                Ok(true)
-                            }
-                            Err(ReserveError::Full) => Ok(false),
-                            Err(ReserveError::TooLarge) => unreachable!("checked above"),
-                            Err(ReserveError::Corrupt(e)) => Err(e.into()),
-                        },
-                    );
-                self.space_wait.store(false, Ordering::Relaxed);
-                waited?;
+        let len = max_len as u64;
+        if !reserve(&mut self.prod, ctl, &area, len, &mut got)? {
+            // The consumer must see everything committed (held back by a
+            // cork too) before it can free space.
+            self.held = 0;
+            if self.prod.publish(ctl) {
+                self.peer.wake(ctl, Side::Consumer);
             }
+            // Relaxed: see `cork::flush_held`.
+            self.space_wait.store(true, Ordering::Relaxed);
+            let prod = &mut self.prod;
+            let waited = wait_until(&seg, ctl, Side::Producer, self.strategy, deadline, || {
+                reserve(prod, ctl, &area, len, &mut got)
+            });
+            self.space_wait.store(false, Ordering::Relaxed);
+            waited?;
         }
         let res = got.expect("reserved");
         // SAFETY: the reservation is free ring space we own until commit,
@@ -545,6 +518,26 @@ impl Sender {
             self.publish();
         }
         Ok(())
+    }
+}
+
+/// Reserve room for a record of `len` bytes into `got`; false when the
+/// ring is full. `len` is at most the largest record (checked by callers).
+fn reserve(
+    prod: &mut Producer,
+    ctl: &RingCtl,
+    area: &RingArea<'_>,
+    len: u64,
+    got: &mut Option<Reservation>,
+) -> Result<bool, EndpointError> {
+    match prod.try_reserve(ctl, area, len) {
+        Ok(r) => {
+            *got = Some(r);
+            Ok(true)
+        }
+        Err(ReserveError::Full) => Ok(false),
+        Err(ReserveError::TooLarge) => unreachable!("checked by the caller"),
+        Err(ReserveError::Corrupt(e)) => Err(e.into()),
     }
 }
 
