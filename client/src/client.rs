@@ -85,7 +85,7 @@ pub struct Client {
     pub(crate) sq: Arc<Mutex<Sender>>,
     /// `Sender::space_wait_flag` of `sq`.
     pub(crate) space_wait: Arc<AtomicBool>,
-    cq: Arc<CqSide>,
+    pub(crate) cq: Arc<CqSide>,
     next_id: AtomicU64,
     opts: ClientOptions,
     /// The core's bound on a command that blocks forever when the request

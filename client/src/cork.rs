@@ -58,10 +58,9 @@ impl Drop for Cork<'_> {
         // `try_with`: nothing to remove once the thread's locals are gone.
         let _ = OPEN.try_with(|open| {
             let mut open = open.borrow_mut();
-            if let Some(i) = open
-                .iter()
-                .rposition(|o| std::ptr::eq(o.sq.as_ptr(), Arc::as_ptr(sq)))
-            {
+            if let Some(i) = open.iter().rposition(|o| {
+                std::ptr::eq(o.sq.as_ptr(), Arc::as_ptr(sq)) && o.fork_gen == self.fork_gen
+            }) {
                 open.remove(i);
             }
         });
@@ -86,8 +85,8 @@ impl Client {
     /// submissions are not held. Every wait or poll for completions first
     /// publishes what the waiting thread holds (on any client), and so
     /// does a submission that needs more than one ring record or has to
-    /// wait for ring space. Corks nest; the thread's outermost guard
-    /// publishes when it drops. Do not block on anything else (a condition
+    /// wait for ring space. Corks nest; the thread's last open guard on
+    /// this client publishes when it drops. Do not block on anything else (a condition
     /// variable, another thread) until a request submitted under your own
     /// cork completes: it reaches the core when the cork closes.
     pub fn cork(&self) -> Cork<'_> {
@@ -138,7 +137,7 @@ impl Client {
                 }
             }
         });
-        if self.corks.load(Ordering::Relaxed) != 0 {
+        if self.corks.load(Ordering::Relaxed) != 0 && self.cq.fork_gen == fork_generation() {
             flush_held(&self.sq, &self.space_wait);
         }
     }

@@ -443,11 +443,8 @@ impl Sender {
                 } else {
                     deadline
                 };
-                // Relaxed: see `cork::flush_held`.
-                space.store(true, Ordering::Relaxed);
-                let r = wait_until(&seg, ctl, Side::Producer, strategy, dl, ready);
-                space.store(false, Ordering::Relaxed);
-                r
+                let _waiting = SpaceWait::start(space);
+                wait_until(&seg, ctl, Side::Producer, strategy, dl, ready)
             },
         );
         if r.is_ok() {
@@ -487,14 +484,11 @@ impl Sender {
             if self.prod.publish(ctl) {
                 self.peer.wake(ctl, Side::Consumer);
             }
-            // Relaxed: see `cork::flush_held`.
-            self.space_wait.store(true, Ordering::Relaxed);
+            let _waiting = SpaceWait::start(&self.space_wait);
             let prod = &mut self.prod;
-            let waited = wait_until(&seg, ctl, Side::Producer, self.strategy, deadline, || {
+            wait_until(&seg, ctl, Side::Producer, self.strategy, deadline, || {
                 reserve(prod, ctl, &area, len, &mut got)
-            });
-            self.space_wait.store(false, Ordering::Relaxed);
-            waited?;
+            })?;
         }
         let res = got.expect("reserved");
         // SAFETY: the reservation is free ring space we own until commit,
@@ -518,6 +512,25 @@ impl Sender {
             self.publish();
         }
         Ok(())
+    }
+}
+
+/// `Sender::space_wait` up for the length of a wait for ring space (down
+/// again however the wait ends, a panic included).
+struct SpaceWait<'a>(&'a AtomicBool);
+
+impl<'a> SpaceWait<'a> {
+    fn start(flag: &'a AtomicBool) -> SpaceWait<'a> {
+        // Relaxed: see `cork::flush_held`.
+        flag.store(true, Ordering::Relaxed);
+        SpaceWait(flag)
+    }
+}
+
+impl Drop for SpaceWait<'_> {
+    fn drop(&mut self) {
+        // Relaxed: see `cork::flush_held`.
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
