@@ -92,9 +92,9 @@ pub struct Client {
     /// sets no timeout (its `block_forever_limit_ms`; the daemon tells it
     /// at registration), in ms.
     block_forever_limit_ms: AtomicU64,
-    /// The submission ring's open corks over all threads
-    /// ([`Client::cork`]): `Sender::corks`, stored only under the `sq`
-    /// lock, read without it by waits (see `Client::flush_corked`).
+    /// The open corks on this client, over all threads ([`Client::cork`]):
+    /// changed only under the `sq` lock, read without it by waits (see
+    /// `Client::flush_corked`) and submissions (`Client::corked_here`).
     pub(crate) corks: AtomicU32,
 }
 
@@ -238,7 +238,8 @@ impl Client {
         };
         let bound = op_size_bound(op, route);
         let deadline = Instant::now() + t;
-        let r = lock(&self.sq).send_with(id, kind::MSG, bound, deadline, |buf| {
+        let hold = self.corked_here();
+        let r = lock(&self.sq).send_with(id, kind::MSG, bound, deadline, hold, |buf| {
             msg::encode_request_into(&req, buf)
         });
         match r {

@@ -2,7 +2,8 @@
 //! ([`Client::cork`]).
 //!
 //! A cork holds back the records its thread writes into the submission
-//! ring (committed, not published: `Sender::cork`) and publishes them
+//! ring (committed, not published: `Sender::send_with`'s `hold`) and
+//! publishes them
 //! every [`crate::endpoint::CORK_BATCH`] records and when the thread's last
 //! cork closes. What keeps anything from waiting on a held request:
 //!
@@ -55,22 +56,29 @@ pub struct Cork<'a> {
 impl Drop for Cork<'_> {
     fn drop(&mut self) {
         let sq = &self.client.sq;
-        // `try_with`: nothing to remove once the thread's locals are gone.
-        let _ = OPEN.try_with(|open| {
-            let mut open = open.borrow_mut();
-            if let Some(i) = open.iter().rposition(|o| {
-                std::ptr::eq(o.sq.as_ptr(), Arc::as_ptr(sq)) && o.fork_gen == self.fork_gen
-            }) {
-                open.remove(i);
-            }
-        });
+        // Remove this guard's entry; was it the thread's last on `sq`?
+        // (`try_with`: nothing to remove once the thread's locals are gone.)
+        let last_here = OPEN
+            .try_with(|open| {
+                let mut open = open.borrow_mut();
+                let mine = |o: &Open| {
+                    std::ptr::eq(o.sq.as_ptr(), Arc::as_ptr(sq)) && o.fork_gen == self.fork_gen
+                };
+                if let Some(i) = open.iter().rposition(mine) {
+                    open.remove(i);
+                }
+                !open.iter().any(mine)
+            })
+            .unwrap_or(true);
         if fork_generation() != self.fork_gen {
             return;
         }
         let mut s = lock(sq);
-        s.uncork();
-        // Relaxed: see `Client::flush_corked`.
-        self.client.corks.store(s.corks(), Ordering::Relaxed);
+        // Relaxed, under the lock: see `Client::flush_corked`.
+        self.client.corks.fetch_sub(1, Ordering::Relaxed);
+        if last_here {
+            s.flush();
+        }
     }
 }
 
@@ -86,16 +94,16 @@ impl Client {
     /// publishes what the waiting thread holds (on any client), and so
     /// does a submission that needs more than one ring record or has to
     /// wait for ring space. Corks nest; the thread's last open guard on
-    /// this client publishes when it drops. Do not block on anything else (a condition
-    /// variable, another thread) until a request submitted under your own
-    /// cork completes: it reaches the core when the cork closes.
+    /// this client publishes when it drops. Do not block on anything else
+    /// (a condition variable, another thread) until a request submitted
+    /// under your own cork completes: it reaches the core when the cork
+    /// closes.
     pub fn cork(&self) -> Cork<'_> {
         let fork_gen = fork_generation();
         {
-            let mut s = lock(&self.sq);
-            s.cork();
-            // Relaxed: see `Client::flush_corked`.
-            self.corks.store(s.corks(), Ordering::Relaxed);
+            let _s = lock(&self.sq);
+            // Relaxed, under the lock: see `Client::flush_corked`.
+            self.corks.fetch_add(1, Ordering::Relaxed);
         }
         let _ = OPEN.try_with(|open| {
             open.borrow_mut().push(Open {
@@ -109,6 +117,22 @@ impl Client {
             _thread: PhantomData,
             fork_gen,
         }
+    }
+
+    /// Whether the calling thread has a cork open on this client (its
+    /// submissions are then held). No thread-local lookup while no cork is
+    /// open on the client; when this thread opened one, its own increment
+    /// is what the load sees at least.
+    pub(crate) fn corked_here(&self) -> bool {
+        self.corks.load(Ordering::Relaxed) != 0
+            && OPEN
+                .try_with(|open| {
+                    let gen = fork_generation();
+                    open.borrow().iter().any(|o| {
+                        std::ptr::eq(o.sq.as_ptr(), Arc::as_ptr(&self.sq)) && o.fork_gen == gen
+                    })
+                })
+                .unwrap_or(false)
     }
 
     /// Publish, before a wait or poll for completions, what corks hold

@@ -9,7 +9,6 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use vshm_protocol::frame::{self, FrameError, Message, Reassembler};
@@ -302,10 +301,6 @@ pub struct Sender {
     prod: Producer,
     peer: PeerWake,
     pub strategy: WaitStrategy,
-    /// Open corks ([`Sender::cork`]), per thread: a record sent by a thread
-    /// with a cork open is committed but not published. Usually empty (no
-    /// thread id is looked up then) or one entry.
-    corks: Vec<(ThreadId, u32)>,
     /// Records committed under a cork and not yet published.
     held: u32,
     /// True while this sender waits for ring space, everything it committed
@@ -331,7 +326,6 @@ impl Sender {
             prod: Producer::new(cap, l.max_record),
             peer,
             strategy: WaitStrategy::DEFAULT,
-            corks: Vec::new(),
             held: 0,
             space_wait: Arc::new(AtomicBool::new(false)),
         }
@@ -341,57 +335,13 @@ impl Sender {
         &self.seg
     }
 
-    /// Hold back publication, as `TCP_CORK` does for a socket: until the
-    /// matching [`Sender::uncork`] in the same thread, a record this thread
-    /// sends with [`Sender::send_with`] is committed (written, its header
-    /// in place) but the consumer does not see it and is not woken, so that
-    /// a burst of sends reaches the consumer in batches of [`CORK_BATCH`]
-    /// with at most one wake-up each. Corks nest, and belong to the thread
-    /// that opened them: another thread's sends are published at once (with
-    /// whatever was held before them). Anything that has to wait for the
-    /// consumer publishes first: a message of several records, a wait for
-    /// ring space, [`Sender::flush`].
-    pub fn cork(&mut self) {
-        let me = std::thread::current().id();
-        match self.corks.iter_mut().find(|(t, _)| *t == me) {
-            Some((_, n)) => *n += 1,
-            None => self.corks.push((me, 1)),
-        }
-    }
-
-    /// Close one of this thread's corks; closing its last publishes what
-    /// was held back.
-    pub fn uncork(&mut self) {
-        let me = std::thread::current().id();
-        if let Some(i) = self.corks.iter().position(|(t, _)| *t == me) {
-            self.corks[i].1 -= 1;
-            if self.corks[i].1 == 0 {
-                self.corks.swap_remove(i);
-                self.flush();
-            }
-        }
-    }
-
-    /// Open corks, over all threads.
-    pub fn corks(&self) -> u32 {
-        self.corks.iter().map(|(_, n)| n).sum()
-    }
-
-    /// Whether the calling thread has a cork open.
-    fn corked_here(&self) -> bool {
-        !self.corks.is_empty() && {
-            let me = std::thread::current().id();
-            self.corks.iter().any(|(t, _)| *t == me)
-        }
-    }
-
     /// The flag that is true while this sender waits for ring space.
     pub fn space_wait_flag(&self) -> Arc<AtomicBool> {
         self.space_wait.clone()
     }
 
-    /// Publish the records held back by a cork (the cork stays); nothing
-    /// (no publish, no wake-up) when none are.
+    /// Publish the records [`Sender::send_with`] held back; nothing (no
+    /// publish, no wake-up) when none are.
     pub fn flush(&mut self) {
         if self.held > 0 {
             self.publish();
@@ -457,12 +407,21 @@ impl Sender {
     /// `max_len` bytes of ring memory and returns the bytes it wrote (or
     /// `None` if they did not fit). Messages larger than one record go
     /// through a heap buffer (`fill` is then called on that).
+    ///
+    /// `hold` (the sender is corked, `Client::cork`): commit the record but
+    /// do not publish it, as `TCP_CORK` does for a socket, so that a burst
+    /// reaches the consumer in batches of [`CORK_BATCH`] with at most one
+    /// wake-up each; [`Sender::flush`] publishes what is held. Anything
+    /// that has to wait for the consumer publishes it first: a message of
+    /// several records, a wait for ring space. A record sent without
+    /// `hold` is published with whatever was held before it.
     pub fn send_with(
         &mut self,
         id: u64,
         kind: u8,
         max_len: usize,
         deadline: Instant,
+        hold: bool,
         fill: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Result<(), EndpointError> {
         if max_len as u64 > self.prod.max_record() {
@@ -508,7 +467,7 @@ impl Sender {
             },
         );
         self.held += 1;
-        if self.held >= CORK_BATCH || !self.corked_here() {
+        if !hold || self.held >= CORK_BATCH {
             self.publish();
         }
         Ok(())
