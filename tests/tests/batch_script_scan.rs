@@ -16,7 +16,7 @@ use vshm_core::Config;
 use vshm_protocol::msg::{
     flags, ArgRef, ArgsRef, ClientError, Completion, ErrorKind, Op, Route, Value,
 };
-use vshm_tests::cluster_ops::wait_slots_settled;
+use vshm_tests::cluster_ops::{node_id, wait_slots_settled};
 use vshm_tests::{key_slot, shared_cluster, shared_standalone, RedisCluster, RedisServer};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -450,6 +450,52 @@ fn wait_blocked(server: &RedisServer, n: u32) {
         assert!(Instant::now() < deadline, "{n} clients never blocked");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A transaction whose WATCH key is missing on a slot's migrating source: the server answers
+/// WATCH with ASK (a redirect outside the transaction, which does not abort it) while EXEC
+/// runs the queued commands, whose keys are still there. The transaction ran, so it must not
+/// be sent again (it used to be resent after each redirect, up to the hop limit): exactly
+/// one INCR, and an error saying it ran without its WATCH.
+#[test]
+fn a_transaction_whose_watch_is_redirected_runs_once() {
+    let _g = serial();
+    let cluster = shared_cluster();
+    wait_slots_settled(cluster);
+    let core = EmbeddedCore::start(1).unwrap();
+    let c = core.open(&cluster_cfg(cluster.addrs())).unwrap();
+    let slot = key_slot(b"{mg}");
+    let from = cluster.node_for_slot(slot);
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|p| p.addr() != from.addr())
+        .expect("another primary");
+    call(&c, "DEL {mg}n {mg}lock");
+    call(&c, "SET {mg}n 0");
+    let (from_id, to_id) = (node_id(from), node_id(to));
+    let s = slot.to_string();
+    assert_eq!(
+        to.cli(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]),
+        "OK"
+    );
+    assert_eq!(
+        from.cli(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]),
+        "OK"
+    );
+    let out = batch(&c, true, &[b"{mg}lock".to_vec()], &[argv("INCR {mg}n")], 0);
+    // End the migration before asserting (the slot stays with `from`).
+    assert_eq!(to.cli(&["CLUSTER", "SETSLOT", &s, "STABLE"]), "OK");
+    assert_eq!(from.cli(&["CLUSTER", "SETSLOT", &s, "STABLE"]), "OK");
+    assert_eq!(
+        from.cli(&["GET", "{mg}n"]),
+        "1",
+        "the transaction ran {out:?}"
+    );
+    let e = error(out);
+    assert_eq!(e.kind, ErrorKind::Request, "{e}");
+    assert!(e.message.contains("ran without it"), "{e}");
+    call(&c, "DEL {mg}n");
 }
 
 /// WATCH detects a change another client makes between WATCH and EXEC. The change is made to

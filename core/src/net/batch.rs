@@ -105,16 +105,22 @@ impl BatchWork {
         let ask = |out: &mut Vec<u8>| resp::encode_command(out, &[b"ASKING".as_slice()]);
         let mut n = 0u32;
         if self.atomic {
-            if asking {
-                // The ASKING flag lasts through MULTI ... EXEC.
-                ask(out);
-                n += 1;
-            }
             if !self.watch.is_empty() {
+                if asking {
+                    // Outside MULTI the ASKING flag covers one command:
+                    // WATCH gets its own.
+                    ask(out);
+                    n += 1;
+                }
                 let mut w: Vec<&[u8]> = Vec::with_capacity(self.watch.len() + 1);
                 w.push(b"WATCH");
                 w.extend(self.watch.iter().map(|k| k.as_slice()));
                 resp::encode_command(out, &w);
+                n += 1;
+            }
+            if asking {
+                // From MULTI on, the flag lasts through EXEC.
+                ask(out);
                 n += 1;
             }
             resp::encode_command(out, &[b"MULTI".as_slice()]);
@@ -177,25 +183,47 @@ impl BatchWork {
         let n = self.commands.len();
         let w = usize::from(!self.watch.is_empty());
         let mut frames = frames;
-        if asking && !frames.is_empty() {
-            frames.remove(0);
-        }
-        if frames.len() != w + n + 2 {
+        let asks = if asking { 1 + w } else { 0 };
+        if frames.len() != asks + w + n + 2 {
             return Step::Done(Completion::Err(unexpected(&format!(
                 "{} replies for {} commands",
                 frames.len(),
-                w + n + 2
+                asks + w + n + 2
             ))));
         }
-        // A redirect of WATCH or of a queued command: nothing ran.
+        if asking {
+            // The ASKING replies: before WATCH (if any) and before MULTI.
+            frames.remove(w);
+            if w == 1 {
+                frames.remove(0);
+            }
+        }
+        let exec = frames.pop().expect("length checked");
+        let ran = matches!(exec, Frame::Value(Value::Array(_) | Value::Nil));
+        // A redirect of WATCH or of a queued command, and EXEC did not
+        // run anything (EXECABORT): send it all again. WATCH runs outside
+        // the transaction, so a refused WATCH does not abort it: if EXEC
+        // ran, the transaction ran unwatched and must not be sent again.
         if let Some(e) = frames[..w]
             .iter()
             .chain(&frames[w + 1..w + 1 + n])
             .find_map(is_again)
         {
-            return Step::Again(e.to_vec());
+            if !ran {
+                return Step::Again(e.to_vec());
+            }
         }
-        let exec = frames.pop().expect("length checked");
+        if ran && w == 1 {
+            if let Frame::Error(e) = &frames[0] {
+                return Step::Done(Completion::Err(ClientError::new(
+                    ErrorKind::Request,
+                    format!(
+                        "WATCH failed ({}), and the transaction then ran without it (not sent again); its results are lost",
+                        String::from_utf8_lossy(e)
+                    ),
+                )));
+            }
+        }
         if let Frame::Error(e) = &frames[w] {
             return Step::Done(Completion::Err(ClientError::new(
                 ErrorKind::Request,
@@ -381,9 +409,58 @@ mod tests {
             ),
             Step::Again(b"MOVED 1 h:1".to_vec())
         );
-        // With ASKING first.
+        // With ASKING: one before WATCH, one before MULTI (outside MULTI
+        // the flag covers a single command).
         let mut out = Vec::new();
-        assert_eq!(mk().encode(&mut out, true), 6);
+        assert_eq!(mk().encode(&mut out, true), 7);
+        let text = String::from_utf8_lossy(&out);
+        let at = |w: &str, from: usize| text[from..].find(w).map(|i| i + from).unwrap();
+        let first_ask = at("ASKING", 0);
+        let watch = at("WATCH", 0);
+        let second_ask = at("ASKING", watch);
+        assert!(first_ask < watch && second_ask < at("MULTI", 0));
+        let exec = || {
+            Frame::Value(Value::Array(vec![
+                Value::Int(1),
+                Value::Bulk(b"1".to_vec()),
+            ]))
+        };
+        assert_eq!(
+            mk().absorb(
+                vec![ok(), ok(), ok(), ok(), queued(), queued(), exec()],
+                true
+            ),
+            Step::Done(Completion::Ok(Value::Array(vec![
+                Value::Int(1),
+                Value::Bulk(b"1".to_vec())
+            ])))
+        );
+        // WATCH redirected but the transaction ran (its keys were there):
+        // never sent again; the caller learns it ran unwatched.
+        match mk().absorb(
+            vec![err("ASK 1 h:1"), ok(), queued(), queued(), exec()],
+            false,
+        ) {
+            Step::Done(Completion::Err(e)) => {
+                assert_eq!(e.kind, ErrorKind::Request);
+                assert!(e.message.contains("ran without it"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // WATCH redirected and the transaction aborted: send it again.
+        assert_eq!(
+            mk().absorb(
+                vec![
+                    err("ASK 1 h:1"),
+                    ok(),
+                    err("ASK 1 h:1"),
+                    queued(),
+                    err("EXECABORT x")
+                ],
+                false
+            ),
+            Step::Again(b"ASK 1 h:1".to_vec())
+        );
         // Wrong reply count.
         assert!(matches!(
             mk().absorb(vec![ok()], false),

@@ -130,6 +130,29 @@ async fn open_unbounded(
     handshake(s, addr, r, w).await
 }
 
+/// TCP keepalive probes after this long idle (then every interval, up to
+/// the count): an idle connection to a host that vanished (power loss, no
+/// RST) is found dead in about 25 s rather than never.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_PROBES: u32 = 3;
+/// Written data left unacknowledged this long fails the socket
+/// (`TCP_USER_TIMEOUT`): the node's own stall check starts from the oldest
+/// request's deadline, which a caller may set to an hour.
+const UNACKED_LIMIT: Duration = Duration::from_secs(30);
+
+/// Make a dead peer fail the socket by itself (best effort: a platform
+/// without an option keeps the node's stall check alone).
+fn detect_dead_peers(tcp: &TcpStream) {
+    let sock = socket2::SockRef::from(tcp);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = sock.set_tcp_keepalive(&ka);
+    let _ = sock.set_tcp_user_timeout(Some(UNACKED_LIMIT));
+}
+
 /// The byte stream to `addr`: a Unix socket, TCP, or TLS over TCP.
 async fn transport(
     s: &ConnSettings,
@@ -150,6 +173,7 @@ async fn transport(
         .await
         .map_err(|e| conn_err(addr, e))?;
     let _ = tcp.set_nodelay(true);
+    detect_dead_peers(&tcp);
     Ok(match &s.tls {
         None => {
             let (r, w) = tcp.into_split();
@@ -250,4 +274,22 @@ fn tls_connector(c: &Config) -> Result<tokio_rustls::TlsConnector, ClientError> 
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod dead_peer_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn node_sockets_probe_for_dead_peers() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        detect_dead_peers(&tcp);
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(UNACKED_LIMIT));
+    }
 }

@@ -58,6 +58,12 @@ impl Job {
         }
     }
 
+    /// Several commands that the server runs one by one as it reads them
+    /// (a pipeline, not a transaction): written in part, some may have run.
+    pub fn runs_in_parts(&self) -> bool {
+        matches!(&self.work, Work::Batch(b) if !b.atomic)
+    }
+
     /// Append the job's commands; returns how many replies they produce.
     pub fn encode(&self, out: &mut Vec<u8>) -> u32 {
         if let Work::Batch(b) = &self.work {

@@ -22,10 +22,16 @@
 //!   [`STALL_GRACE`] with nothing read meanwhile is dropped (a dead peer that
 //!   sent no RST).
 //! * **Loss**: slots whose bytes were all handed to the kernel may have run:
-//!   they fail with `Connection`. The rest were never complete on the wire,
-//!   so the server cannot have run them: they wait in the backlog and are
-//!   written first on the next connection (or re-routed, cluster). The
-//!   first reconnect attempt starts at once, later ones back off.
+//!   they fail with `Connection`, and so does a pipeline written in part
+//!   (the server runs its commands one by one as they arrive). The rest
+//!   were never complete on the wire, so the server cannot have run them:
+//!   they wait in the backlog and are written first on the next connection
+//!   (or re-routed, cluster). The first reconnect attempt starts at once,
+//!   later ones back off.
+//! * **Dead peers**: TCP keepalive and `TCP_USER_TIMEOUT` on every node
+//!   socket (`connect.rs`), besides the stall check above; a reply frame
+//!   larger than [`MAX_FRAME`] drops the connection (a server streaming an
+//!   endless aggregate cannot grow the read buffer without bound).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -56,6 +62,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bulk replies at least this large are received straight into their own
 /// buffer (`Node::read_bulk`).
 const DIRECT_BULK: usize = 256 * 1024;
+/// The largest reply frame read (after the direct bulk above, which is
+/// capped by the parser's 512 MiB bulk limit): a server that sends an
+/// endless aggregate (`*2147483647` and elements forever) would otherwise
+/// grow the read buffer without bound while every read keeps the
+/// connection looking alive. The connection is dropped instead.
+const MAX_FRAME: usize = 1 << 30;
 
 /// What the node hands back to its owner.
 pub(crate) trait Router: Send + Sync + 'static {
@@ -132,9 +144,21 @@ struct Slot {
     /// Replies this slot takes.
     want: u32,
     frames: Vec<Frame>,
-    /// End of its bytes in the connection's stream.
+    /// Start and end of its bytes in the connection's stream.
+    start: u64,
     end: u64,
     deadline: Instant,
+}
+
+/// What a connection's loss means for one request on it, from how much of
+/// the stream the kernel took (`sent_end`): the server may have run it
+/// (fail it: resending could run it twice), or cannot have (send it again
+/// on the next connection). A command whose bytes were not all written is
+/// incomplete, so it cannot have run; a transaction without its EXEC
+/// neither. But a pipeline of several commands written in part may have
+/// run the ones written whole.
+fn may_have_run(start: u64, end: u64, sent_end: u64, runs_in_parts: bool) -> bool {
+    end <= sent_end || (runs_in_parts && start < sent_end)
 }
 
 impl State {
@@ -318,6 +342,7 @@ impl Node {
     fn enqueue(&self, st: &mut State, job: Box<Job>) {
         let before = st.wbuf.len();
         let want = job.encode(&mut st.wbuf);
+        let start = st.appended;
         st.appended += (st.wbuf.len() - before) as u64;
         let seq = st.base + st.fifo.len() as u64;
         let deadline = job.deadline;
@@ -330,6 +355,7 @@ impl Node {
             job: Some(job),
             want,
             frames: Vec::new(),
+            start,
             end: st.appended,
             deadline,
         });
@@ -520,7 +546,7 @@ impl Node {
             let mut unsent = Vec::new();
             for s in slots {
                 let Some(mut job) = s.job else { continue };
-                if s.end <= sent_end {
+                if may_have_run(s.start, s.end, sent_end, job.runs_in_parts()) {
                     lost.push(job);
                 } else {
                     job.asking = false;
@@ -632,6 +658,9 @@ impl Node {
                 start = 0;
             }
             let pending = buf.len() - start;
+            if pending > MAX_FRAME {
+                return format!("bad reply: a frame larger than {MAX_FRAME} bytes");
+            }
             let want = scanner.need().saturating_sub(pending).max(READ_CHUNK);
             if buf.capacity() - buf.len() < want / 2 {
                 buf.reserve(want);
@@ -888,5 +917,24 @@ impl Node {
             }
         }
         next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_have_run;
+
+    #[test]
+    fn what_a_lost_connection_may_have_run() {
+        // Written whole: may have run, whatever it is.
+        assert!(may_have_run(0, 10, 10, false));
+        assert!(may_have_run(0, 10, 20, true));
+        // Not written at all: cannot have run.
+        assert!(!may_have_run(10, 20, 10, false));
+        assert!(!may_have_run(10, 20, 10, true));
+        // Written in part: a command or a transaction cannot have run...
+        assert!(!may_have_run(10, 20, 15, false));
+        // ...but a pipeline may have run the commands written whole.
+        assert!(may_have_run(10, 20, 15, true));
     }
 }

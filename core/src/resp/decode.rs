@@ -138,6 +138,15 @@ fn top_level(v: Value) -> Frame {
 /// anything.
 fn too_deep(frame: &[u8]) -> Result<Frame, RespError> {
     match Scanner::new().scan(frame)? {
+        // A push stays out of band however deep: it answers no request, so
+        // taking it for a reply would pair every later reply with the
+        // request before its own. Its contents are dropped.
+        Some(n) if n == frame.len() && frame.first() == Some(&b'>') => {
+            Ok(Frame::Push(Value::Push {
+                kind: Vec::new(),
+                data: Vec::new(),
+            }))
+        }
         Some(n) if n == frame.len() => Ok(Frame::TooDeep),
         Some(_) => Err(RespError::TrailingBytes),
         None => Err(RespError::Truncated),

@@ -339,6 +339,10 @@ fn depth_limit_is_exact() {
         Frame::Value(_)
     ));
     assert_eq!(one(&nested(MAX_DEPTH, b"%0\r\n")), Frame::TooDeep);
+    // A push too deep is still a push (out of band), never a reply.
+    let mut push = b">2\r\n$7\r\nmessage\r\n".to_vec();
+    push.extend_from_slice(&nested(MAX_DEPTH + 1, b":1\r\n"));
+    assert!(matches!(one(&push), Frame::Push(Value::Push { .. })));
     // A too-deep frame is still validated.
     assert_eq!(
         decode(&nested(MAX_DEPTH + 5, b":x\r\n")),
