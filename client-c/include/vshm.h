@@ -79,8 +79,11 @@
  *   registration on first use: with the daemon, a new registration; with
  *   the in-process core, a new core in the child (the parent's core
  *   threads do not exist there). Asynchronous requests submitted before
- *   the fork complete in the child with VSHM_ERR_CONNECTION; replies held
- *   from before the fork can be read and freed in the child.
+ *   the fork complete in the child with VSHM_ERR_CONNECTION. A reply
+ *   held from before the fork can be freed in the child; read there, it
+ *   is a VSHM_ERR_CONNECTION error (vshm_reply_value returns NULL) when it
+ *   was in the shared ring, whose memory the parent reuses once it frees
+ *   its copy: vshm_reply_detach it before fork() to keep it readable.
  *
  * PUB/SUB
  *   vshm_subscribe/vshm_unsubscribe (exact, pattern, sharded); messages
@@ -323,7 +326,15 @@ typedef struct vshm_request_options {
 // long: a held reply pins completion-ring space, see ZERO-COPY REPLIES).
 // It is NULL when `status` is not VSHM_OK; the error's message is then in
 // `vshm_last_error_message()` during the callback. The callback may call
-// any vshm function, including submitting more requests.
+// any vshm function, including submitting more requests; what it submits
+// is held back and handed to the core in batches (16 at most) when the
+// callbacks of that call return, or earlier when the thread waits or
+// polls through vshm. So a callback must not block on anything else (a
+// condition variable, another thread) until a request it submitted
+// completes. A callback that frees the client (`vshm_free`) must be the
+// last thing that call does with it: later callbacks of the same
+// `vshm_poll`/`vshm_wait` still receive the freed pointer and must not
+// use it.
 typedef void (*vshm_callback)(struct vshm_client *client,
                               uint64_t id,
                               vshm_status status,

@@ -56,9 +56,12 @@ pub unsafe extern "C" fn vshm_reply_value(r: *const vshm_reply) -> *const vshm_v
         let (reply, _) = unsafe { reply_data(r)? };
         match reply.completion() {
             ArchivedCompletion::Ok(v) | ArchivedCompletion::Push(v) => Ok(value_ptr(v)),
-            ArchivedCompletion::Err(_) => {
-                Err(Error::new(VSHM_ERR_INTERNAL, "error completion in a reply"))
-            }
+            // A reply read in a child forked while it was held in the
+            // ring (`vshm_client::Reply::bytes`).
+            ArchivedCompletion::Err(e) => Err(Error::new(
+                status_of_archived_kind(&e.kind),
+                e.message.as_str(),
+            )),
         }
     })
 }

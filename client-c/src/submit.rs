@@ -12,7 +12,15 @@ use super::*;
 /// long: a held reply pins completion-ring space, see ZERO-COPY REPLIES).
 /// It is NULL when `status` is not VSHM_OK; the error's message is then in
 /// `vshm_last_error_message()` during the callback. The callback may call
-/// any vshm function, including submitting more requests.
+/// any vshm function, including submitting more requests; what it submits
+/// is held back and handed to the core in batches (16 at most) when the
+/// callbacks of that call return, or earlier when the thread waits or
+/// polls through vshm. So a callback must not block on anything else (a
+/// condition variable, another thread) until a request it submitted
+/// completes. A callback that frees the client (`vshm_free`) must be the
+/// last thing that call does with it: later callbacks of the same
+/// `vshm_poll`/`vshm_wait` still receive the freed pointer and must not
+/// use it.
 pub type vshm_callback = Option<
     unsafe extern "C" fn(
         client: *mut vshm_client,
@@ -34,9 +42,19 @@ pub(crate) fn submit_async(
     let mut cid = 0;
     let timeout = o.timeout_for(&conn, op);
     let deadline = Instant::now() + conn.wait_bound_for(op, timeout);
+    // Set when `vshm_free` drained the pending requests before this one's
+    // entry was in: its callback would never run.
+    let mut freed = false;
     let r = conn.submit_queued(op, &o.route, timeout, o.flags, &mut |id| {
         cid = conn::c_id(seq, id);
-        lock(&inner.pending).entries.insert(
+        let mut p = lock(&inner.pending);
+        // `close` raises the flag before it drains under this lock: either
+        // it drains this entry (completed with CLOSING) or we see the flag.
+        if inner.handle.is_closed() {
+            freed = true;
+            return;
+        }
+        p.entries.insert(
             cid,
             Entry {
                 cb,
@@ -51,6 +69,12 @@ pub(crate) fn submit_async(
             lock(&inner.pending).entries.remove(&cid);
         }
         return Err(e.into());
+    }
+    if freed {
+        return Err(Error::new(
+            VSHM_ERR_CLOSING,
+            "the client was freed during the submission (the request may still run; no callback)",
+        ));
     }
     inner.handle.deadline().lower(deadline);
     Ok(cid)
@@ -199,6 +223,20 @@ pub unsafe extern "C" fn vshm_wait(
             && (inner.pending_count() > 0 || waits_for_pushes)
             && Instant::now() < deadline
         {
+            // Waiting for pushes alone: they come only through a live
+            // registration, and with none (a forked child's first call, a
+            // daemon restart) `collect` returns at once. Open one (the
+            // subscriptions are replayed) or report why it cannot be,
+            // rather than spin until the deadline.
+            let usable = inner.handle.current().is_some_and(|(c, _)| !c.is_dead());
+            if waits_for_pushes && !usable && inner.pending_count() == 0 {
+                let (conn, _) = inner.conn()?;
+                if conn.is_dead() {
+                    // Died again at once: do not reconnect in a tight loop.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    std::thread::sleep(left.min(Duration::from_millis(10)));
+                }
+            }
             got = inner.collect(Some(deadline));
         }
         let n = got.count;

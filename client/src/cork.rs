@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, TryLockError, Weak};
 use vshm_protocol::sync::{AtomicBool, Ordering};
 
 use crate::client::Client;
-use crate::completion::lock;
 use crate::daemon::fork_generation;
 use crate::endpoint::Sender;
 
@@ -73,12 +72,15 @@ impl Drop for Cork<'_> {
         if fork_generation() != self.fork_gen {
             return;
         }
-        let mut s = lock(sq);
-        // Relaxed, under the lock: see `Client::flush_corked`.
-        self.client.corks.fetch_sub(1, Ordering::Relaxed);
+        // Publish first, then count the guard closed (see
+        // `Client::flush_corked`); never queue behind a submitter that
+        // waits for ring space with the lock held (`flush_held`): an event
+        // loop closing its cork may be what frees that space.
         if last_here {
-            s.flush();
+            flush_held(sq, &self.client.space_wait);
         }
+        // Relaxed RMW: see `Client::flush_corked`.
+        self.client.corks.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -100,11 +102,9 @@ impl Client {
     /// closes.
     pub fn cork(&self) -> Cork<'_> {
         let fork_gen = fork_generation();
-        {
-            let _s = lock(&self.sq);
-            // Relaxed, under the lock: see `Client::flush_corked`.
-            self.corks.fetch_add(1, Ordering::Relaxed);
-        }
+        // Relaxed RMW, no lock (opening a cork must not queue behind a
+        // submitter waiting for ring space): see `Client::flush_corked`.
+        self.corks.fetch_add(1, Ordering::Relaxed);
         let _ = OPEN.try_with(|open| {
             open.borrow_mut().push(Open {
                 sq: Arc::downgrade(&self.sq),
@@ -141,13 +141,16 @@ impl Client {
     /// The second without the lock when no cork is open on this client.
     /// Why reading 0 is enough for the requests this wait can be about
     /// (submitted by a thread whose submission happens-before this wait):
-    /// `corks` is stored only under the `sq` lock, so its stores are
-    /// ordered as the critical sections are. A submission held back found
-    /// a cork open, so the last store before its critical section was
-    /// nonzero, and a read that happens after it (write-read coherence)
-    /// returns that store or a later one. A 0 is therefore the store of a
-    /// guard that closed the last cork after the submission, and that
-    /// guard published it. A stale nonzero read only costs a lock.
+    /// `corks` changes only by RMWs (+1 when a guard opens, -1 when it
+    /// closes, each after its own +1 in its thread), so every value in its
+    /// modification order is the number of guards opened and not yet
+    /// closed at that point. A held submission was made under an open
+    /// guard of its thread, whose +1 happens-before the submission and so
+    /// before this read (write-read coherence: the read returns it or a
+    /// later value). A 0 therefore means that guard's -1 came first too,
+    /// and a thread's last guard publishes before its -1 (`Cork::drop`;
+    /// or a submitter waiting for ring space published for it, see
+    /// `flush_held`). A stale nonzero read only costs a flush.
     pub(crate) fn flush_corked(&self) {
         let _ = OPEN.try_with(|open| {
             let open = open.borrow();
@@ -328,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_does_not_queue_behind_a_sender_waiting_for_ring_space() {
+    fn polls_and_corks_do_not_queue_behind_a_sender_waiting_for_ring_space() {
         // Nothing consumes this 4 KiB submission ring.
         let (core, client) = FakeCore::with_rings(4096, 1 << 14);
         let client = Arc::new(client);
@@ -372,10 +375,22 @@ mod tests {
             move || done_tx.send(client.poll_queued(&mut Vec::new()).is_ok())
         });
         let polled = done_rx.recv_timeout(Duration::from_secs(10));
+        // Nor does opening and closing a cork (an event loop's dispatch
+        // corks while its callbacks run: they may be what frees the space).
+        let (done_tx, done_rx) = mpsc::channel();
+        thread::spawn({
+            let client = client.clone();
+            move || {
+                drop(client.cork());
+                done_tx.send(()).unwrap();
+            }
+        });
+        let corked = done_rx.recv_timeout(Duration::from_secs(10));
         core.seg.set_state(state::CLOSED);
         close_tx.send(()).unwrap();
         corker.join().unwrap();
         filler.join().unwrap();
         assert_eq!(polled, Ok(true), "the poll queued behind the submitter");
+        assert_eq!(corked, Ok(()), "the cork queued behind the submitter");
     }
 }

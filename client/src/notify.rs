@@ -283,8 +283,11 @@ impl EventNotifier {
         &self.deadline
     }
 
-    /// Reset the descriptor (before taking completions).
+    /// Reset the descriptor (before taking completions). A forked child
+    /// first gets its own eventfd behind the same number (`own_fd`): the
+    /// inherited one is the parent's, whose wake-ups must stay there.
     pub fn clear(&self) {
+        let _ = self.own_fd(false);
         if let Some(e) = lock(&self.efd).as_ref() {
             let mut v = 0u64;
             // SAFETY: reads 8 bytes into a live u64 from our own

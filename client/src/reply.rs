@@ -71,11 +71,18 @@ impl Reply {
         matches!(self.store, Store::Ring { .. })
     }
 
-    /// The archived completion's bytes.
+    /// The archived completion's bytes. In a child forked while the reply
+    /// was held in the ring: the bytes of a `Connection` error instead
+    /// (see [`held_across_fork`]).
     pub fn bytes(&self) -> &[u8] {
         match &self.store {
+            Store::Ring { cq, .. } if cq.fork_gen != crate::daemon::fork_generation() => {
+                held_across_fork()
+            }
             // SAFETY: ptr/len describe a pinned, published ring record kept
-            // mapped by `cq` (see `Store::Ring`).
+            // mapped by `cq` (see `Store::Ring`), and we are in the process
+            // that pinned it (checked above): the core writes there only
+            // after this process unpins it.
             Store::Ring { ptr, len, .. } => unsafe {
                 std::slice::from_raw_parts(ptr.as_ptr(), *len)
             },
@@ -114,6 +121,27 @@ impl Reply {
             drop(old);
         }
     }
+}
+
+/// What a reply read in place from the ring reads as in a child forked
+/// while it was held: a `Connection` error. The segment is shared memory,
+/// and the pin that keeps the core from reusing the reply's bytes is the
+/// parent's: once the parent frees its copy, the core writes other
+/// completions there, which the child's copy would read as this one (not
+/// even a valid archive). A reply detached before the fork is private
+/// memory and stays readable.
+fn held_across_fork() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<AlignedVec<16>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let v = msg::encode_completion(&Completion::Err(ClientError::new(
+            ErrorKind::Connection,
+            "reply held in the shared ring across fork(): its memory is the parent's \
+             (detach replies before fork() to keep them in the child)",
+        )));
+        let mut b = AlignedVec::<16>::with_capacity(v.len());
+        b.extend_from_slice(&v);
+        b
+    })
 }
 
 /// The value of a push reply (None if the reply is not a push).

@@ -562,6 +562,54 @@ static void test_pubsub(void) {
 
 /* ---- scripts and scan ---- */
 
+/* A forked child whose only use of a subscribed client is vshm_wait with a
+ * push callback: the wait opens the child's registration (the
+ * subscription is replayed there) instead of spinning until its timeout. */
+static void test_push_wait_in_forked_child(void) {
+    if (getenv("VSHM_TEST_NO_FORK") != NULL) SKIP("VSHM_TEST_NO_FORK");
+    vshm_client *sub = open_main();
+    const char *ch[] = {"pf:chan"};
+    CHECK_OK(vshm_subscribe(sub, VSHM_SUB_EXACT, 1, ch, NULL, NULL));
+    int pfd[2];
+    REQUIRE(pipe(pfd) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        push_state ps;
+        memset(&ps, 0, sizeof ps);
+        int rc = 0;
+        if (vshm_set_push_callback(sub, on_push, &ps) != VSHM_OK) rc |= 1;
+        double deadline = now_ms() + test_timeout_ms();
+        while (ps.messages == 0 && now_ms() < deadline) {
+            vshm_status st = vshm_wait(sub, 100, NULL);
+            if (st != VSHM_OK && st != VSHM_ERR_TIMEOUT) rc |= 2;
+        }
+        if (ps.messages == 0 || strcmp(ps.last_channel, "pf:chan") != 0) rc |= 4;
+        unsigned char b = (unsigned char)rc;
+        if (write(pfd[1], &b, 1) != 1) _exit(100);
+        _exit(0);
+    }
+    close(pfd[1]);
+    REQUIRE(pid > 0);
+    /* Publish until the child reports (its subscription exists only once
+     * its wait has registered). */
+    struct pollfd p = {pfd[0], POLLIN, 0};
+    double deadline = now_ms() + test_timeout_ms() + 2000;
+    while (now_ms() < deadline) {
+        publish("PUBLISH", "pf:chan", "to-the-child");
+        if (poll(&p, 1, 50) > 0) break;
+    }
+    unsigned char child_rc = 255;
+    CHECK(read(pfd[0], &child_rc, 1) == 1);
+    close(pfd[0]);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    if (child_rc != 0) fprintf(stderr, "   child rc %d\n", child_rc);
+    CHECK(child_rc == 0);
+    vshm_free(sub);
+}
+
 static void test_script_api(void) {
     const char *code = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1]) .. ARGV[2]";
     const char *keys[] = {"sc:k"};
@@ -782,6 +830,7 @@ int main(void) {
     RUN(test_fd_epoll);
     RUN(test_batches);
     RUN(test_pubsub);
+    RUN(test_push_wait_in_forked_child);
     RUN(test_script_api);
     RUN(test_scan);
     RUN(test_open_variants);
