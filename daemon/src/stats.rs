@@ -345,7 +345,7 @@ impl Snapshot {
         );
         let _ = writeln!(
             s,
-            "pool: {} connection(s) per node per backend, {} backend(s) live",
+            "pool: pool_size {0} ({0} fast-path and {0} slow-path connection(s) per node per backend), {1} backend(s) live",
             self.pool_size, self.backends
         );
         let _ = writeln!(s);
