@@ -93,8 +93,9 @@ pub struct Client {
     /// at registration), in ms.
     block_forever_limit_ms: AtomicU64,
     /// The open corks on this client, over all threads ([`Client::cork`]):
-    /// changed only under the `sq` lock, read without it by waits (see
-    /// `Client::flush_corked`) and submissions (`Client::corked_here`).
+    /// changed only by RMWs (+1 when a guard opens, -1 after a thread's
+    /// last guard published), read by waits (see `Client::flush_corked`)
+    /// and submissions (`Client::corked_here`).
     pub(crate) corks: AtomicU32,
 }
 

@@ -192,14 +192,18 @@ impl BatchWork {
             ))));
         }
         if asking {
-            // The ASKING replies: before WATCH (if any) and before MULTI.
-            frames.remove(w);
+            // The ASKING replies: before MULTI (index 2 after ASKING and
+            // WATCH, else 0), and before WATCH (index 0) when there is one.
+            frames.remove(2 * w);
             if w == 1 {
                 frames.remove(0);
             }
         }
         let exec = frames.pop().expect("length checked");
-        let ran = matches!(exec, Frame::Value(Value::Array(_) | Value::Nil));
+        let ran = matches!(
+            exec,
+            Frame::Value(Value::Array(_) | Value::Nil) | Frame::TooDeep
+        );
         // A redirect of WATCH or of a queued command, and EXEC did not
         // run anything (EXECABORT): send it all again. WATCH runs outside
         // the transaction, so a refused WATCH does not abort it: if EXEC
@@ -435,6 +439,33 @@ mod tests {
                 Value::Bulk(b"1".to_vec())
             ])))
         );
+        // After an ASK: a WATCH refused on the importing node is not
+        // mistaken for an ASKING reply.
+        match mk().absorb(
+            vec![
+                ok(),
+                err("TRYAGAIN x"),
+                ok(),
+                ok(),
+                queued(),
+                queued(),
+                exec(),
+            ],
+            true,
+        ) {
+            Step::Done(Completion::Err(e)) => {
+                assert!(e.message.contains("ran without it"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An EXEC reply too deep to decode still means it ran.
+        assert!(matches!(
+            mk().absorb(
+                vec![err("ASK 1 h:1"), ok(), queued(), queued(), Frame::TooDeep],
+                false
+            ),
+            Step::Done(Completion::Err(_))
+        ));
         // WATCH redirected but the transaction ran (its keys were there):
         // never sent again; the caller learns it ran unwatched.
         match mk().absorb(

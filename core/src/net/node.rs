@@ -29,9 +29,7 @@
 //!   (or re-routed, cluster). The first reconnect attempt starts at once,
 //!   later ones back off.
 //! * **Dead peers**: TCP keepalive and `TCP_USER_TIMEOUT` on every node
-//!   socket (`connect.rs`), besides the stall check above; a reply frame
-//!   larger than [`MAX_FRAME`] drops the connection (a server streaming an
-//!   endless aggregate cannot grow the read buffer without bound).
+//!   socket (`connect.rs`), besides the stall check above.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -62,12 +60,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bulk replies at least this large are received straight into their own
 /// buffer (`Node::read_bulk`).
 const DIRECT_BULK: usize = 256 * 1024;
-/// The largest reply frame read (after the direct bulk above, which is
-/// capped by the parser's 512 MiB bulk limit): a server that sends an
-/// endless aggregate (`*2147483647` and elements forever) would otherwise
-/// grow the read buffer without bound while every read keeps the
-/// connection looking alive. The connection is dropped instead.
-const MAX_FRAME: usize = 1 << 30;
 
 /// What the node hands back to its owner.
 pub(crate) trait Router: Send + Sync + 'static {
@@ -658,9 +650,6 @@ impl Node {
                 start = 0;
             }
             let pending = buf.len() - start;
-            if pending > MAX_FRAME {
-                return format!("bad reply: a frame larger than {MAX_FRAME} bytes");
-            }
             let want = scanner.need().saturating_sub(pending).max(READ_CHUNK);
             if buf.capacity() - buf.len() < want / 2 {
                 buf.reserve(want);
