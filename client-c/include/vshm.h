@@ -511,7 +511,10 @@ vshm_status vshm_submit_argv(struct vshm_client *c,
 // with a push callback set, also delivers the pub/sub messages that have
 // arrived. `*completed` (if not NULL) = how many requests completed (and
 // messages were delivered) in this call. Also resets the `vshm_fd`
-// descriptor.
+// descriptor. With a push callback set and no live registration (after a
+// daemon restart, in a forked child), it opens one, so that the
+// subscriptions are renewed (a system call or two to the local daemon);
+// it fails with that error if it cannot.
 vshm_status vshm_poll(struct vshm_client *c, size_t *completed);
 
 // Like `vshm_poll`, but first waits up to `timeout_ms` (>= 0) for at

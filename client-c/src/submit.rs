@@ -178,7 +178,10 @@ pub(crate) fn write_count(p: *mut usize, n: usize) {
 /// with a push callback set, also delivers the pub/sub messages that have
 /// arrived. `*completed` (if not NULL) = how many requests completed (and
 /// messages were delivered) in this call. Also resets the `vshm_fd`
-/// descriptor.
+/// descriptor. With a push callback set and no live registration (after a
+/// daemon restart, in a forked child), it opens one, so that the
+/// subscriptions are renewed (a system call or two to the local daemon);
+/// it fails with that error if it cannot.
 #[no_mangle]
 pub unsafe extern "C" fn vshm_poll(c: *mut vshm_client, completed: *mut usize) -> vshm_status {
     guard(|| {
@@ -188,10 +191,44 @@ pub unsafe extern "C" fn vshm_poll(c: *mut vshm_client, completed: *mut usize) -
         inner.handle.clear_fd();
         let got = inner.collect(None);
         let n = got.count;
+        // A program driven by `vshm_fd` alone renews its subscriptions
+        // here after a daemon restart.
+        let renewed = if n == 0 && inner.has_push_callback() {
+            renew_for_pushes(&inner).map(|_| ())
+        } else {
+            Ok(())
+        };
         drop(inner);
         dispatch(c, got);
         write_count(completed, n);
-        Ok(())
+        renewed
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Renewed {
+    /// A live registration was there already.
+    Live,
+    /// A new one was opened (the subscriptions replayed on it).
+    Opened,
+    /// A new one was opened and is dead already.
+    Dead,
+}
+
+/// Pushes come only through a live registration. With none (a forked
+/// child's first call, a daemon restart) and no request pending (those
+/// calls open one themselves), open one, replaying the subscriptions, or
+/// report why it cannot be opened.
+fn renew_for_pushes(inner: &ClientInner) -> Result<Renewed, Error> {
+    let live = inner.handle.current().is_some_and(|(c, _)| !c.is_dead());
+    if live || inner.pending_count() > 0 {
+        return Ok(Renewed::Live);
+    }
+    let (conn, _) = inner.conn()?;
+    Ok(if conn.is_dead() {
+        Renewed::Dead
+    } else {
+        Renewed::Opened
     })
 }
 
@@ -223,19 +260,12 @@ pub unsafe extern "C" fn vshm_wait(
             && (inner.pending_count() > 0 || waits_for_pushes)
             && Instant::now() < deadline
         {
-            // Waiting for pushes alone: they come only through a live
-            // registration, and with none (a forked child's first call, a
-            // daemon restart) `collect` returns at once. Open one (the
-            // subscriptions are replayed) or report why it cannot be,
-            // rather than spin until the deadline.
-            let usable = inner.handle.current().is_some_and(|(c, _)| !c.is_dead());
-            if waits_for_pushes && !usable && inner.pending_count() == 0 {
-                let (conn, _) = inner.conn()?;
-                if conn.is_dead() {
-                    // Died again at once: do not reconnect in a tight loop.
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    std::thread::sleep(left.min(Duration::from_millis(10)));
-                }
+            // With no live registration `collect` returns at once: open
+            // one rather than spin until the deadline.
+            if waits_for_pushes && renew_for_pushes(&inner)? == Renewed::Dead {
+                // Died again at once: do not reconnect in a tight loop.
+                let left = deadline.saturating_duration_since(Instant::now());
+                std::thread::sleep(left.min(Duration::from_millis(10)));
             }
             got = inner.collect(Some(deadline));
         }
@@ -292,6 +322,11 @@ pub unsafe extern "C" fn vshm_take(
                         ))
                     }
                     Some(_) => {}
+                    // `vshm_free` on another thread dropped it (its
+                    // pending requests end with CLOSING).
+                    None if inner.handle.is_closed() => {
+                        return Err(Error::new(VSHM_ERR_CLOSING, "the client is being freed"))
+                    }
                     None => {
                         return Err(Error::arg(format!(
                             "unknown request id {id} (never submitted, or already taken)"

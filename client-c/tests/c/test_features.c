@@ -562,11 +562,11 @@ static void test_pubsub(void) {
 
 /* ---- scripts and scan ---- */
 
-/* A forked child whose only use of a subscribed client is vshm_wait with a
- * push callback: the wait opens the child's registration (the
- * subscription is replayed there) instead of spinning until its timeout. */
-static void test_push_wait_in_forked_child(void) {
-    if (getenv("VSHM_TEST_NO_FORK") != NULL) SKIP("VSHM_TEST_NO_FORK");
+/* A forked child whose only use of a subscribed client is vshm_wait (or
+ * vshm_poll) with a push callback: that call opens the child's
+ * registration (the subscription is replayed there) instead of spinning
+ * until its timeout (or returning nothing forever). */
+static void push_in_forked_child(int use_poll) {
     vshm_client *sub = open_main();
     const char *ch[] = {"pf:chan"};
     CHECK_OK(vshm_subscribe(sub, VSHM_SUB_EXACT, 1, ch, NULL, NULL));
@@ -582,8 +582,13 @@ static void test_push_wait_in_forked_child(void) {
         if (vshm_set_push_callback(sub, on_push, &ps) != VSHM_OK) rc |= 1;
         double deadline = now_ms() + test_timeout_ms();
         while (ps.messages == 0 && now_ms() < deadline) {
-            vshm_status st = vshm_wait(sub, 100, NULL);
-            if (st != VSHM_OK && st != VSHM_ERR_TIMEOUT) rc |= 2;
+            if (use_poll) {
+                if (vshm_poll(sub, NULL) != VSHM_OK) rc |= 2;
+                usleep(10 * 1000);
+            } else {
+                vshm_status st = vshm_wait(sub, 100, NULL);
+                if (st != VSHM_OK && st != VSHM_ERR_TIMEOUT) rc |= 2;
+            }
         }
         if (ps.messages == 0 || strcmp(ps.last_channel, "pf:chan") != 0) rc |= 4;
         unsigned char b = (unsigned char)rc;
@@ -593,7 +598,7 @@ static void test_push_wait_in_forked_child(void) {
     close(pfd[1]);
     REQUIRE(pid > 0);
     /* Publish until the child reports (its subscription exists only once
-     * its wait has registered). */
+     * its wait or poll has registered). */
     struct pollfd p = {pfd[0], POLLIN, 0};
     double deadline = now_ms() + test_timeout_ms() + 2000;
     while (now_ms() < deadline) {
@@ -605,9 +610,15 @@ static void test_push_wait_in_forked_child(void) {
     close(pfd[0]);
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
-    if (child_rc != 0) fprintf(stderr, "   child rc %d\n", child_rc);
+    if (child_rc != 0) fprintf(stderr, "   child rc %d (%s)\n", child_rc, use_poll ? "poll" : "wait");
     CHECK(child_rc == 0);
     vshm_free(sub);
+}
+
+static void test_pushes_in_forked_child(void) {
+    if (getenv("VSHM_TEST_NO_FORK") != NULL) SKIP("VSHM_TEST_NO_FORK");
+    push_in_forked_child(0);
+    push_in_forked_child(1);
 }
 
 static void test_script_api(void) {
@@ -830,7 +841,7 @@ int main(void) {
     RUN(test_fd_epoll);
     RUN(test_batches);
     RUN(test_pubsub);
-    RUN(test_push_wait_in_forked_child);
+    RUN(test_pushes_in_forked_child);
     RUN(test_script_api);
     RUN(test_scan);
     RUN(test_open_variants);
