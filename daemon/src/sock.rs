@@ -230,7 +230,12 @@ impl Conn {
 
 fn recv_once(fd: RawFd) -> std::io::Result<Recv> {
     let mut buf = vec![0u8; MAX_HANDSHAKE];
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    // Room for the most descriptors one message can carry (the kernel's
+    // SCM_MAX_FD, 253) and credentials: a client never sends any to the
+    // daemon, but with a smaller buffer the kernel truncates the control
+    // data (MSG_CTRUNC) after installing what fits, nix then refuses to
+    // list it, and those descriptors could not be closed.
+    let mut cmsg = nix::cmsg_space!([RawFd; 253], libc::ucred);
     let (n, truncated) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = recvmsg::<()>(
@@ -250,6 +255,12 @@ fn recv_once(fd: RawFd) -> std::io::Result<Recv> {
                     }
                 }
             }
+        }
+        if msg.flags.intersects(MsgFlags::MSG_CTRUNC) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "control data truncated",
+            ));
         }
         (msg.bytes, msg.flags.intersects(MsgFlags::MSG_TRUNC))
     };

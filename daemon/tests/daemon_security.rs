@@ -430,3 +430,54 @@ fn metrics_endpoint_serves_prometheus_text() {
     assert!(m.contains("vshmd_request_latency_seconds_count"), "{m}");
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+/// Descriptors a client attaches to its messages (the daemon never wants
+/// any) are all closed, however many: with room for only 4, the kernel
+/// installed 4 of 16 and the daemon could not list them to close them.
+#[test]
+fn descriptors_sent_to_the_daemon_are_all_closed() {
+    use nix::sys::socket::{sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags};
+    use std::os::fd::RawFd;
+    vshm_tests::ensure_redis();
+    let server = vshm_tests::shared_standalone();
+    let d = Vshmd::start("", Servers::Standalone(&server.addr()), "");
+    let open_fds = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = open_fds(d.pid());
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let fds: Vec<RawFd> = vec![devnull.as_raw_fd(); 16];
+    for _ in 0..20 {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(s.as_raw_fd(), &UnixAddr::new(&d.socket).unwrap()).unwrap();
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(b"not a handshake")];
+        sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).unwrap();
+        // Until the daemon answers or hangs up (bounded).
+        let tv = nix::sys::time::TimeVal::new(5, 0);
+        setsockopt(&s, sockopt::ReceiveTimeout, &tv).unwrap();
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a live buffer of that length from our socket.
+        let _ = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = open_fds(d.pid());
+        if now <= before + 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon holds {now} descriptors, {before} before 20 messages with 16 each"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
