@@ -197,6 +197,9 @@ fn hostile_clients_are_disconnected_and_others_see_nothing() {
     assert!(outcome("bad-magic").contains("outcome=served ok=10/10"));
     assert!(outcome("huge-total").contains("outcome=refused-and-served"));
     assert!(outcome("huge-counts").contains("state=OPEN"));
+    // The good clients' calls (checked by `finish_good`) kept completing
+    // meanwhile: the daemon's thread was never held by this client.
+    assert!(outcome("empty-fragments").contains("state=OPEN"));
     let log = d.log_text();
     for (name, reason) in [
         ("lying-length", "record longer than max_record"),

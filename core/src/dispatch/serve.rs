@@ -73,6 +73,20 @@ pub(super) fn skip_fragment(h: &RecordHeader, refused: u64) -> Result<bool, &'st
     Ok(h.flags & rflags::MORE == 0)
 }
 
+/// Records read in one turn before yielding, whatever they are: fragments
+/// and skipped records count too, so that a client cannot keep a turn (and
+/// the core's thread) going with records that never complete a message
+/// (empty fragments, the endless rest of a refused message).
+const TURN_RECORDS: usize = 1024;
+/// Payload bytes copied in one turn before yielding; a message being
+/// reassembled continues in the next turn.
+const TURN_BYTES: u64 = 8 << 20;
+
+/// Has this turn read enough records or bytes to yield?
+pub(super) fn turn_spent(records: usize, bytes: u64) -> bool {
+    records >= TURN_RECORDS || bytes >= TURN_BYTES
+}
+
 /// What to do with the record that starts a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Admit {
@@ -327,6 +341,8 @@ impl ClientAttachment {
         // a turn that takes nothing.
         let mut taken_at: Option<std::time::Instant> = None;
         let mut since_clock = 0u32;
+        // Records and payload bytes read this turn (`turn_spent`).
+        let (mut records, mut bytes) = (0usize, 0u64);
         loop {
             let mid_message = it.reasm.in_progress() || it.skip.is_some();
             let g = gate(
@@ -340,6 +356,10 @@ impl ClientAttachment {
                 turn.stopped_by = Some(g);
                 break;
             }
+            if turn_spent(records, bytes) {
+                turn.stopped_by = Some(Gate::Budget);
+                break;
+            }
             let rec = match it.cons.peek(ctl, &area) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -348,6 +368,8 @@ impl ClientAttachment {
                     break;
                 }
             };
+            records += 1;
+            bytes += u64::from(rec.hdr.len);
             if let Some(id) = it.skip {
                 match skip_fragment(&rec.hdr, id) {
                     Ok(last) => {
@@ -484,6 +506,14 @@ mod tests {
         assert_eq!(gate(3, 9, 5000, true, &L), Gate::Take);
         // ...but not past the in-flight limit.
         assert_eq!(gate(3, 10, 0, true, &L), Gate::Inflight);
+    }
+
+    #[test]
+    fn a_turn_yields_after_enough_records_or_bytes() {
+        assert!(!turn_spent(0, 0));
+        assert!(!turn_spent(TURN_RECORDS - 1, TURN_BYTES - 1));
+        assert!(turn_spent(TURN_RECORDS, 0), "empty records count");
+        assert!(turn_spent(1, TURN_BYTES));
     }
 
     #[test]

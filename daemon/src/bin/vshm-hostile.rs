@@ -271,6 +271,26 @@ impl Session {
         }
     }
 
+    /// Fill the free space with empty continuation fragments of message
+    /// `id`, publish them together, ring; returns how many.
+    fn fill_empty_fragments(&mut self, id: u64) -> u64 {
+        let (ctl, area) = self.seg.sq();
+        let mut n = 0;
+        while let Ok(res) = self.prod.try_reserve(ctl, &area, 0) {
+            let h = RecordHeader {
+                len: 0,
+                kind: kind::MSG,
+                flags: rflags::MORE,
+                id,
+            };
+            self.prod.commit(&area, res, h);
+            n += 1;
+        }
+        self.prod.publish(ctl);
+        self.ring();
+        n
+    }
+
     fn set_sq_tail(&self, t: u64) {
         // Release: pairs with the daemon's Acquire tail load in
         // `Consumer::refresh_tail` (the record bytes above are visible
@@ -489,6 +509,29 @@ fn scenarios(path: &Path) -> Result<(), String> {
         if s.seg.state() != state::OPEN {
             problems.push("huge-counts: disconnected".into());
         }
+    }
+    // empty-fragments: a message begun, then empty continuation fragments
+    // without end, each valid framing. The daemon keeps reading them but
+    // must yield to its other clients after a bounded number of records;
+    // 6 s, longer than the good clients' 5 s request timeout.
+    {
+        let mut s = register(path, "hostile-empty-fragments", 0, 0)?;
+        let mut p = 100u64.to_le_bytes().to_vec();
+        p.extend_from_slice(&[1u8; 8]);
+        s.framed_record(hdr(16, rflags::FIRST | rflags::MORE, 7), &p);
+        let until = Instant::now() + Duration::from_secs(6);
+        let mut records = 0u64;
+        while Instant::now() < until && s.seg.state() == state::OPEN {
+            let n = s.fill_empty_fragments(7);
+            if n == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            records += n;
+        }
+        println!(
+            "scenario empty-fragments outcome=written records={records} state={}",
+            state_name(s.seg.state())
+        );
     }
     // interleave: a refused message's fragments interleaved with another.
     {
