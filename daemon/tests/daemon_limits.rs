@@ -107,6 +107,56 @@ fn each_limit_gives_a_clear_error() {
     );
     assert!(c.healthy());
 
+    // A client that reads nothing while large replies come back: past
+    // twice its byte limit the daemon keeps small Overloaded errors in
+    // their place; every request still gets exactly one completion.
+    let lazy = connect(
+        &d,
+        Settings {
+            client_name: Some("lazy".into()),
+            cq_capacity: 4096,
+            ..Settings::default()
+        },
+        Duration::from_secs(10),
+    )
+    .expect("register");
+    let value = vec![b'v'; 300 << 10];
+    lazy.call(&[b"SET", b"limits:v", &value]).expect("SET");
+    let ids: Vec<u64> = (0..16)
+        .map(|_| {
+            lazy.submit(&[b"GET", b"limits:v"], &Route::Auto, None)
+                .expect("submit")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut full, mut overloaded) = (0, 0);
+    for id in ids {
+        match lazy.wait(id, None).expect("completion") {
+            vshm_protocol::msg::Completion::Ok(Value::Bulk(v)) if v == value => full += 1,
+            vshm_protocol::msg::Completion::Err(e) if e.kind == ErrorKind::Overloaded => {
+                assert!(e.message.contains("not reading"), "{e}");
+                overloaded += 1
+            }
+            other => panic!("unexpected completion {other:?}"),
+        }
+    }
+    println!("unread large replies: {full} kept, {overloaded} replaced by Overloaded");
+    assert!(
+        full >= 1 && overloaded >= 1,
+        "{full} kept, {overloaded} replaced"
+    );
+    assert_eq!(full + overloaded, 16);
+    drop(lazy);
+    // Its registration is gone before the client limit is tested below.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client_rows(&d.stats()).iter().any(|r| r[3] == "lazy") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lazy still registered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // In-flight requests: a client that reads nothing has exactly
     // max_inflight requests in the daemon; its next submissions wait for
     // ring space and end with Overloaded.

@@ -421,6 +421,37 @@ impl ClientAttachment {
                 }
             }
         }
+        // A client that does not read its completions still gets replies
+        // to what it submitted (up to `max_inflight`, each as large as the
+        // server makes it). With others already queued and past twice its
+        // byte limit, a reply becomes a small `Overloaded` error instead,
+        // so that what the core holds for one client stays bounded (the
+        // request still gets its one completion).
+        let over = counted
+            && k != kind::PUSH
+            && !w.pending.is_empty()
+            && self
+                .outstanding
+                .load(Ordering::Relaxed)
+                .saturating_add(bytes.len() as u64)
+                > self.opts.max_outstanding_bytes.saturating_mul(2);
+        let bytes = if over {
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            let e = ClientError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "reply of {} bytes dropped: this client is not reading its completions (more than twice its max_outstanding_bytes, {} bytes, wait in the core)",
+                    bytes.len(),
+                    self.opts.max_outstanding_bytes
+                ),
+            );
+            Body::Whole(msg::encode_completion_in(
+                &Completion::Err(e),
+                AlignedVec::new(),
+            ))
+        } else {
+            bytes
+        };
         // Relaxed: a counter compared against a limit by the serve loop,
         // which re-checks after every `progress` notification; no memory
         // is published through it. Add before subtracting: never wraps.

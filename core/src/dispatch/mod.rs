@@ -35,7 +35,10 @@
 //! `Overloaded` completion (an `InvalidRequest` one above the segment's
 //! `max_message`), its remaining fragments are skipped, and the client
 //! stays connected. The bound is soft by one reply: a reply already
-//! produced is queued even if it crosses the limit.
+//! produced is queued even if it crosses the limit, but with other
+//! completions already waiting and past twice the limit (a client that
+//! stopped reading while replies to its requests keep coming), a reply is
+//! replaced by a small `Overloaded` error, its request's one completion.
 
 mod attachment;
 mod body;
