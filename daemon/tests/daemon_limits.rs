@@ -157,6 +157,51 @@ fn each_limit_gives_a_clear_error() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
+    // Pub/sub to a client that reads nothing: the messages waiting for it
+    // in the daemon are bounded by its byte limit too, not only by count.
+    let sub = connect(
+        &d,
+        Settings {
+            client_name: Some("sub".into()),
+            cq_capacity: 4096,
+            ..Settings::default()
+        },
+        Duration::from_secs(10),
+    )
+    .expect("register");
+    let op = vshm_protocol::msg::Op::<vshm_protocol::msg::ArgsRef<'_>>::Subscribe {
+        kind: vshm_protocol::msg::SubKind::Exact,
+        channels: vec![b"limits:chan".to_vec()],
+    };
+    let id = sub
+        .submit_op(&op, &Route::Auto, None, 0)
+        .expect("subscribe");
+    let r = sub.wait(id, None).expect("subscribed");
+    assert!(matches!(r, vshm_protocol::msg::Completion::Ok(_)), "{r:?}");
+    let msg = vec![b'm'; 256 << 10];
+    c.call(&[
+        b"EVAL",
+        b"for i = 1, 40 do redis.call('PUBLISH', KEYS[1], ARGV[1]) end return 1",
+        b"1",
+        b"limits:chan",
+        &msg,
+    ])
+    .expect("publish 40 messages of 256 KiB");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = 0;
+    while let Some(v) = sub.wait_push(Duration::from_millis(500)).expect("push") {
+        assert!(matches!(v, Value::Push { .. }), "{v:?}");
+        got += 1;
+    }
+    println!("pushes kept for a client that read nothing: {got} of 40 (256 KiB each)");
+    assert!((1..40).contains(&got), "{got} of 40 kept");
+    drop(sub);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client_rows(&d.stats()).iter().any(|r| r[3] == "sub") {
+        assert!(std::time::Instant::now() < deadline, "sub still registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // In-flight requests: a client that reads nothing has exactly
     // max_inflight requests in the daemon; its next submissions wait for
     // ring space and end with Overloaded.

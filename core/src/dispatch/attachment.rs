@@ -55,6 +55,8 @@ struct CqWriter {
     pending: VecDeque<Pending>,
     /// Push records among `pending`.
     pending_pushes: usize,
+    /// Their bytes (bounded by the client's `max_outstanding_bytes`).
+    pending_push_bytes: u64,
     space_wanted: bool,
     /// Counted completions committed straight into the ring (no `Pending`)
     /// since the last flush; the flush publishes them and finishes them.
@@ -120,6 +122,7 @@ impl ClientAttachment {
                 prod: Producer::new(l.cq_capacity, l.max_record),
                 pending: VecDeque::new(),
                 pending_pushes: 0,
+                pending_push_bytes: 0,
                 space_wanted: false,
                 direct_done: 0,
                 unpublished: false,
@@ -292,6 +295,7 @@ impl ClientAttachment {
             .sum();
         w.pending.clear();
         w.pending_pushes = 0;
+        w.pending_push_bytes = 0;
         self.outstanding.fetch_sub(bytes, Ordering::Relaxed);
     }
 
@@ -319,10 +323,16 @@ impl ClientAttachment {
     }
 
     /// Queue an out-of-band push record (pub/sub). Dropped when the
-    /// connection is closed, or when [`MAX_PENDING_PUSHES`] pushes already
-    /// wait for ring space (counted in `stats.pushes_dropped`).
+    /// connection is closed, or when [`MAX_PENDING_PUSHES`] pushes, or
+    /// `max_outstanding_bytes` of them, already wait for ring space
+    /// (counted in `stats.pushes_dropped`).
     pub fn push(&self, c: &Completion) {
-        if lock(&self.cq).pending_pushes >= MAX_PENDING_PUSHES {
+        let full = {
+            let w = lock(&self.cq);
+            w.pending_pushes >= MAX_PENDING_PUSHES
+                || w.pending_push_bytes >= self.opts.max_outstanding_bytes
+        };
+        if full {
             self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -462,6 +472,7 @@ impl ClientAttachment {
         self.outstanding.fetch_sub(req_bytes, Ordering::Relaxed);
         if k == kind::PUSH {
             w.pending_pushes += 1;
+            w.pending_push_bytes += bytes.len() as u64;
         }
         w.pending.push_back(Pending {
             id,
@@ -497,6 +508,7 @@ impl ClientAttachment {
                 prod,
                 pending,
                 pending_pushes,
+                pending_push_bytes,
                 ..
             } = &mut *w;
             let Some(p) = pending.front_mut() else { break };
@@ -509,6 +521,8 @@ impl ClientAttachment {
                     }
                     if p.kind == kind::PUSH {
                         *pending_pushes = pending_pushes.saturating_sub(1);
+                        *pending_push_bytes =
+                            pending_push_bytes.saturating_sub(p.bytes.len() as u64);
                     }
                     debug_assert!(p.id == 0 || p.kind == kind::MSG);
                 }
