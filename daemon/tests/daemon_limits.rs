@@ -42,6 +42,15 @@ fn named(name: &str) -> Settings {
     }
 }
 
+/// Until the daemon no longer lists a client named `name` (bounded).
+fn wait_unregistered(d: &Vshmd, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client_rows(&d.stats()).iter().any(|r| r[3] == name) {
+        assert!(Instant::now() < deadline, "{name} still registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn each_limit_gives_a_clear_error() {
     vshm_tests::ensure_redis();
@@ -148,14 +157,7 @@ fn each_limit_gives_a_clear_error() {
     assert_eq!(full + overloaded, 16);
     drop(lazy);
     // Its registration is gone before the client limit is tested below.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while client_rows(&d.stats()).iter().any(|r| r[3] == "lazy") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "lazy still registered"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_unregistered(&d, "lazy");
 
     // Pub/sub to a client that reads nothing: the messages waiting for it
     // in the daemon are bounded by its byte limit too, not only by count.
@@ -196,11 +198,7 @@ fn each_limit_gives_a_clear_error() {
     println!("pushes kept for a client that read nothing: {got} of 40 (256 KiB each)");
     assert!((1..40).contains(&got), "{got} of 40 kept");
     drop(sub);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while client_rows(&d.stats()).iter().any(|r| r[3] == "sub") {
-        assert!(std::time::Instant::now() < deadline, "sub still registered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_unregistered(&d, "sub");
 
     // In-flight requests: a client that reads nothing has exactly
     // max_inflight requests in the daemon; its next submissions wait for
