@@ -67,7 +67,7 @@ async fn handle(mut s: TcpStream, d: &Daemon) {
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/metrics") => {
-            let body = d.snapshot().prometheus();
+            let body = d.snapshot().await.prometheus();
             let _ = respond(
                 &mut s,
                 "200 OK",

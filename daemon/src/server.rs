@@ -112,8 +112,20 @@ impl Daemon {
             || groups.iter().any(|g| self.cfg.allowed_gids.contains(g))
     }
 
-    /// The current statistics.
-    pub fn snapshot(&self) -> Snapshot {
+    /// The current statistics. The TCP peer count (a read of every open
+    /// descriptor and of `/proc/net/tcp`: milliseconds with many clients)
+    /// runs on the blocking pool, not on the thread that serves the rings.
+    pub async fn snapshot(&self) -> Snapshot {
+        let mut snap = self.snapshot_here();
+        let skip: Vec<u16> = self.metrics_port.into_iter().collect();
+        snap.nodes = tokio::task::spawn_blocking(move || crate::stats::tcp_peers(&skip))
+            .await
+            .unwrap_or_default();
+        snap
+    }
+
+    /// Everything of [`Self::snapshot`] but the TCP peers.
+    fn snapshot_here(&self) -> Snapshot {
         let mut snap = Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             protocol: PROTOCOL_VERSION,
@@ -186,8 +198,6 @@ impl Daemon {
             .collect();
         snap.links.sort_by(|a, b| a.label.cmp(&b.label));
         snap.taken_at = Some(std::time::SystemTime::now());
-        let skip: Vec<u16> = self.metrics_port.into_iter().collect();
-        snap.nodes = crate::stats::tcp_peers(&skip);
         snap
     }
 
@@ -254,7 +264,7 @@ impl Daemon {
                         .await;
                     return;
                 }
-                let snap = self.snapshot();
+                let snap = self.snapshot().await;
                 let text = crate::stats::truncate(if prometheus {
                     snap.prometheus()
                 } else {

@@ -450,7 +450,7 @@ impl ClientAttachment {
             let e = ClientError::new(
                 ErrorKind::Overloaded,
                 format!(
-                    "reply of {} bytes dropped: this client is not reading its completions (more than twice its max_outstanding_bytes, {} bytes, wait in the core)",
+                    "reply of {} bytes dropped: this client is not reading its completions as fast as they come (more than twice its max_outstanding_bytes, {} bytes, wait in the core)",
                     bytes.len(),
                     self.opts.max_outstanding_bytes
                 ),

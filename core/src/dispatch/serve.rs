@@ -415,13 +415,15 @@ impl ClientAttachment {
                     turn.taken += 1;
                     // A single record is charged its size now; a
                     // fragmented message was charged its announced total
-                    // at its first fragment, which the reassembler checked
-                    // is its size.
+                    // at its first fragment. The reassembler read the total
+                    // again and checked the size against that: a client
+                    // that rewrote it in between gets charged what was
+                    // reassembled (charge before uncharge: never wraps).
                     let len = m.bytes.len() as u64;
                     let announced = std::mem::take(&mut it.partial_bytes);
-                    debug_assert!(announced == 0 || announced == len);
-                    if announced == 0 {
+                    if announced != len {
                         self.charge(len);
+                        self.uncharge(announced);
                     }
                     since_clock += 1;
                     let now = match taken_at {
