@@ -193,7 +193,7 @@ pub unsafe extern "C" fn vshm_poll(c: *mut vshm_client, completed: *mut usize) -
         let n = got.count;
         // A program driven by `vshm_fd` alone renews its subscriptions
         // here after a daemon restart.
-        let renewed = if n == 0 && inner.has_push_callback() {
+        let renewed = if n == 0 && got.push_cb.is_some() {
             renew_for_pushes(&inner).map(|_| ())
         } else {
             Ok(())

@@ -79,13 +79,13 @@ impl Reply {
             Store::Ring { cq, .. } if cq.fork_gen != crate::daemon::fork_generation() => {
                 held_across_fork()
             }
-            // SAFETY: ptr/len describe a pinned, published ring record kept
-            // mapped by `cq` (see `Store::Ring`), and we are in the process
-            // that pinned it (checked above): the core writes there only
-            // after this process unpins it.
-            Store::Ring { ptr, len, .. } => unsafe {
-                std::slice::from_raw_parts(ptr.as_ptr(), *len)
-            },
+            Store::Ring { ptr, len, .. } => {
+                // SAFETY: ptr/len describe a pinned, published ring record
+                // kept mapped by `cq` (see `Store::Ring`), and we are in the
+                // process that pinned it (checked above): the core writes
+                // there only after this process unpins it.
+                unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *len) }
+            }
             Store::Heap(v) => v,
         }
     }

@@ -42,6 +42,15 @@ fn named(name: &str) -> Settings {
     }
 }
 
+/// A client named `name` with a 4 KiB completion ring (what it does not
+/// read waits in the daemon).
+fn small_cq(name: &str) -> Settings {
+    Settings {
+        cq_capacity: 4096,
+        ..named(name)
+    }
+}
+
 /// Until the daemon no longer lists a client named `name` (bounded).
 fn wait_unregistered(d: &Vshmd, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -119,16 +128,7 @@ fn each_limit_gives_a_clear_error() {
     // A client that reads nothing while large replies come back: past
     // twice its byte limit the daemon keeps small Overloaded errors in
     // their place; every request still gets exactly one completion.
-    let lazy = connect(
-        &d,
-        Settings {
-            client_name: Some("lazy".into()),
-            cq_capacity: 4096,
-            ..Settings::default()
-        },
-        Duration::from_secs(10),
-    )
-    .expect("register");
+    let lazy = connect(&d, small_cq("lazy"), Duration::from_secs(10)).expect("register");
     let value = vec![b'v'; 300 << 10];
     lazy.call(&[b"SET", b"limits:v", &value]).expect("SET");
     let ids: Vec<u64> = (0..16)
@@ -161,16 +161,7 @@ fn each_limit_gives_a_clear_error() {
 
     // Pub/sub to a client that reads nothing: the messages waiting for it
     // in the daemon are bounded by its byte limit too, not only by count.
-    let sub = connect(
-        &d,
-        Settings {
-            client_name: Some("sub".into()),
-            cq_capacity: 4096,
-            ..Settings::default()
-        },
-        Duration::from_secs(10),
-    )
-    .expect("register");
+    let sub = connect(&d, small_cq("sub"), Duration::from_secs(10)).expect("register");
     let op = vshm_protocol::msg::Op::<vshm_protocol::msg::ArgsRef<'_>>::Subscribe {
         kind: vshm_protocol::msg::SubKind::Exact,
         channels: vec![b"limits:chan".to_vec()],
