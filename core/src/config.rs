@@ -190,7 +190,18 @@ pub struct Config {
     /// `XREAD BLOCK 0`) when its request sets no `timeout_ms`. Default
     /// 3600000 ms (1 h). Closing the client ends the wait sooner.
     pub block_forever_limit_ms: u64,
+    /// Largest reply taken from a server, in bytes on the wire plus 32 per
+    /// element (about what the decoded value takes). A larger reply (an
+    /// `LRANGE`, `HGETALL`, `KEYS` of a huge collection) is read and
+    /// dropped as it arrives, never held whole, and fails its own request
+    /// with a `Request` error; the connection and every other request on
+    /// it are unaffected. Default 536870912 (512 MiB, a server's largest
+    /// string). At least 1024.
+    pub max_reply_bytes: u64,
 }
+
+/// [`Config::max_reply_bytes`]'s default: 512 MiB.
+pub const DEFAULT_MAX_REPLY_BYTES: u64 = 512 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -212,6 +223,7 @@ impl Default for Config {
             topology_refresh_interval_ms: 60_000,
             max_blocking_connections: 64,
             block_forever_limit_ms: vshm_protocol::bound::DEFAULT_BLOCK_FOREVER_LIMIT_MS,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         }
     }
 }
@@ -239,6 +251,7 @@ impl std::fmt::Debug for Config {
             )
             .field("max_blocking_connections", &self.max_blocking_connections)
             .field("block_forever_limit_ms", &self.block_forever_limit_ms)
+            .field("max_reply_bytes", &self.max_reply_bytes)
             .finish()
     }
 }
@@ -375,6 +388,9 @@ impl Config {
         }
         if self.block_forever_limit_ms == 0 {
             return Err(invalid("block_forever_limit_ms must be > 0"));
+        }
+        if self.max_reply_bytes < 1024 {
+            return Err(invalid("max_reply_bytes must be at least 1024"));
         }
         if let Some(name) = &self.client_name {
             if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == 0x7f) {

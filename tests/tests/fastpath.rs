@@ -17,7 +17,7 @@
 //! is retried by the tests. Tests that stall, kill or reconfigure a server, or count its
 //! connections, start their own.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::TcpStream;
 use std::thread;
@@ -32,73 +32,10 @@ use vshm_tests::cluster_ops::{migrate_slot, wait_slot_owner, wait_slots_settled}
 use vshm_tests::{key_slot, shared_standalone, RedisCluster, RedisServer};
 
 mod support;
-use support::{standalone_cfg, T};
-
-fn ok_value() -> Value {
-    Value::Simple(b"OK".to_vec())
-}
-
-fn bulk(s: &str) -> Value {
-    Value::Bulk(s.as_bytes().to_vec())
-}
-
-fn call(c: &EmbeddedClient, args: &[&[u8]]) -> Result<Value, ClientError> {
-    c.call_routed(args, &Route::Auto, Some(T))
-}
-
-/// `n` clients of one backend (same config => same pooled backend).
-fn clients(core: &EmbeddedCore, cfg: &Config, n: usize) -> Vec<EmbeddedClient> {
-    (0..n)
-        .map(|_| core.open(cfg).expect("open a client"))
-        .collect()
-}
-
-/// `SET k v` then `GET k` `n` times with distinct keys and values; every failure or wrong
-/// value as a line of text.
-fn set_get_load(c: &EmbeddedClient, prefix: &str, n: usize) -> Vec<String> {
-    let mut failures = Vec::new();
-    for i in 0..n {
-        let k = format!("{prefix}:{i}");
-        let v = format!("{prefix}-v{i}");
-        match call(c, &[b"SET", k.as_bytes(), v.as_bytes()]) {
-            Ok(r) if r == ok_value() => {}
-            other => failures.push(format!("SET {k}: {other:?}")),
-        }
-        match call(c, &[b"GET", k.as_bytes()]) {
-            Ok(r) if r == bulk(&v) => {}
-            other => failures.push(format!("GET {k}: {other:?}, wanted {v:?}")),
-        }
-    }
-    failures
-}
-
-fn assert_no_failures(what: &str, failures: &[String]) {
-    assert!(
-        failures.is_empty(),
-        "{what}: {} failures, first ones:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
-/// Ids of the server's client connections, except the `CLIENT LIST` caller's own.
-fn connection_ids(server: &RedisServer) -> BTreeSet<u64> {
-    server
-        .cli(&["CLIENT", "LIST"])
-        .lines()
-        .filter(|l| !l.contains("cmd=client|list"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|f| f.strip_prefix("id="))
-                .and_then(|id| id.parse().ok())
-        })
-        .collect()
-}
+use support::{
+    assert_no_failures, bulk, call, clients, connection_ids, ok_value, set_get_load,
+    standalone_cfg, T,
+};
 
 // ---------------------------------------------------------------------------------------------
 // 1. a deeply nested reply

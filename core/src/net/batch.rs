@@ -15,7 +15,7 @@
 
 use vshm_protocol::msg::{Args, ClientError, Completion, ErrorKind, Value};
 
-use super::job::{too_deep, Frame};
+use super::job::{too_deep, too_large, Frame};
 use crate::resp::{self, redirect};
 use crate::value::server_error_kind;
 
@@ -70,6 +70,9 @@ fn in_place(f: Frame) -> Value {
         Frame::Value(v) | Frame::Push(v) => v,
         Frame::Error(e) => Value::Error(e),
         Frame::TooDeep => Value::Error(too_deep().message.into_bytes()),
+        Frame::TooLarge { bytes, limit } => {
+            Value::Error(too_large(bytes, limit).message.into_bytes())
+        }
     }
 }
 
@@ -202,7 +205,7 @@ impl BatchWork {
         let exec = frames.pop().expect("length checked");
         let ran = matches!(
             exec,
-            Frame::Value(Value::Array(_) | Value::Nil) | Frame::TooDeep
+            Frame::Value(Value::Array(_) | Value::Nil) | Frame::TooDeep | Frame::TooLarge { .. }
         );
         // A redirect of WATCH or of a queued command, and EXEC did not
         // run anything (EXECABORT): send it all again. WATCH runs outside

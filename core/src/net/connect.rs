@@ -29,6 +29,8 @@ pub(crate) struct ConnSettings {
     /// Send READONLY (cluster connections that serve replica reads).
     pub readonly: bool,
     pub connect_timeout: Duration,
+    /// The reader's limit on one reply (`Config::max_reply_bytes`).
+    pub max_reply: usize,
 }
 
 impl ConnSettings {
@@ -47,6 +49,7 @@ impl ConnSettings {
             client_name: c.client_name.clone(),
             readonly: cluster && c.read_from != ReadFrom::Primary,
             connect_timeout: c.connection_timeout(),
+            max_reply: usize::try_from(c.max_reply_bytes).unwrap_or(usize::MAX),
         })
     }
 

@@ -124,9 +124,20 @@ pub(crate) fn frame_completion(f: Frame) -> Completion {
         Frame::Value(v) => Completion::Ok(v),
         Frame::Error(e) => Completion::Err(resp::error_to_client(&e)),
         Frame::TooDeep => Completion::Err(too_deep()),
+        Frame::TooLarge { bytes, limit } => Completion::Err(too_large(bytes, limit)),
         // Not a reply; `Node` never hands pushes to jobs.
         Frame::Push(v) => Completion::Ok(v),
     }
+}
+
+pub(crate) fn too_large(bytes: usize, limit: usize) -> ClientError {
+    ClientError::new(
+        ErrorKind::Request,
+        format!(
+            "the reply ({bytes} bytes) is larger than max_reply_bytes ({limit}); it was read \
+             and dropped (the connection is unaffected)"
+        ),
+    )
 }
 
 pub(crate) fn too_deep() -> ClientError {

@@ -601,6 +601,8 @@ impl Node {
         let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut start = 0usize;
         let mut scanner = Scanner::new();
+        let limit = self.settings.max_reply;
+        scanner.set_limit(limit);
         // The reply batch and its scratch, kept across passes (no
         // allocation per pass).
         let mut d = Delivery::default();
@@ -608,13 +610,34 @@ impl Node {
             loop {
                 match scanner.scan(&buf[start..]) {
                     Ok(Some(n)) => {
-                        match resp::decode(&buf[start..start + n]) {
-                            Ok(f) => d.frames.push(f),
-                            Err(e) => return format!("bad reply: {e}"),
+                        match scanner.oversized() {
+                            None => match resp::decode(&buf[start..start + n]) {
+                                Ok(f) => d.frames.push(f),
+                                Err(e) => return format!("bad reply: {e}"),
+                            },
+                            Some(o) if o.push => {
+                                warn!(node = %self.addr, bytes = o.bytes, "a push larger than max_reply_bytes was dropped");
+                            }
+                            Some(o) => d.frames.push(Frame::TooLarge {
+                                bytes: o.bytes,
+                                limit,
+                            }),
                         }
                         start += n;
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // Over the limit: drop what the scanner no longer
+                        // needs, so the buffer stays small however large
+                        // the reply.
+                        while scanner.over_limit() {
+                            match scanner.discard(&buf[start..]) {
+                                Ok(r) if r.is_empty() => break,
+                                Ok(r) => drop(buf.drain(start + r.start..start + r.end)),
+                                Err(e) => return format!("bad reply: {e}"),
+                            }
+                        }
+                        break;
+                    }
                     Err(e) => return format!("bad reply: {e}"),
                 }
             }
@@ -626,7 +649,8 @@ impl Node {
             // A large bulk reply whose header has arrived: receive its
             // payload straight into the value's own buffer (no copy out of
             // the read buffer, no read buffer grown to its size).
-            if let Some((hdr, len)) = resp::bulk_head(&buf[start..]).filter(|x| x.1 >= DIRECT_BULK)
+            if let Some((hdr, len)) = resp::bulk_head(&buf[start..])
+                .filter(|x| x.1 >= DIRECT_BULK && !scanner.over_limit())
             {
                 let v = match self.read_bulk(r, &buf[start + hdr..], len).await {
                     Ok(v) => v,
@@ -650,7 +674,11 @@ impl Node {
                 start = 0;
             }
             let pending = buf.len() - start;
-            let want = scanner.need().saturating_sub(pending).max(READ_CHUNK);
+            let want = if scanner.over_limit() {
+                READ_CHUNK
+            } else {
+                scanner.need().saturating_sub(pending).max(READ_CHUNK)
+            };
             if buf.capacity() - buf.len() < want / 2 {
                 buf.reserve(want);
             }

@@ -169,7 +169,10 @@ pub fn decode(frame: &[u8]) -> Result<Frame, RespError> {
         let (head, next) = wire::head(frame, pos, &mut searched)?.ok_or(RespError::Truncated)?;
         pos = next;
         let mut v = match head {
-            Head::Line { ty, start, end } => scalar(ty, &frame[start..end])?,
+            Head::Line { ty, start, end } => {
+                wire::check_line(ty, &frame[start..end])?;
+                scalar(ty, &frame[start..end])?
+            }
             Head::Nil => Value::Nil,
             Head::Blob { ty, len } => {
                 let end = pos + len;

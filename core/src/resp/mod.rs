@@ -46,7 +46,7 @@ use vshm_protocol::msg::{ClientError, Value};
 pub use decode::decode;
 pub use encode::{encode_command, leading_args};
 pub use redirect::{parse_redirect, retry_class, Redirect, RetryClass};
-pub use scan::{bulk_head, Scanner};
+pub use scan::{bulk_head, Oversized, Scanner, ELEMENT_WEIGHT};
 pub use wire::{MAX_BULK, MAX_ELEMENTS};
 
 /// Deepest aggregate nesting decoded into a [`Value`] (the top-level
@@ -69,6 +69,10 @@ pub enum Frame {
     /// A reply nested deeper than [`MAX_DEPTH`]: fully consumed and valid,
     /// it fails only its own request.
     TooDeep,
+    /// A reply over the reader's size limit ([`Scanner::set_limit`]): its
+    /// `bytes` were read and dropped; it fails only its own request. Made
+    /// by the connection's reader, never by [`decode`].
+    TooLarge { bytes: usize, limit: usize },
 }
 
 /// Why bytes are not RESP. Any of these leaves the stream unusable.

@@ -1,11 +1,28 @@
 //! [`Scanner`]: where one complete top-level frame ends, resumable.
 
+use std::ops::Range;
+
 use super::wire::{self, Head};
 use super::RespError;
 
 /// Stack entries kept after a frame; a scanner that once saw a very deep
 /// frame gives the memory back.
 const KEEP_STACK: usize = 1024;
+
+/// What one element adds to a frame's weight besides its bytes: about what
+/// a decoded [`Value`](vshm_protocol::msg::Value) takes, so a limit on the
+/// weight bounds the memory of the decoded reply as well as of its bytes
+/// (a million `:1` elements are 4 MB of RESP but 32 MB of values).
+pub const ELEMENT_WEIGHT: usize = 32;
+
+/// A frame that exceeded the scanner's limit, once it has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized {
+    /// The frame's bytes on the wire (dropped as they came).
+    pub bytes: usize,
+    /// It was a top-level RESP3 push (out of band, answers no request).
+    pub push: bool,
+}
 
 /// The frame at the start of `buf`, when it is a bulk string (`$`) whose
 /// header line is complete: `(header bytes, payload length)`. A caller
@@ -38,6 +55,15 @@ pub fn bulk_head(buf: &[u8]) -> Option<(usize, usize)> {
 /// the kind of a push (its first element must be a string): type bytes,
 /// lengths, CRLFs, integer/double/boolean/null/big number syntax, the
 /// verbatim `fmt:` prefix.
+///
+/// **Oversized frames.** With a [`limit`](Self::set_limit), a frame whose
+/// weight (its bytes, counting a bulk's whole announced length as soon as
+/// its header is read, plus [`ELEMENT_WEIGHT`] per element) passes the
+/// limit is still delimited and validated, but need not be buffered: once
+/// [`over_limit`](Self::over_limit), the reader drops the bytes
+/// [`discard`](Self::discard) gives up, and when the frame ends
+/// [`oversized`](Self::oversized) says so. The connection stays in step
+/// and the reader's memory stays bounded whatever the server sends.
 #[derive(Debug, Clone)]
 pub struct Scanner {
     /// Start of the first element not yet consumed.
@@ -50,6 +76,20 @@ pub struct Scanner {
     /// Per open aggregate, the number of its elements not yet begun (>= 1).
     stack: Vec<u32>,
     need: usize,
+    /// Bytes of the current frame dropped by [`Scanner::discard`].
+    discarded: usize,
+    /// Elements of the current frame begun so far.
+    elements: usize,
+    /// The buffer length of the last incomplete scan.
+    seen: usize,
+    /// [`Scanner::discard`] dropped part of the text of the line at `pos`:
+    /// its text is not checked.
+    cut_line: bool,
+    /// The current frame's first byte (its type).
+    first: u8,
+    limit: usize,
+    /// Set when a frame ends: the frame passed the limit.
+    last: Option<Oversized>,
 }
 
 impl Default for Scanner {
@@ -66,7 +106,98 @@ impl Scanner {
             blob: None,
             stack: Vec::with_capacity(8),
             need: 1,
+            discarded: 0,
+            elements: 0,
+            seen: 0,
+            cut_line: false,
+            first: 0,
+            limit: usize::MAX,
+            last: None,
         }
+    }
+
+    /// Frames weighing more than `limit` (see the type's docs) become
+    /// [`oversized`](Self::oversized). Default: no limit.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// The current frame's weight so far.
+    fn weight(&self) -> usize {
+        let bytes = match self.blob {
+            Some((_, _, end)) => end + 2,
+            None => self.pos.max(self.seen),
+        };
+        self.discarded
+            .saturating_add(bytes)
+            .saturating_add(self.elements.saturating_mul(ELEMENT_WEIGHT))
+    }
+
+    /// The frame being scanned already weighs more than the limit: call
+    /// [`discard`](Self::discard) after each incomplete scan, and read in
+    /// small steps (not up to [`need`](Self::need)).
+    pub fn over_limit(&self) -> bool {
+        self.weight() > self.limit
+    }
+
+    /// After a scan that returned `Ok(Some(_))`: whether that frame passed
+    /// the limit (its value then must not be decoded: its bytes are gone).
+    pub fn oversized(&self) -> Option<Oversized> {
+        self.last
+    }
+
+    /// Bytes of the incomplete frame the scanner no longer needs, for the
+    /// caller to remove from its buffer before the next scan (call again
+    /// until the range is empty): everything before the element it
+    /// stopped in; of a bulk being received, its payload so far (a
+    /// verbatim string's `fmt:` prefix is checked first); of a simple
+    /// line (`+ - : , # _ (`) whose CRLF has not come, its text so far
+    /// but the last byte. Such a line's text is then not fully checked:
+    /// the frame fails its request anyway, and a line ends at its CRLF
+    /// whatever it holds, so the stream stays in step. `buf` is what the
+    /// last scan got. Only for a frame [`over_limit`](Self::over_limit):
+    /// its value cannot be decoded any more.
+    pub fn discard(&mut self, buf: &[u8]) -> Result<Range<usize>, RespError> {
+        if let Some((ty, start, end)) = self.blob {
+            let k = if ty == b'=' && buf.len() <= start + 3 {
+                // The `fmt:` prefix has not arrived: keep it.
+                start
+            } else {
+                if ty == b'=' && buf[start + 3] != b':' {
+                    return Err(RespError::BadVerbatim);
+                }
+                buf.len().min(end)
+            };
+            // Checked: from here on a verbatim string is a plain payload.
+            let ty = if k > start { b'$' } else { ty };
+            self.blob = Some((ty, start.saturating_sub(k), end - k));
+            return Ok(self.dropped(0..k));
+        }
+        if self.pos > 0 {
+            return Ok(self.dropped(0..self.pos));
+        }
+        let line = matches!(
+            buf.first(),
+            Some(b'+' | b'-' | b':' | b',' | b'#' | b'_' | b'(')
+        );
+        if line && self.searched > 2 {
+            // [1, searched) holds no LF; keep the last byte (a CR?).
+            self.cut_line = true;
+            return Ok(self.dropped(1..self.searched - 1));
+        }
+        Ok(0..0)
+    }
+
+    /// Shift the offsets past `r` (removed from the buffer).
+    fn dropped(&mut self, r: Range<usize>) -> Range<usize> {
+        let k = r.len();
+        let at = |x: usize| if x >= r.end { x - k } else { x.min(r.start) };
+        self.pos = at(self.pos);
+        self.searched = at(self.searched);
+        self.seen = at(self.seen);
+        self.need = at(self.need).max(1);
+        self.discarded += k;
+        r
     }
 
     /// The minimum total buffer length (counted from the frame's first
@@ -86,25 +217,40 @@ impl Scanner {
             self.stack.shrink_to(8);
         }
         self.need = 1;
+        self.discarded = 0;
+        self.elements = 0;
+        self.seen = 0;
+        self.cut_line = false;
     }
 
     fn done(&mut self) -> usize {
         let n = self.pos;
+        self.last = (self.weight() > self.limit).then(|| Oversized {
+            bytes: self.discarded + n,
+            push: self.first == b'>',
+        });
         self.reset();
         n
     }
 
     /// `Ok(Some(len))`: `buf[..len]` is exactly one complete top-level
-    /// frame, and the scanner is reset for the next one (which starts at
-    /// `buf[len]`: pass `&buf[len..]` next). `Ok(None)`: more bytes are
+    /// frame (its end, if [`discard`](Self::discard) dropped its start:
+    /// see [`oversized`](Self::oversized)), and the scanner is reset for
+    /// the next one (which starts at `buf[len]`: pass `&buf[len..]` next). `Ok(None)`: more bytes are
     /// needed (see [`need`](Self::need)); call again with the same prefix
     /// plus more. `Err`: the bytes are not RESP; the connection cannot be
     /// used any more.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, RespError> {
+        if self.pos == 0 && self.discarded == 0 {
+            if let Some(&b) = buf.first() {
+                self.first = b;
+            }
+        }
         loop {
             if let Some((ty, start, end)) = self.blob {
                 if buf.len() < end + 2 {
                     self.need = end + 2;
+                    self.seen = buf.len();
                     return Ok(None);
                 }
                 wire::check_blob(buf, ty, start, end)?;
@@ -118,8 +264,10 @@ impl Scanner {
             }
             let Some((head, next)) = wire::head(buf, self.pos, &mut self.searched)? else {
                 self.need = buf.len().max(self.pos) + 1;
+                self.seen = buf.len();
                 return Ok(None);
             };
+            self.elements += 1;
             // One element of the innermost open aggregate begins.
             if let Some(top) = self.stack.last_mut() {
                 *top -= 1;
@@ -130,7 +278,12 @@ impl Scanner {
             self.pos = next;
             self.searched = next;
             match head {
-                Head::Line { .. } | Head::Nil => {}
+                Head::Line { ty, start, end } => {
+                    if !std::mem::take(&mut self.cut_line) {
+                        wire::check_line(ty, &buf[start..end])?;
+                    }
+                }
+                Head::Nil => {}
                 Head::Blob { ty, len } => {
                     self.blob = Some((ty, next, next + len));
                     continue;

@@ -15,6 +15,7 @@ fn ours(w: &[u8]) -> Value {
         Frame::Value(v) | Frame::Push(v) => v,
         Frame::Error(e) => Value::Error(e),
         Frame::TooDeep => panic!("too deep"),
+        Frame::TooLarge { .. } => panic!("too large"),
     }
 }
 

@@ -146,6 +146,82 @@ proptest! {
     }
 }
 
+/// Scan `buf` in pieces ending at `cuts` with a size limit, dropping what an oversized frame
+/// no longer needs after every incomplete scan (as the node's reader does): per frame its
+/// decoded value, or its `Oversized`.
+fn read_limited(
+    buf: &[u8],
+    cuts: &[usize],
+    limit: usize,
+) -> Result<Vec<Result<Frame, Oversized>>, RespError> {
+    let mut s = Scanner::new();
+    s.set_limit(limit);
+    let mut held: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for end in cuts.iter().copied().chain([buf.len()]) {
+        if end < from {
+            continue;
+        }
+        held.extend_from_slice(&buf[from..end]);
+        from = end;
+        let mut start = 0;
+        while let Some(n) = s.scan(&held[start..])? {
+            out.push(match s.oversized() {
+                None => Ok(decode(&held[start..start + n])?),
+                Some(o) => Err(o),
+            });
+            start += n;
+        }
+        held.drain(..start);
+        while s.over_limit() {
+            let r = s.discard(&held)?;
+            if r.is_empty() {
+                break;
+            }
+            held.drain(r);
+        }
+    }
+    Ok(out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// With a limit, chunked reading that drops oversized frames' bytes agrees with reading
+    /// each frame whole: the same frames are oversized (with their full length), the others
+    /// decode as without a limit, and the frames after an oversized one stay in step.
+    #[test]
+    fn limited_reader_stays_in_step(
+        vs in vec(value(FULL), 1..6),
+        nil in nil_style(),
+        limit in 0usize..600,
+        cuts in vec(any::<Index>(), 0..12),
+    ) {
+        let frames: Vec<Vec<u8>> = vs.iter().map(|v| wire(v, nil)).collect();
+        let all = frames.concat();
+        let want: Vec<Result<Frame, Oversized>> = vs
+            .iter()
+            .zip(&frames)
+            .map(|(v, f)| {
+                let mut s = Scanner::new();
+                s.set_limit(limit);
+                assert_eq!(s.scan(f), Ok(Some(f.len())));
+                match s.oversized() {
+                    None => Ok(expected_frame(v)),
+                    Some(o) => {
+                        assert_eq!(o.bytes, f.len());
+                        assert_eq!(o.push, f[0] == b'>');
+                        Err(o)
+                    }
+                }
+            })
+            .collect();
+        let got = read_limited(&all, &cut_points(&cuts, all.len()), limit);
+        prop_assert_eq!(format!("{got:?}"), format!("{:?}", Ok::<_, RespError>(want)));
+    }
+}
+
 /// Chunked scanning agrees with one-shot scanning, and whatever the scanner
 /// delimits decodes (only a push's kind is left to the decoder).
 fn check_consistent(buf: &[u8], cuts: &[Index]) -> Result<(), TestCaseError> {

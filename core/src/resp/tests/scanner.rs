@@ -164,3 +164,140 @@ fn bulk_head_names_a_complete_bulk_header() {
     assert_eq!(bulk_head(b"$x\r\n"), None);
     assert_eq!(bulk_head(b""), None);
 }
+
+/// What a reader with a size limit gets from `wire` arriving `step` bytes at a time (the
+/// node's read loop in miniature): per frame, its decoded value or `Oversized`; and the most
+/// bytes it ever held.
+fn limited_read(
+    wire: &[u8],
+    limit: usize,
+    step: usize,
+) -> Result<(Vec<Result<Frame, Oversized>>, usize), RespError> {
+    let mut s = Scanner::new();
+    s.set_limit(limit);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut held = 0;
+    for piece in wire.chunks(step.max(1)) {
+        buf.extend_from_slice(piece);
+        held = held.max(buf.len());
+        let mut start = 0;
+        while let Some(n) = s.scan(&buf[start..])? {
+            out.push(match s.oversized() {
+                None => Ok(decode(&buf[start..start + n]).expect("scanned frames decode")),
+                Some(o) => Err(o),
+            });
+            start += n;
+        }
+        buf.drain(..start);
+        while s.over_limit() {
+            let r = s.discard(&buf)?;
+            if r.is_empty() {
+                break;
+            }
+            buf.drain(r);
+        }
+    }
+    assert!(buf.is_empty(), "{} bytes left over", buf.len());
+    Ok((out, held))
+}
+
+#[test]
+fn oversized_frames_are_dropped_as_they_come() {
+    let mut big_bulk = format!("${}\r\n", 4 << 20).into_bytes();
+    big_bulk.resize(big_bulk.len() + (4 << 20), b'b');
+    big_bulk.extend_from_slice(b"\r\n");
+    let mut many = b"*100000\r\n".to_vec();
+    for _ in 0..100_000 {
+        many.extend_from_slice(b":1\r\n");
+    }
+    let mut long_line = b"-ERR ".to_vec();
+    long_line.resize(4 << 20, b'l');
+    long_line.extend_from_slice(b"\r\n");
+    let mut verbatim = format!("={}\r\ntxt:", 4 << 20).into_bytes();
+    verbatim.resize(verbatim.len() + (4 << 20) - 4, b'v');
+    verbatim.extend_from_slice(b"\r\n");
+    let mut push = b">2\r\n$7\r\nmessage\r\n".to_vec();
+    push.extend_from_slice(&big_bulk);
+    let mut nested_long = b"*2\r\n:1\r\n(".to_vec();
+    nested_long.resize(nested_long.len() + (1 << 20), b'7');
+    nested_long.extend_from_slice(b"\r\n");
+    let ok = b"+OK\r\n";
+    for (name, frame) in [
+        ("bulk", &big_bulk),
+        ("array", &many),
+        ("error line", &long_line),
+        ("verbatim", &verbatim),
+        ("push", &push),
+        ("big number in an array", &nested_long),
+    ] {
+        let mut wire = ok.to_vec();
+        wire.extend_from_slice(frame);
+        wire.extend_from_slice(ok);
+        for step in [1 << 16, 4093, 1 << 20] {
+            let (got, held) = limited_read(&wire, 64 << 10, step).expect(name);
+            let want = vec![
+                Ok(Frame::Value(Value::Simple(b"OK".to_vec()))),
+                Err(Oversized {
+                    bytes: frame.len(),
+                    push: name == "push",
+                }),
+                Ok(Frame::Value(Value::Simple(b"OK".to_vec()))),
+            ];
+            assert_eq!(got, want, "{name}, step {step}");
+            // Never more than the limit and a read (4 MiB frames).
+            assert!(
+                held <= (64 << 10) + step,
+                "{name}, step {step}: held {held}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_limit_is_exact() {
+    // 11 bytes and one element: weight 11 + ELEMENT_WEIGHT.
+    let wire = b"$5\r\nhello\r\n";
+    let w = wire.len() + ELEMENT_WEIGHT;
+    let (got, _) = limited_read(wire, w, 3).unwrap();
+    assert_eq!(got, vec![Ok(Frame::Value(bulk(b"hello")))]);
+    let (got, _) = limited_read(wire, w - 1, 3).unwrap();
+    assert_eq!(
+        got,
+        vec![Err(Oversized {
+            bytes: wire.len(),
+            push: false
+        })]
+    );
+    // Elements count: 4 elements, 16 bytes.
+    let wire = b"*3\r\n:1\r\n:2\r\n:3\r\n";
+    let w = wire.len() + 4 * ELEMENT_WEIGHT;
+    assert!(limited_read(wire, w, 1).unwrap().0[0].is_ok());
+    assert!(limited_read(wire, w - 1, 1).unwrap().0[0].is_err());
+}
+
+#[test]
+fn dropping_still_checks_framing() {
+    // A verbatim string without its prefix, a bulk without CRLF, a bare LF in a dropped
+    // line: still errors, not frames.
+    let mut bad_verbatim = format!("={}\r\n", 100_000).into_bytes();
+    bad_verbatim.resize(bad_verbatim.len() + 100_000, b'v');
+    bad_verbatim.extend_from_slice(b"\r\n");
+    assert_eq!(
+        limited_read(&bad_verbatim, 1024, 4096).unwrap_err(),
+        RespError::BadVerbatim
+    );
+    let mut no_crlf = format!("${}\r\n", 100_000).into_bytes();
+    no_crlf.resize(no_crlf.len() + 100_002, b'x');
+    assert_eq!(
+        limited_read(&no_crlf, 1024, 4096).unwrap_err(),
+        RespError::MissingCrlf
+    );
+    let mut bare_lf = b"+".to_vec();
+    bare_lf.resize(100_000, b'l');
+    bare_lf.extend_from_slice(b"\n");
+    assert_eq!(
+        limited_read(&bare_lf, 1024, 4096).unwrap_err(),
+        RespError::BareLf
+    );
+}
