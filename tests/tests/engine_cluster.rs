@@ -456,6 +456,33 @@ async fn errors_and_timeouts() {
     }
 }
 
+/// A script whose error text looks like a redirect for another slot than its key's: it is the
+/// script's own error, returned as it is, and the script ran once (following it as a redirect
+/// would run the script again on the named node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_error_that_looks_like_a_redirect_runs_once() {
+    let _g = SERIAL.lock().await;
+    let (_e, b) = backend(Protocol::Resp3).await;
+    let key = b"redir:{script}";
+    ok(&b, &[b"DEL", key]).await;
+    let other = (key_slot(key) + 1) % 16384;
+    let port = shared_cluster().node_for_slot(other).port();
+    for code in ["MOVED", "ASK"] {
+        let script = format!(
+            "redis.call('INCR', KEYS[1]) return redis.error_reply('{code} {other} 127.0.0.1:{port}')"
+        );
+        let e = err(&b, &[b"EVAL", script.as_bytes(), b"1", key]).await;
+        assert_eq!(e.kind, ErrorKind::Request, "{e}");
+        assert!(e.message.starts_with(code), "{e}");
+    }
+    assert_eq!(
+        ok(&b, &[b"GET", key]).await,
+        bulk(b"2"),
+        "each script ran once"
+    );
+    ok(&b, &[b"DEL", key]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_command_does_not_delay_others() {
     let _g = SERIAL.lock().await;

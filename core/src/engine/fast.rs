@@ -465,7 +465,9 @@ impl Backend {
                 atomic,
                 watch,
                 commands,
-            } => Work::Batch(Box::new(BatchWork::new(atomic, watch, commands, raise))),
+            } => Work::Batch(Box::new(
+                BatchWork::new(atomic, watch, commands, raise).for_slot(p.target.slot()),
+            )),
             _ => unreachable!("plan only accepts commands and batches"),
         };
         self.links.submit(self.job(p, work, ticket));

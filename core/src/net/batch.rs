@@ -30,6 +30,7 @@ pub(crate) struct BatchWork {
     results: Vec<Option<Frame>>,
     /// Pipelines: the commands still to send (all, at first).
     pending: Vec<usize>,
+    slot: Option<u16>,
 }
 
 /// What the replies of one round of a batch lead to.
@@ -41,11 +42,13 @@ pub(crate) enum Step {
     Again(Vec<u8>),
 }
 
-/// A redirect or "not executed, try again" error reply.
-fn is_again(f: &Frame) -> Option<&[u8]> {
+/// A redirect (for the batch's slot, if it has one) or "not executed, try
+/// again" error reply.
+fn is_again(f: &Frame, slot: Option<u16>) -> Option<&[u8]> {
     match f {
         Frame::Error(e)
-            if redirect::parse_redirect(e).is_some() || redirect::retry_class(e).is_some() =>
+            if redirect::parse_redirect_for(e, slot).is_some()
+                || redirect::retry_class(e).is_some() =>
         {
             Some(e)
         }
@@ -100,7 +103,15 @@ impl BatchWork {
             raise,
             results: if atomic { Vec::new() } else { vec![None; n] },
             pending: if atomic { Vec::new() } else { (0..n).collect() },
+            slot: None,
         }
+    }
+
+    /// The slot the batch's keys hash to: a redirect naming another one is
+    /// a command's own error, not a redirect ([`redirect::parse_redirect_for`]).
+    pub fn for_slot(mut self, slot: Option<u16>) -> BatchWork {
+        self.slot = slot;
+        self
     }
 
     /// Append this round's commands; returns how many replies they make.
@@ -164,7 +175,7 @@ impl BatchWork {
         let pending = std::mem::take(&mut self.pending);
         let replies = frames.into_iter().skip(per - 1).step_by(per);
         for (i, f) in pending.into_iter().zip(replies) {
-            if let Some(e) = is_again(&f) {
+            if let Some(e) = is_again(&f, self.slot) {
                 again.get_or_insert_with(|| e.to_vec());
                 still.push(i);
             } else {
@@ -214,7 +225,7 @@ impl BatchWork {
         if let Some(e) = frames[..w]
             .iter()
             .chain(&frames[w + 1..w + 1 + n])
-            .find_map(is_again)
+            .find_map(|f| is_again(f, self.slot))
         {
             if !ran {
                 return Step::Again(e.to_vec());
@@ -264,7 +275,7 @@ impl BatchWork {
                 }
             }
             Frame::Error(e) => {
-                if let Some(again) = is_again(&Frame::Error(e.clone())) {
+                if let Some(again) = is_again(&Frame::Error(e.clone()), self.slot) {
                     return Step::Again(again.to_vec());
                 }
                 let mut err = typed(&e);
@@ -322,6 +333,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_redirect_for_another_slot_is_a_commands_own_error() {
+        // A script in the pipeline returned a text that reads as a MOVED for slot 9; the
+        // batch's keys hash to slot 7: the error stays in place, nothing is sent again.
+        let mk = || {
+            BatchWork::new(
+                false,
+                vec![],
+                vec![argv("SET a 1"), argv("EVAL s 0")],
+                false,
+            )
+        };
+        assert_eq!(
+            mk().for_slot(Some(7))
+                .absorb(vec![ok(), err("MOVED 9 h:1")], false),
+            Step::Done(Completion::Ok(Value::Array(vec![
+                Value::Simple(b"OK".to_vec()),
+                Value::Error(b"MOVED 9 h:1".to_vec())
+            ])))
+        );
+        assert_eq!(
+            mk().for_slot(Some(9))
+                .absorb(vec![ok(), err("MOVED 9 h:1")], false),
+            Step::Again(b"MOVED 9 h:1".to_vec())
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::job::{Job, Target, MAX_HOPS};
 use super::node::{Node, NodeStats, Router};
 use super::single::{retry_later, RETRY_GAP};
 use crate::config::{Backoff, ReadFrom};
-use crate::resp::redirect::{parse_redirect, retry_class, Redirect, RetryClass};
+use crate::resp::redirect::{parse_redirect_for, retry_class, Redirect, RetryClass};
 use crate::topology::{NodeAddr, SlotMap};
 
 /// Wait before routing again a job whose slot has no known owner.
@@ -252,7 +252,7 @@ impl Router for ClusterRouter {
     }
 
     fn on_error(&self, mut job: Box<Job>, err: &[u8], from: &NodeAddr) -> Option<Box<Job>> {
-        if let Some(r) = parse_redirect(err) {
+        if let Some(r) = parse_redirect_for(err, job.target.slot()) {
             job.hops = job.hops.saturating_add(1);
             if job.hops >= MAX_HOPS {
                 job.fail(

@@ -24,6 +24,16 @@ pub(crate) enum Target {
     Random,
 }
 
+impl Target {
+    /// The slot the job's keys hash to, when it is routed by one.
+    pub fn slot(&self) -> Option<u16> {
+        match self {
+            Target::Slot { slot, .. } => Some(*slot),
+            Target::Addr(_) | Target::Random => None,
+        }
+    }
+}
+
 /// What the job sends.
 pub(crate) enum Work {
     /// One command; its reply is the completion.

@@ -73,6 +73,15 @@ pub fn parse_redirect(err: &[u8]) -> Option<Redirect> {
     }
 }
 
+/// [`parse_redirect`] for a command whose keys hash to `slot` (if it has
+/// keys): a redirect naming another slot is not taken for one. A server
+/// redirects a command by the slot of its keys, so such a text can only be
+/// the command's own error (a script returning `redis.error_reply("MOVED
+/// ...")`): following it would run the command again elsewhere.
+pub fn parse_redirect_for(err: &[u8], slot: Option<u16>) -> Option<Redirect> {
+    parse_redirect(err).filter(|r| slot.is_none_or(|s| r.slot() == s))
+}
+
 /// An error reply meaning the command was not executed and may be sent
 /// again after a short wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
