@@ -66,13 +66,15 @@ fn dial(path: &Path, timeout: Duration) -> Result<OwnedFd, ClientError> {
     .map_err(|e| conn_err(format!("socket: {e}")))?;
     let addr = UnixAddr::new(path)
         .map_err(|e| conn_err(format!("bad socket path {}: {e}", path.display())))?;
+    // Before connecting: a Unix socket's connect waits for room in a full
+    // listen backlog (a busy or stopped daemon) up to SO_SNDTIMEO.
+    register::set_timeouts(&sock, timeout).map_err(|e| conn_err(e.to_string()))?;
     connect(sock.as_raw_fd(), &addr).map_err(|e| {
         conn_err(format!(
             "cannot connect to vshmd at {}: {e}",
             path.display()
         ))
     })?;
-    register::set_timeouts(&sock, timeout).map_err(|e| conn_err(e.to_string()))?;
     Ok(sock)
 }
 
@@ -91,11 +93,10 @@ impl DaemonClient {
             pid: std::process::id(),
             settings: settings.clone(),
         };
-        register::send_with_fds(sock.as_raw_fd(), &register::encode_hello(&hello), &[])
-            .map_err(|e| conn_err(e.to_string()))?;
-        let (bytes, mut fds) = register::recv_with_fds(sock.as_raw_fd())
-            .map_err(|e| conn_err(format!("no answer from vshmd: {e}")))?
-            .ok_or_else(|| conn_err("vshmd closed the connection during registration"))?;
+        let (bytes, mut fds) =
+            register::exchange(sock.as_raw_fd(), &register::encode_hello(&hello))
+                .map_err(|e| conn_err(format!("no answer from vshmd: {e}")))?
+                .ok_or_else(|| conn_err("vshmd closed the connection during registration"))?;
         let reply = register::decode_reply(&bytes).map_err(|e| conn_err(e.to_string()))?;
         let (client_id, timeout_ms, block_forever_limit_ms) = match reply {
             HandshakeReply::Welcome {
@@ -283,9 +284,7 @@ pub fn stats(path: &Path, prometheus: bool, timeout: Duration) -> Result<String,
         protocol_version: PROTOCOL_VERSION,
         prometheus,
     };
-    register::send_with_fds(sock.as_raw_fd(), &register::encode_hello(&hello), &[])
-        .map_err(|e| conn_err(e.to_string()))?;
-    let (bytes, _) = register::recv_with_fds(sock.as_raw_fd())
+    let (bytes, _) = register::exchange(sock.as_raw_fd(), &register::encode_hello(&hello))
         .map_err(|e| conn_err(e.to_string()))?
         .ok_or_else(|| conn_err("vshmd closed the connection"))?;
     match register::decode_reply(&bytes).map_err(|e| conn_err(e.to_string()))? {

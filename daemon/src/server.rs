@@ -12,6 +12,7 @@ use vshm_protocol::sync::{AtomicBool, AtomicU64, Ordering};
 use nix::sys::socket::UnixCredentials;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 use vshm_core::dispatch::{AttachOptions, ClientAttachment, Dispatcher};
 use vshm_core::embedded::ClientExec;
@@ -206,7 +207,7 @@ impl Daemon {
     }
 
     /// Serve one accepted socket from its first message to its end.
-    async fn serve_socket(self: Arc<Self>, conn: Conn) {
+    async fn serve_socket(self: Arc<Self>, conn: Conn, slot: OwnedSemaphorePermit) {
         let cred = match register::peer_cred(&conn.as_fd()) {
             Ok(c) => c,
             Err(e) => {
@@ -215,6 +216,22 @@ impl Daemon {
                 return;
             }
         };
+        // Checked before waiting for the first message: a peer that may
+        // not use this vshmd holds no descriptor and no handshake slot for
+        // `handshake_timeout_ms`. Its refusal is queued before the close;
+        // the client reads it even if its own message then meets a closed
+        // socket (`register::exchange`).
+        let groups = sock::peer_groups(conn.raw());
+        if !self.peer_allowed(cred.uid(), cred.gid(), &groups) {
+            let why = format!(
+                "uid {} (gid {}, pid {}) is not allowed to use this vshmd (see allowed_uids / allowed_gids in its configuration)",
+                cred.uid(),
+                cred.gid(),
+                cred.pid()
+            );
+            self.refuse(&conn, &cred, why).await;
+            return;
+        }
         let hs = Duration::from_millis(self.cfg.handshake_timeout_ms);
         let bytes = match tokio::time::timeout(hs, conn.recv()).await {
             Ok(Ok(Recv::Msg(b))) => b,
@@ -233,17 +250,6 @@ impl Daemon {
                 return;
             }
         };
-        let groups = sock::peer_groups(conn.raw());
-        if !self.peer_allowed(cred.uid(), cred.gid(), &groups) {
-            let why = format!(
-                "uid {} (gid {}, pid {}) is not allowed to use this vshmd (see allowed_uids / allowed_gids in its configuration)",
-                cred.uid(),
-                cred.gid(),
-                cred.pid()
-            );
-            self.refuse(&conn, &cred, why).await;
-            return;
-        }
         let hello = match register::decode_hello(&bytes) {
             Ok(h) => h,
             Err(e) => {
@@ -299,6 +305,7 @@ impl Daemon {
                         return;
                     }
                 };
+                drop(slot);
                 self.client_session(conn, reg).await;
             }
         }
@@ -605,6 +612,27 @@ fn limits_exceeded(cfg: &DaemonConfig, st: &State, uid: u32) -> Option<String> {
 }
 
 /// Run until SIGTERM or SIGINT, then drain. `Ok` means a clean exit.
+/// Connections in their handshake at once (registration or stats, from
+/// accept to the answer). More wait in the listen backlog (1024), and a
+/// client's connect waits for room within its own timeout: a local user
+/// who opens connections and sends nothing delays registrations by at most
+/// `handshake_timeout_ms` and never exhausts the daemon's descriptors.
+const HANDSHAKE_SLOTS: usize = 256;
+
+/// Accept the next connection once a handshake slot is free. Cancel-safe:
+/// dropped before a connection is taken, it takes none and frees its slot.
+async fn accept_in_slot(
+    listener: &Listener,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<(Conn, OwnedSemaphorePermit)> {
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    Ok((listener.accept().await?, slot))
+}
+
 pub async fn run(cfg: DaemonConfig) -> Result<(), String> {
     // Signals first: a SIGTERM right after startup must drain, not kill.
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
@@ -646,11 +674,12 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), String> {
     if let Some(m) = metrics {
         tokio::spawn(crate::metrics::serve(m, daemon.clone()));
     }
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKE_SLOTS));
     let signame = loop {
         tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => {
-                    tokio::spawn(daemon.clone().serve_socket(conn));
+            r = accept_in_slot(&listener, &handshakes) => match r {
+                Ok((conn, slot)) => {
+                    tokio::spawn(daemon.clone().serve_socket(conn, slot));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

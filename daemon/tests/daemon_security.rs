@@ -481,3 +481,78 @@ fn descriptors_sent_to_the_daemon_are_all_closed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A peer outside the allow list is answered with its refusal at once, before it sends
+/// anything: it holds no descriptor or handshake slot of the daemon for `handshake_timeout_ms`
+/// (here a minute; the sockets' own timeout is 5 s).
+#[test]
+fn refused_peers_are_answered_before_they_send() {
+    vshm_tests::ensure_redis();
+    let server = vshm_tests::shared_standalone();
+    let d = Vshmd::start(
+        "allowed_uids = [4242]\nhandshake_timeout_ms = 60000",
+        Servers::Standalone(&server.addr()),
+        "",
+    );
+    let socks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = socket_fd();
+            connect(s.as_raw_fd(), &UnixAddr::new(&d.socket).unwrap()).unwrap();
+            register::set_timeouts(&s, Duration::from_secs(5)).unwrap();
+            s
+        })
+        .collect();
+    for s in &socks {
+        let (b, _) = register::recv_with_fds(s.as_raw_fd())
+            .expect("the refusal, without sending anything")
+            .expect("a reply before the close");
+        match register::decode_reply(&b).unwrap() {
+            HandshakeReply::Refused { reason, .. } => {
+                assert!(reason.contains("not allowed"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A client that sends its registration after the close still reads why.
+    let e = connect_err(&d.socket, &Settings::default());
+    assert!(e.message.contains("not allowed"), "{}", e.message);
+}
+
+/// Connections that never send their registration occupy at most the daemon's handshake slots
+/// (256): the rest wait in the listen backlog, not in the daemon's descriptor table, and a
+/// client that connects behind them is registered once their handshakes time out.
+#[test]
+fn silent_connections_cannot_exhaust_the_daemon() {
+    vshm_tests::ensure_redis();
+    let server = vshm_tests::shared_standalone();
+    let d = Vshmd::start(
+        "handshake_timeout_ms = 1000",
+        Servers::Standalone(&server.addr()),
+        "",
+    );
+    let fds_of = |pid: i32| std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before = fds_of(d.pid());
+    let silent: Vec<_> = (0..400)
+        .map(|_| {
+            let s = socket_fd();
+            connect(s.as_raw_fd(), &UnixAddr::new(&d.socket).unwrap()).unwrap();
+            s
+        })
+        .collect();
+    // Give the daemon time to accept what it will (it must stop at its slots).
+    std::thread::sleep(Duration::from_millis(300));
+    let during = fds_of(d.pid());
+    assert!(
+        during <= before + 256 + 8,
+        "the daemon holds {during} descriptors ({before} before 400 silent connections)"
+    );
+    let c = DaemonClient::connect(
+        &d.socket,
+        &Settings::default(),
+        Duration::from_secs(15),
+        ClientOptions::default(),
+    )
+    .expect("registered behind the silent connections");
+    assert!(c.call(&[b"PING"]).is_ok());
+    drop(silent);
+}

@@ -181,6 +181,20 @@ pub fn recv_with_fds(sock: RawFd) -> Result<Option<Received>, ProtocolError> {
     Ok(Some((buf, fds)))
 }
 
+/// Send the first message of a handshake and receive the answer. The
+/// daemon refuses a peer it does not allow before reading anything and
+/// closes: a send that then fails (the peer is gone) still returns the
+/// refusal queued for us, so the caller learns why.
+pub fn exchange(sock: RawFd, data: &[u8]) -> Result<Option<Received>, ProtocolError> {
+    if let Err(e) = send_with_fds(sock, data, &[]) {
+        return match recv_with_fds(sock) {
+            Ok(Some(answer)) => Ok(Some(answer)),
+            _ => Err(e),
+        };
+    }
+    recv_with_fds(sock)
+}
+
 /// The peer's credentials (SO_PEERCRED).
 pub fn peer_cred<F: AsFd>(sock: &F) -> Result<nix::sys::socket::UnixCredentials, ProtocolError> {
     nix::sys::socket::getsockopt(sock, sockopt::PeerCredentials).map_err(os("SO_PEERCRED"))
