@@ -530,7 +530,11 @@ fn silent_connections_cannot_exhaust_the_daemon() {
         Servers::Standalone(&server.addr()),
         "",
     );
-    let fds_of = |pid: i32| std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds_of = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
     let before = fds_of(d.pid());
     let silent: Vec<_> = (0..400)
         .map(|_| {

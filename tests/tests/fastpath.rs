@@ -34,7 +34,7 @@ use vshm_tests::{key_slot, shared_standalone, RedisCluster, RedisServer};
 mod support;
 use support::{
     assert_no_failures, bulk, call, clients, connection_ids, ok_value, set_get_load,
-    standalone_cfg, T,
+    standalone_cfg, while_others_load, T,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -72,41 +72,18 @@ fn deep_reply_does_not_harm_others(protocol: Protocol) {
     let cfg = standalone_cfg(server.addr(), protocol);
     let deep = core.open(&cfg).unwrap();
     let others = clients(&core, &cfg, 3);
-    let done = AtomicBool::new(false);
-
-    let (deep_results, other_failures) = thread::scope(|s| {
-        let workers: Vec<_> = others
-            .iter()
-            .enumerate()
-            .map(|(w, c)| {
-                let done = &done;
-                s.spawn(move || {
-                    let f = set_get_load(c, &format!("fp:deep:{protocol:?}:{w}"), 2000);
-                    // Release: pairs with the Acquire load in the loop below.
-                    done.store(true, Ordering::Release);
-                    f
-                })
-            })
-            .collect();
-        // The deep reply over and over while the others work (at least 5 times, so that some
-        // overlap even if the others are quick).
-        let mut results = Vec::new();
-        let mut n = 0;
-        // Acquire: pairs with the workers' Release store above.
-        while n < 5 || (!done.load(Ordering::Acquire) && n < 500) {
-            let r = call(&deep, &[b"EVAL", DEEP_SCRIPT.as_bytes(), b"0"]);
-            results.push(match r {
-                Ok(v) => nesting_depth(&v),
-                Err(e) => Err(format!("error: {e:?}")),
-            });
-            n += 1;
-        }
-        let failures: Vec<String> = workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker panicked"))
-            .collect();
-        (results, failures)
-    });
+    // The deep reply over and over while the others work (at least 5 times, so that some
+    // overlap even if the others are quick).
+    let (deep_results, other_failures) = while_others_load(
+        &others,
+        &format!("fp:deep:{protocol:?}"),
+        2000,
+        (5, 500),
+        |_| match call(&deep, &[b"EVAL", DEEP_SCRIPT.as_bytes(), b"0"]) {
+            Ok(v) => nesting_depth(&v),
+            Err(e) => Err(format!("error: {e:?}")),
+        },
+    );
 
     let bad: Vec<String> = deep_results
         .iter()
@@ -191,34 +168,9 @@ fn binary_error_fails_only_its_request(protocol: Protocol) {
     let before = connection_ids(&server);
     assert!(!before.is_empty(), "the backend has no server connection");
 
-    let done = AtomicBool::new(false);
-    let (errors, other_failures) = thread::scope(|s| {
-        let workers: Vec<_> = others
-            .iter()
-            .enumerate()
-            .map(|(w, c)| {
-                let done = &done;
-                s.spawn(move || {
-                    let f = set_get_load(c, &format!("fp:bin:{w}"), 1000);
-                    // Release: pairs with the Acquire load in the loop below.
-                    done.store(true, Ordering::Release);
-                    f
-                })
-            })
-            .collect();
-        let mut errors = Vec::new();
-        let mut n = 0;
-        // Acquire: pairs with the workers' Release store above.
-        while n < 10 || (!done.load(Ordering::Acquire) && n < 400) {
-            let (args, want) = BINARY_ERRORS[n % BINARY_ERRORS.len()];
-            errors.push((want, call(&bad, args)));
-            n += 1;
-        }
-        let failures: Vec<String> = workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker panicked"))
-            .collect();
-        (errors, failures)
+    let (errors, other_failures) = while_others_load(&others, "fp:bin", 1000, (10, 400), |n| {
+        let (args, want) = BINARY_ERRORS[n % BINARY_ERRORS.len()];
+        (want, call(&bad, args))
     });
 
     let wrong: Vec<String> = errors

@@ -4,9 +4,6 @@
 //! connection all succeed, the server connection is not replaced, and the next replies are
 //! matched to their own requests. Real server, RESP2 and RESP3; nothing about timing.
 
-use std::thread;
-use vshm_protocol::sync::{AtomicBool, Ordering};
-
 use vshm_client::embedded::{EmbeddedClient, EmbeddedCore, EmbeddedOpen};
 use vshm_core::config::Protocol;
 use vshm_protocol::msg::{ClientError, ErrorKind, Value};
@@ -14,7 +11,7 @@ use vshm_tests::RedisServer;
 
 mod support;
 use support::{
-    assert_no_failures, call, clients, connection_ids, ok_value, set_get_load, standalone_cfg,
+    assert_no_failures, call, clients, connection_ids, ok_value, standalone_cfg, while_others_load,
 };
 
 const LIMIT: u64 = 256 << 10;
@@ -69,44 +66,18 @@ fn oversized_replies_fail_only_their_request(protocol: Protocol) {
     let before = connection_ids(&server);
     assert!(!before.is_empty(), "the backend has no server connection");
 
-    let done = AtomicBool::new(false);
-    let (results, other_failures) = thread::scope(|s| {
-        let workers: Vec<_> = others
-            .iter()
-            .enumerate()
-            .map(|(w, c)| {
-                let done = &done;
-                s.spawn(move || {
-                    let f = set_get_load(c, &format!("rl:{protocol:?}:{w}"), 1000);
-                    // Release: pairs with the Acquire load in the loop below.
-                    done.store(true, Ordering::Release);
-                    f
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        let mut n = 0;
-        // Acquire: pairs with the workers' Release store above.
-        while n < 8 || (!done.load(Ordering::Acquire) && n < 200) {
-            let args = OVERSIZED[n % OVERSIZED.len()];
-            results.push((n % OVERSIZED.len(), call(&big, args)));
+    let (rounds, other_failures) =
+        while_others_load(&others, &format!("rl:{protocol:?}"), 1000, (8, 200), |n| {
+            let kind = n % OVERSIZED.len();
+            let r = call(&big, OVERSIZED[kind]);
             // A small reply right after: matched to its own request.
-            let tail = call(&big, &[b"LRANGE", b"big:list", b"0", b"1"]);
-            results.push((
-                usize::MAX,
-                match tail {
-                    Ok(Value::Array(v)) if v.len() == 2 => Ok(Value::Nil),
-                    other => other,
-                },
-            ));
-            n += 1;
-        }
-        let failures: Vec<String> = workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker panicked"))
-            .collect();
-        (results, failures)
-    });
+            let tail = match call(&big, &[b"LRANGE", b"big:list", b"0", b"1"]) {
+                Ok(Value::Array(v)) if v.len() == 2 => Ok(Value::Nil),
+                other => other,
+            };
+            [(kind, r), (usize::MAX, tail)]
+        });
+    let results: Vec<(usize, Result<Value, ClientError>)> = rounds.into_iter().flatten().collect();
 
     let wrong: Vec<String> = results
         .iter()

@@ -96,3 +96,43 @@ pub fn connection_ids(server: &RedisServer) -> BTreeSet<u64> {
         })
         .collect()
 }
+
+/// Run [`set_get_load`] (`n` rounds, keys `"{prefix}:{w}:..."`) on each of `others` in its own
+/// thread while this thread calls `step(i)` for i = 0, 1, ...: at least `min` times, then
+/// until a worker has finished or `max` calls were made. Returns the steps' results and every
+/// worker failure.
+pub fn while_others_load<R>(
+    others: &[EmbeddedClient],
+    prefix: &str,
+    n: usize,
+    (min, max): (usize, usize),
+    mut step: impl FnMut(usize) -> R,
+) -> (Vec<R>, Vec<String>) {
+    use vshm_protocol::sync::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = others
+            .iter()
+            .enumerate()
+            .map(|(w, c)| {
+                let done = &done;
+                s.spawn(move || {
+                    let f = set_get_load(c, &format!("{prefix}:{w}"), n);
+                    // Release: pairs with the Acquire load in the loop below.
+                    done.store(true, Ordering::Release);
+                    f
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        // Acquire: pairs with the workers' Release store above.
+        while results.len() < min || (!done.load(Ordering::Acquire) && results.len() < max) {
+            results.push(step(results.len()));
+        }
+        let failures: Vec<String> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker panicked"))
+            .collect();
+        (results, failures)
+    })
+}

@@ -52,3 +52,43 @@ fn simple(b: &[u8]) -> Value {
 fn pair(key: Value, value: Value) -> Pair {
     Pair { key, value }
 }
+
+/// Scan `buf` in pieces ending at `cuts` with a size limit, dropping what an oversized frame
+/// no longer needs after every incomplete scan (as the node's reader does): per frame its
+/// decoded value, or its `Oversized`.
+/// Also returns the most bytes it ever held.
+type Limited = (Vec<Result<Frame, Oversized>>, usize);
+
+fn read_limited(buf: &[u8], cuts: &[usize], limit: usize) -> Result<Limited, RespError> {
+    let mut s = Scanner::new();
+    s.set_limit(limit);
+    let mut held: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut most = 0;
+    let mut from = 0;
+    for end in cuts.iter().copied().chain([buf.len()]) {
+        if end < from {
+            continue;
+        }
+        held.extend_from_slice(&buf[from..end]);
+        most = most.max(held.len());
+        from = end;
+        let mut start = 0;
+        while let Some(n) = s.scan(&held[start..])? {
+            out.push(match s.oversized() {
+                None => Ok(decode(&held[start..start + n])?),
+                Some(o) => Err(o),
+            });
+            start += n;
+        }
+        held.drain(..start);
+        while s.over_limit() {
+            let r = s.discard(&held)?;
+            if r.is_empty() {
+                break;
+            }
+            held.drain(r);
+        }
+    }
+    Ok((out, most))
+}

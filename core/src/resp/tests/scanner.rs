@@ -165,41 +165,27 @@ fn bulk_head_names_a_complete_bulk_header() {
     assert_eq!(bulk_head(b""), None);
 }
 
-/// What a reader with a size limit gets from `wire` arriving `step` bytes at a time (the
-/// node's read loop in miniature): per frame, its decoded value or `Oversized`; and the most
-/// bytes it ever held.
-fn limited_read(
-    wire: &[u8],
-    limit: usize,
-    step: usize,
-) -> Result<(Vec<Result<Frame, Oversized>>, usize), RespError> {
+/// [`read_limited`] with `wire` arriving `step` bytes at a time; everything must be consumed.
+fn limited_read(wire: &[u8], limit: usize, step: usize) -> Result<Limited, RespError> {
+    let cuts: Vec<usize> = (step..wire.len()).step_by(step).collect();
+    let r = read_limited(wire, &cuts, limit)?;
+    assert_eq!(
+        r.0.len(),
+        wire_frames(wire),
+        "every frame read, nothing left over"
+    );
+    Ok(r)
+}
+
+/// How many top-level frames `wire` holds (no limit).
+fn wire_frames(wire: &[u8]) -> usize {
     let mut s = Scanner::new();
-    s.set_limit(limit);
-    let mut buf: Vec<u8> = Vec::new();
-    let mut out = Vec::new();
-    let mut held = 0;
-    for piece in wire.chunks(step.max(1)) {
-        buf.extend_from_slice(piece);
-        held = held.max(buf.len());
-        let mut start = 0;
-        while let Some(n) = s.scan(&buf[start..])? {
-            out.push(match s.oversized() {
-                None => Ok(decode(&buf[start..start + n]).expect("scanned frames decode")),
-                Some(o) => Err(o),
-            });
-            start += n;
-        }
-        buf.drain(..start);
-        while s.over_limit() {
-            let r = s.discard(&buf)?;
-            if r.is_empty() {
-                break;
-            }
-            buf.drain(r);
-        }
+    let (mut at, mut n) = (0, 0);
+    while let Ok(Some(k)) = s.scan(&wire[at..]) {
+        at += k;
+        n += 1;
     }
-    assert!(buf.is_empty(), "{} bytes left over", buf.len());
-    Ok((out, held))
+    n
 }
 
 #[test]
