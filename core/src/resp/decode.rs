@@ -137,16 +137,16 @@ fn top_level(v: Value) -> Frame {
 /// A frame nested deeper than [`MAX_DEPTH`]: validate it without building
 /// anything.
 fn too_deep(frame: &[u8]) -> Result<Frame, RespError> {
-    match Scanner::new().scan(frame)? {
-        // A push stays out of band however deep: it answers no request, so
-        // taking it for a reply would pair every later reply with the
-        // request before its own. Its contents are dropped.
-        Some(n) if n == frame.len() && frame.first() == Some(&b'>') => {
-            Ok(Frame::Push(Value::Push {
-                kind: Vec::new(),
-                data: Vec::new(),
-            }))
-        }
+    let mut s = Scanner::new();
+    match s.scan(frame)? {
+        // A push stays out of band however deep (and however annotated):
+        // it answers no request, so taking it for a reply would pair every
+        // later reply with the request before its own. Its contents are
+        // dropped.
+        Some(n) if n == frame.len() && s.frame_kind() == b'>' => Ok(Frame::Push(Value::Push {
+            kind: Vec::new(),
+            data: Vec::new(),
+        })),
         Some(n) if n == frame.len() => Ok(Frame::TooDeep),
         Some(_) => Err(RespError::TrailingBytes),
         None => Err(RespError::Truncated),

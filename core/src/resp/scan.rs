@@ -85,8 +85,12 @@ pub struct Scanner {
     /// [`Scanner::discard`] dropped part of the text of the line at `pos`:
     /// its text is not checked.
     cut_line: bool,
-    /// The current frame's first byte (its type).
-    first: u8,
+    /// The current frame's kind: the type byte of its value after any
+    /// top-level attributes (`|`, which annotate the value that follows
+    /// them); `|` while only attributes have begun.
+    kind: u8,
+    /// The kind of the last complete frame.
+    last_kind: u8,
     limit: usize,
     /// Set when a frame ends: the frame passed the limit.
     last: Option<Oversized>,
@@ -110,7 +114,8 @@ impl Scanner {
             elements: 0,
             seen: 0,
             cut_line: false,
-            first: 0,
+            kind: 0,
+            last_kind: 0,
             limit: usize::MAX,
             last: None,
         }
@@ -138,6 +143,12 @@ impl Scanner {
     /// small steps (not up to [`need`](Self::need)).
     pub fn over_limit(&self) -> bool {
         self.weight() > self.limit
+    }
+
+    /// After a scan that returned `Ok(Some(_))`: that frame's type byte,
+    /// after any top-level attributes (`b'>'`: an out-of-band push).
+    pub fn frame_kind(&self) -> u8 {
+        self.last_kind
     }
 
     /// After a scan that returned `Ok(Some(_))`: whether that frame passed
@@ -225,9 +236,10 @@ impl Scanner {
 
     fn done(&mut self) -> usize {
         let n = self.pos;
+        self.last_kind = self.kind;
         self.last = (self.weight() > self.limit).then(|| Oversized {
             bytes: self.discarded + n,
-            push: self.first == b'>',
+            push: self.kind == b'>',
         });
         self.reset();
         n
@@ -241,11 +253,6 @@ impl Scanner {
     /// plus more. `Err`: the bytes are not RESP; the connection cannot be
     /// used any more.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, RespError> {
-        if self.pos == 0 && self.discarded == 0 {
-            if let Some(&b) = buf.first() {
-                self.first = b;
-            }
-        }
         loop {
             if let Some((ty, start, end)) = self.blob {
                 if buf.len() < end + 2 {
@@ -267,6 +274,11 @@ impl Scanner {
                 self.seen = buf.len();
                 return Ok(None);
             };
+            if self.elements == 0 || (self.kind == b'|' && self.stack[..] == [1]) {
+                // The frame's first element, or the value its top-level
+                // attribute annotates (the attribute's last child).
+                self.kind = buf[self.pos];
+            }
             self.elements += 1;
             // One element of the innermost open aggregate begins.
             if let Some(top) = self.stack.last_mut() {

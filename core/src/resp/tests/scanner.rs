@@ -205,6 +205,8 @@ fn oversized_frames_are_dropped_as_they_come() {
     verbatim.extend_from_slice(b"\r\n");
     let mut push = b">2\r\n$7\r\nmessage\r\n".to_vec();
     push.extend_from_slice(&big_bulk);
+    let mut annotated_push = b"|1\r\n+key\r\n*1\r\n:1\r\n".to_vec();
+    annotated_push.extend_from_slice(&push);
     let mut nested_long = b"*2\r\n:1\r\n(".to_vec();
     nested_long.resize(nested_long.len() + (1 << 20), b'7');
     nested_long.extend_from_slice(b"\r\n");
@@ -215,6 +217,7 @@ fn oversized_frames_are_dropped_as_they_come() {
         ("error line", &long_line),
         ("verbatim", &verbatim),
         ("push", &push),
+        ("annotated push", &annotated_push),
         ("big number in an array", &nested_long),
     ] {
         let mut wire = ok.to_vec();
@@ -226,7 +229,7 @@ fn oversized_frames_are_dropped_as_they_come() {
                 Ok(Frame::Value(Value::Simple(b"OK".to_vec()))),
                 Err(Oversized {
                     bytes: frame.len(),
-                    push: name == "push",
+                    push: name.ends_with("push"),
                 }),
                 Ok(Frame::Value(Value::Simple(b"OK".to_vec()))),
             ];

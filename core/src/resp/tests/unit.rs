@@ -343,6 +343,22 @@ fn depth_limit_is_exact() {
     let mut push = b">2\r\n$7\r\nmessage\r\n".to_vec();
     push.extend_from_slice(&nested(MAX_DEPTH + 1, b":1\r\n"));
     assert!(matches!(one(&push), Frame::Push(Value::Push { .. })));
+    // So is one behind top-level attributes (whose own values may nest).
+    for attrs in [
+        b"|1\r\n+a\r\n*1\r\n:1\r\n".as_slice(),
+        b"|0\r\n|1\r\n*1\r\n+k\r\n%1\r\n+x\r\n:2\r\n",
+    ] {
+        let mut annotated = attrs.to_vec();
+        annotated.extend_from_slice(&push);
+        assert!(
+            matches!(one(&annotated), Frame::Push(Value::Push { .. })),
+            "{:?}",
+            String::from_utf8_lossy(attrs)
+        );
+        let mut reply = attrs.to_vec();
+        reply.extend_from_slice(&nested(MAX_DEPTH + 1, b":1\r\n"));
+        assert_eq!(one(&reply), Frame::TooDeep);
+    }
     // A too-deep frame is still validated.
     assert_eq!(
         decode(&nested(MAX_DEPTH + 5, b":x\r\n")),
