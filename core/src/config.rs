@@ -195,13 +195,16 @@ pub struct Config {
     /// `LRANGE`, `HGETALL`, `KEYS` of a huge collection) is read and
     /// dropped as it arrives, never held whole, and fails its own request
     /// with a `Request` error; the connection and every other request on
-    /// it are unaffected. Default 536870912 (512 MiB, a server's largest
-    /// string). At least 1024.
+    /// it are unaffected. Default 537919488 (513 MiB: a server's largest
+    /// string, 512 MiB, with room for its header). At least 1048576 (1 MiB:
+    /// the core's own requests, `CLUSTER SLOTS` of a large cluster, go
+    /// through the same reader).
     pub max_reply_bytes: u64,
 }
 
-/// [`Config::max_reply_bytes`]'s default: 512 MiB.
-pub const DEFAULT_MAX_REPLY_BYTES: u64 = 512 << 20;
+/// [`Config::max_reply_bytes`]'s default: 513 MiB (a 512 MiB string, the
+/// largest a server holds by default, weighs a little more).
+pub const DEFAULT_MAX_REPLY_BYTES: u64 = 513 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -389,8 +392,11 @@ impl Config {
         if self.block_forever_limit_ms == 0 {
             return Err(invalid("block_forever_limit_ms must be > 0"));
         }
-        if self.max_reply_bytes < 1024 {
-            return Err(invalid("max_reply_bytes must be at least 1024"));
+        if self.max_reply_bytes < 1 << 20 {
+            return Err(invalid(
+                "max_reply_bytes must be at least 1048576 (the core's own CLUSTER SLOTS and HELLO \
+                 replies go through the same limit)",
+            ));
         }
         if let Some(name) = &self.client_name {
             if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == 0x7f) {

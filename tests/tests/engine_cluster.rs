@@ -481,6 +481,27 @@ async fn script_error_that_looks_like_a_redirect_runs_once() {
         "each script ran once"
     );
     ok(&b, &[b"DEL", key]).await;
+
+    // A script without keys: a server never redirects it, so no redirect text is one.
+    let evals = || -> u64 {
+        shared_cluster()
+            .primaries()
+            .iter()
+            .map(|n| {
+                let info = n.cli(&["INFO", "commandstats"]);
+                info.lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let before = evals();
+    let script = format!("return redis.error_reply('MOVED {other} 127.0.0.1:{port}')");
+    let e = err(&b, &[b"EVAL", script.as_bytes(), b"0"]).await;
+    assert!(e.message.starts_with("MOVED"), "{e}");
+    assert_eq!(evals() - before, 1, "the keyless script ran once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

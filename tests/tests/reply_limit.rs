@@ -14,11 +14,12 @@ use support::{
     assert_no_failures, call, clients, connection_ids, ok_value, standalone_cfg, while_others_load,
 };
 
-const LIMIT: u64 = 256 << 10;
-/// 4,000 elements of 100 bytes: about 430 KB on the wire.
-const LIST_LEN: usize = 4_000;
+/// The smallest limit allowed.
+const LIMIT: u64 = 1 << 20;
+/// 12,000 elements of 100 bytes: about 1.3 MB on the wire, 1.7 MB with the elements' weight.
+const LIST_LEN: usize = 12_000;
 
-/// Fill the list `big:list` and the string `big:value` (1 MiB).
+/// Fill the list `big:list` and the string `big:value` (2 MiB).
 fn fill(c: &EmbeddedClient) {
     let item = vec![b'i'; 100];
     for _ in 0..LIST_LEN / 500 {
@@ -26,7 +27,7 @@ fn fill(c: &EmbeddedClient) {
         args.extend(std::iter::repeat_n(item.as_slice(), 500));
         call(c, &args).expect("RPUSH");
     }
-    let value = vec![b'v'; 1 << 20];
+    let value = vec![b'v'; 2 << 20];
     assert_eq!(
         call(c, &[b"SET", b"big:value", &value]).unwrap(),
         ok_value()
@@ -37,16 +38,16 @@ fn fill(c: &EmbeddedClient) {
 const OVERSIZED: &[&[&[u8]]] = &[
     &[b"LRANGE", b"big:list", b"0", b"-1"],
     &[b"GET", b"big:value"],
-    // An error line of 300 KB.
+    // An error line of 1.2 MB.
     &[
         b"EVAL",
-        b"return redis.error_reply(string.rep('e', 300000))",
+        b"return redis.error_reply(string.rep('e', 1200000))",
         b"0",
     ],
-    // A big number line of 300 KB (RESP3; RESP2 gets it as a bulk string).
+    // A big number line of 1.2 MB (RESP3; RESP2 gets it as a bulk string).
     &[
         b"EVAL",
-        b"redis.setresp(3) return {big_number=string.rep('7', 300000)}",
+        b"redis.setresp(3) return {big_number=string.rep('7', 1200000)}",
         b"0",
     ],
 ];

@@ -466,7 +466,8 @@ impl Backend {
                 watch,
                 commands,
             } => Work::Batch(Box::new(
-                BatchWork::new(atomic, watch, commands, raise).for_slot(p.target.slot()),
+                BatchWork::new(atomic, watch, commands, raise)
+                    .redirectable(p.target.redirectable()),
             )),
             _ => unreachable!("plan only accepts commands and batches"),
         };

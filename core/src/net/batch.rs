@@ -16,7 +16,7 @@
 use vshm_protocol::msg::{Args, ClientError, Completion, ErrorKind, Value};
 
 use super::job::{too_deep, too_large, Frame};
-use crate::resp::{self, redirect};
+use crate::resp::{self, redirect, Redirectable};
 use crate::value::server_error_kind;
 
 /// A batch in flight.
@@ -30,7 +30,7 @@ pub(crate) struct BatchWork {
     results: Vec<Option<Frame>>,
     /// Pipelines: the commands still to send (all, at first).
     pending: Vec<usize>,
-    slot: Option<u16>,
+    redirectable: Redirectable,
 }
 
 /// What the replies of one round of a batch lead to.
@@ -42,12 +42,12 @@ pub(crate) enum Step {
     Again(Vec<u8>),
 }
 
-/// A redirect (for the batch's slot, if it has one) or "not executed, try
+/// A redirect (one the batch can get, by its keys) or "not executed, try
 /// again" error reply.
-fn is_again(f: &Frame, slot: Option<u16>) -> Option<&[u8]> {
+fn is_again(f: &Frame, which: Redirectable) -> Option<&[u8]> {
     match f {
         Frame::Error(e)
-            if redirect::parse_redirect_for(e, slot).is_some()
+            if redirect::parse_redirect_for(e, which).is_some()
                 || redirect::retry_class(e).is_some() =>
         {
             Some(e)
@@ -103,14 +103,14 @@ impl BatchWork {
             raise,
             results: if atomic { Vec::new() } else { vec![None; n] },
             pending: if atomic { Vec::new() } else { (0..n).collect() },
-            slot: None,
+            redirectable: Redirectable::Any,
         }
     }
 
-    /// The slot the batch's keys hash to: a redirect naming another one is
-    /// a command's own error, not a redirect ([`redirect::parse_redirect_for`]).
-    pub fn for_slot(mut self, slot: Option<u16>) -> BatchWork {
-        self.slot = slot;
+    /// The redirects the batch can get, by its keys: any other redirect
+    /// text is a command's own error ([`redirect::parse_redirect_for`]).
+    pub fn redirectable(mut self, which: Redirectable) -> BatchWork {
+        self.redirectable = which;
         self
     }
 
@@ -175,7 +175,7 @@ impl BatchWork {
         let pending = std::mem::take(&mut self.pending);
         let replies = frames.into_iter().skip(per - 1).step_by(per);
         for (i, f) in pending.into_iter().zip(replies) {
-            if let Some(e) = is_again(&f, self.slot) {
+            if let Some(e) = is_again(&f, self.redirectable) {
                 again.get_or_insert_with(|| e.to_vec());
                 still.push(i);
             } else {
@@ -225,7 +225,7 @@ impl BatchWork {
         if let Some(e) = frames[..w]
             .iter()
             .chain(&frames[w + 1..w + 1 + n])
-            .find_map(|f| is_again(f, self.slot))
+            .find_map(|f| is_again(f, self.redirectable))
         {
             if !ran {
                 return Step::Again(e.to_vec());
@@ -275,7 +275,7 @@ impl BatchWork {
                 }
             }
             Frame::Error(e) => {
-                if let Some(again) = is_again(&Frame::Error(e.clone()), self.slot) {
+                if let Some(again) = is_again(&Frame::Error(e.clone()), self.redirectable) {
                     return Step::Again(again.to_vec());
                 }
                 let mut err = typed(&e);
@@ -291,6 +291,9 @@ impl BatchWork {
                 }
                 Completion::Err(err)
             }
+            // The transaction ran; its results do not come back.
+            Frame::TooDeep => Completion::Err(too_deep()),
+            Frame::TooLarge { bytes, limit } => Completion::Err(too_large(bytes, limit)),
             other => Completion::Err(unexpected(&format!("EXEC returned {other:?}"))),
         })
     }
@@ -348,7 +351,7 @@ mod tests {
             )
         };
         assert_eq!(
-            mk().for_slot(Some(7))
+            mk().redirectable(Redirectable::Slot(7))
                 .absorb(vec![ok(), err("MOVED 9 h:1")], false),
             Step::Done(Completion::Ok(Value::Array(vec![
                 Value::Simple(b"OK".to_vec()),
@@ -356,7 +359,7 @@ mod tests {
             ])))
         );
         assert_eq!(
-            mk().for_slot(Some(9))
+            mk().redirectable(Redirectable::Slot(9))
                 .absorb(vec![ok(), err("MOVED 9 h:1")], false),
             Step::Again(b"MOVED 9 h:1".to_vec())
         );
@@ -429,6 +432,26 @@ mod tests {
             ),
             Step::Done(Completion::Ok(Value::Nil))
         );
+        // EXEC's reply too large or too deep: the transaction ran, the error says why its
+        // results are missing.
+        for (exec, says) in [
+            (
+                Frame::TooLarge {
+                    bytes: 5000,
+                    limit: 1024,
+                },
+                "max_reply_bytes",
+            ),
+            (Frame::TooDeep, "nested deeper"),
+        ] {
+            match mk().absorb(vec![ok(), ok(), queued(), queued(), exec], false) {
+                Step::Done(Completion::Err(e)) => {
+                    assert_eq!(e.kind, ErrorKind::Request, "{e}");
+                    assert!(e.message.contains(says), "{e}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         // Queue-time error: EXECABORT with the command's error.
         match mk().absorb(
             vec![

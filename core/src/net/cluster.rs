@@ -252,7 +252,7 @@ impl Router for ClusterRouter {
     }
 
     fn on_error(&self, mut job: Box<Job>, err: &[u8], from: &NodeAddr) -> Option<Box<Job>> {
-        if let Some(r) = parse_redirect_for(err, job.target.slot()) {
+        if let Some(r) = parse_redirect_for(err, job.target.redirectable()) {
             job.hops = job.hops.saturating_add(1);
             if job.hops >= MAX_HOPS {
                 job.fail(

@@ -9,8 +9,8 @@ use vshm_protocol::msg::{ClientError, Completion, ErrorKind};
 
 use super::batch::BatchWork;
 use super::ticket::Ticket;
-use crate::resp;
 pub(crate) use crate::resp::Frame;
+use crate::resp::{self, Redirectable};
 use crate::topology::NodeAddr;
 
 /// Where a job goes (cluster); a standalone backend has one node.
@@ -25,11 +25,13 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    /// The slot the job's keys hash to, when it is routed by one.
-    pub fn slot(&self) -> Option<u16> {
+    /// The redirects a job sent this way can get from a server.
+    pub fn redirectable(&self) -> Redirectable {
         match self {
-            Target::Slot { slot, .. } => Some(*slot),
-            Target::Addr(_) | Target::Random => None,
+            Target::Slot { slot, .. } => Redirectable::Slot(*slot),
+            // Keyless (a keyed command is routed by its slot).
+            Target::Random => Redirectable::Never,
+            Target::Addr(_) => Redirectable::Any,
         }
     }
 }

@@ -45,7 +45,9 @@ use vshm_protocol::msg::{ClientError, Value};
 
 pub use decode::decode;
 pub use encode::{encode_command, leading_args};
-pub use redirect::{parse_redirect, parse_redirect_for, retry_class, Redirect, RetryClass};
+pub use redirect::{
+    parse_redirect, parse_redirect_for, retry_class, Redirect, Redirectable, RetryClass,
+};
 pub use scan::{bulk_head, Oversized, Scanner, ELEMENT_WEIGHT};
 pub use wire::{MAX_BULK, MAX_ELEMENTS};
 

@@ -73,13 +73,31 @@ pub fn parse_redirect(err: &[u8]) -> Option<Redirect> {
     }
 }
 
-/// [`parse_redirect`] for a command whose keys hash to `slot` (if it has
-/// keys): a redirect naming another slot is not taken for one. A server
-/// redirects a command by the slot of its keys, so such a text can only be
-/// the command's own error (a script returning `redis.error_reply("MOVED
-/// ...")`): following it would run the command again elsewhere.
-pub fn parse_redirect_for(err: &[u8], slot: Option<u16>) -> Option<Redirect> {
-    parse_redirect(err).filter(|r| slot.is_none_or(|s| r.slot() == s))
+/// Which redirects can come from the server for a command, by its keys.
+/// A server redirects a command by the slot of its keys, and never one
+/// without keys; any other redirect text can only be the command's own
+/// error (a script returning `redis.error_reply("MOVED ...")`), and
+/// following it would run the command again elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Redirectable {
+    /// Its keys hash to this slot: a redirect for that slot only.
+    Slot(u16),
+    /// It has no keys (`EVAL` with no keys, `PING`, ...): none.
+    Never,
+    /// Sent to a node chosen by the caller, keys not known: any.
+    #[default]
+    Any,
+}
+
+/// [`parse_redirect`] of a reply to a command that can get `which`
+/// redirects; `None` for any other text.
+pub fn parse_redirect_for(err: &[u8], which: Redirectable) -> Option<Redirect> {
+    let r = parse_redirect(err)?;
+    match which {
+        Redirectable::Slot(s) => (r.slot() == s).then_some(r),
+        Redirectable::Never => None,
+        Redirectable::Any => Some(r),
+    }
 }
 
 /// An error reply meaning the command was not executed and may be sent

@@ -54,7 +54,8 @@ pub fn bulk_head(buf: &[u8]) -> Option<(usize, usize)> {
 /// The scanner validates everything [`decode`](super::decode()) does except
 /// the kind of a push (its first element must be a string): type bytes,
 /// lengths, CRLFs, integer/double/boolean/null/big number syntax, the
-/// verbatim `fmt:` prefix.
+/// verbatim `fmt:` prefix (all but the text of a line an oversized frame
+/// had cut, below).
 ///
 /// **Oversized frames.** With a [`limit`](Self::set_limit), a frame whose
 /// weight (its bytes, counting a bulk's whole announced length as soon as
@@ -169,6 +170,7 @@ impl Scanner {
     /// last scan got. Only for a frame [`over_limit`](Self::over_limit):
     /// its value cannot be decoded any more.
     pub fn discard(&mut self, buf: &[u8]) -> Result<Range<usize>, RespError> {
+        debug_assert!(self.over_limit(), "discard is for oversized frames only");
         if let Some((ty, start, end)) = self.blob {
             let k = if ty == b'=' && buf.len() <= start + 3 {
                 // The `fmt:` prefix has not arrived: keep it.

@@ -147,6 +147,9 @@ fn is_type(b: u8) -> bool {
     )
 }
 
+/// The longest text of a number line: `-9223372036854775808`.
+const NUMBER_LINE: usize = 20;
+
 /// Parse the element header at `pos`. `Ok(Some((head, next)))`: `next` is
 /// the first byte after the header line. `Ok(None)`: the header line is
 /// incomplete; `*searched` is raised to where the next search for its LF
@@ -165,9 +168,25 @@ pub fn head(
         return Err(RespError::BadType(ty));
     }
     let start = pos + 1;
-    let Some(cr) = line_end(buf, start, *searched)? else {
-        *searched = buf.len();
-        return Ok(None);
+    // A length, an integer, a boolean or a null fits in 20 bytes: its CRLF
+    // is looked for there only, so that no input makes the reader buffer
+    // an endless header (the other lines are text of any length).
+    let short = match ty {
+        b'$' | b'!' | b'=' | b'*' | b'~' | b'>' | b'%' | b'|' | b':' => Some(RespError::BadInteger),
+        b'#' => Some(RespError::BadBoolean),
+        b'_' => Some(RespError::BadNull),
+        _ => None,
+    };
+    let window = match short {
+        Some(_) => &buf[..buf.len().min(start + NUMBER_LINE + 2)],
+        None => buf,
+    };
+    let Some(cr) = line_end(window, start, *searched)? else {
+        *searched = window.len();
+        return match short {
+            Some(e) if window.len() == start + NUMBER_LINE + 2 => Err(e),
+            _ => Ok(None),
+        };
     };
     let next = cr + 2;
     let line = &buf[start..cr];

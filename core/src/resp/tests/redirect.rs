@@ -63,11 +63,14 @@ fn parse_redirect_table() {
 
 #[test]
 fn a_redirect_for_another_slot_is_not_one() {
-    assert!(parse_redirect_for(b"MOVED 7 h:9", Some(7)).is_some());
-    assert!(parse_redirect_for(b"ASK 7 h:9", Some(7)).is_some());
-    assert!(parse_redirect_for(b"MOVED 7 h:9", None).is_some());
-    assert_eq!(parse_redirect_for(b"MOVED 8 h:9", Some(7)), None);
-    assert_eq!(parse_redirect_for(b"ASK 8 h:9", Some(7)), None);
+    use Redirectable::*;
+    assert!(parse_redirect_for(b"MOVED 7 h:9", Slot(7)).is_some());
+    assert!(parse_redirect_for(b"ASK 7 h:9", Slot(7)).is_some());
+    assert!(parse_redirect_for(b"MOVED 7 h:9", Any).is_some());
+    assert_eq!(parse_redirect_for(b"MOVED 8 h:9", Slot(7)), None);
+    assert_eq!(parse_redirect_for(b"ASK 8 h:9", Slot(7)), None);
+    assert_eq!(parse_redirect_for(b"MOVED 7 h:9", Never), None);
+    assert_eq!(parse_redirect_for(b"ASK 7 h:9", Never), None);
 }
 
 #[test]

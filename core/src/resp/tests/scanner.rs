@@ -290,3 +290,33 @@ fn dropping_still_checks_framing() {
         RespError::BareLf
     );
 }
+
+#[test]
+fn endless_number_headers_are_refused_early() {
+    // No LF within a number's 20 bytes (+ CRLF): an error at once, not a buffer that grows.
+    for (ty, e) in [
+        (b'$', RespError::BadInteger),
+        (b'*', RespError::BadInteger),
+        (b'%', RespError::BadInteger),
+        (b'|', RespError::BadInteger),
+        (b'>', RespError::BadInteger),
+        (b':', RespError::BadInteger),
+        (b'#', RespError::BadBoolean),
+        (b'_', RespError::BadNull),
+    ] {
+        let mut wire = vec![ty];
+        wire.resize(1 + 22, b'1');
+        assert_eq!(Scanner::new().scan(&wire[..22]), Ok(None), "{}", ty as char);
+        assert_eq!(Scanner::new().scan(&wire), Err(e), "{}", ty as char);
+        assert_eq!(decode(&wire), Err(e), "{}", ty as char);
+        // The longest valid ones still pass.
+        if ty == b':' {
+            assert_eq!(val(b":-9223372036854775808\r\n"), Value::Int(i64::MIN));
+        }
+    }
+    assert_eq!(val(b"*-1\r\n"), Value::Nil, "short headers are unaffected");
+    // Text lines have no such bound.
+    let mut line = b"+".to_vec();
+    line.resize(1000, b't');
+    assert_eq!(Scanner::new().scan(&line), Ok(None));
+}
