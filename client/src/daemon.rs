@@ -70,10 +70,12 @@ fn dial(path: &Path, timeout: Duration) -> Result<OwnedFd, ClientError> {
     // listen backlog (a busy or stopped daemon) up to SO_SNDTIMEO.
     register::set_timeouts(&sock, timeout).map_err(|e| conn_err(e.to_string()))?;
     connect(sock.as_raw_fd(), &addr).map_err(|e| {
-        conn_err(format!(
-            "cannot connect to vshmd at {}: {e}",
-            path.display()
-        ))
+        let why = if e == nix::errno::Errno::EAGAIN {
+            format!("no room in its listen backlog within {timeout:?} (the daemon is stopped or flooded with connections)")
+        } else {
+            e.to_string()
+        };
+        conn_err(format!("cannot connect to vshmd at {}: {why}", path.display()))
     })?;
     Ok(sock)
 }

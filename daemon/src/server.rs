@@ -230,6 +230,10 @@ impl Daemon {
                 cred.pid()
             );
             self.refuse(&conn, &cred, why).await;
+            // Take the client's message if it comes at once: closing with
+            // it unread would make the client's read fail (ECONNRESET)
+            // before it reaches the refusal.
+            let _ = tokio::time::timeout(Duration::from_millis(100), conn.recv()).await;
             return;
         }
         let hs = Duration::from_millis(self.cfg.handshake_timeout_ms);
@@ -611,12 +615,11 @@ fn limits_exceeded(cfg: &DaemonConfig, st: &State, uid: u32) -> Option<String> {
     None
 }
 
-/// Run until SIGTERM or SIGINT, then drain. `Ok` means a clean exit.
 /// Connections in their handshake at once (registration or stats, from
-/// accept to the answer). More wait in the listen backlog (1024), and a
-/// client's connect waits for room within its own timeout: a local user
-/// who opens connections and sends nothing delays registrations by at most
-/// `handshake_timeout_ms` and never exhausts the daemon's descriptors.
+/// accept to the answer). More wait in the listen backlog (1024, or the
+/// kernel's `somaxconn` if lower), and a client's connect waits for room
+/// within its own timeout: connections that send nothing hold at most
+/// this many of the daemon's descriptors, each for `handshake_timeout_ms`.
 const HANDSHAKE_SLOTS: usize = 256;
 
 /// Accept the next connection once a handshake slot is free. Cancel-safe:
@@ -633,6 +636,7 @@ async fn accept_in_slot(
     Ok((listener.accept().await?, slot))
 }
 
+/// Run until SIGTERM or SIGINT, then drain. `Ok` means a clean exit.
 pub async fn run(cfg: DaemonConfig) -> Result<(), String> {
     // Signals first: a SIGTERM right after startup must drain, not kill.
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;

@@ -516,6 +516,30 @@ fn refused_peers_are_answered_before_they_send() {
     // A client that sends its registration after the close still reads why.
     let e = connect_err(&d.socket, &Settings::default());
     assert!(e.message.contains("not allowed"), "{}", e.message);
+    // So does one that sent it at once and reads only later (the daemon closes after the
+    // refusal: a message left unread would reset the connection before the refusal).
+    let hello = register::encode_hello(&Hello::Register {
+        protocol_version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        settings: Settings::default(),
+    });
+    for _ in 0..5 {
+        let s = socket_fd();
+        connect(s.as_raw_fd(), &UnixAddr::new(&d.socket).unwrap()).unwrap();
+        register::set_timeouts(&s, Duration::from_secs(5)).unwrap();
+        register::send_with_fds(s.as_raw_fd(), &hello, &[]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let (b, _) = register::recv_with_fds(s.as_raw_fd())
+            .expect("the refusal, not a reset")
+            .expect("a reply");
+        assert!(
+            matches!(
+                register::decode_reply(&b).unwrap(),
+                HandshakeReply::Refused { .. }
+            ),
+            "a refusal"
+        );
+    }
 }
 
 /// Connections that never send their registration occupy at most the daemon's handshake slots

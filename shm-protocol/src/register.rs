@@ -18,6 +18,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::socket::{
     recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
 };
@@ -146,14 +147,19 @@ pub type Received = (Vec<u8>, Vec<OwnedFd>);
 /// Receive one message and any descriptors attached (closed on error).
 /// Returns `Ok(None)` at EOF.
 pub fn recv_with_fds(sock: RawFd) -> Result<Option<Received>, ProtocolError> {
+    recv_once(sock).map_err(|(_, e)| e)
+}
+
+/// [`recv_with_fds`], with the system error (if that is what failed).
+fn recv_once(sock: RawFd) -> Result<Option<Received>, (Option<Errno>, ProtocolError)> {
     let mut buf = vec![0u8; MAX_HANDSHAKE];
     let mut cmsg = nix::cmsg_space!([RawFd; 4]);
     let (n, fds, truncated) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(os("recvmsg"))?;
+            .map_err(|e| (Some(e), os("recvmsg")(e)))?;
         let mut fds = Vec::new();
-        for c in msg.cmsgs().map_err(os("cmsgs"))? {
+        for c in msg.cmsgs().map_err(|e| (Some(e), os("cmsgs")(e)))? {
             if let ControlMessageOwned::ScmRights(v) = c {
                 for fd in v {
                     // SAFETY: the kernel just installed these descriptors in
@@ -170,8 +176,9 @@ pub fn recv_with_fds(sock: RawFd) -> Result<Option<Received>, ProtocolError> {
         )
     };
     if truncated {
-        return Err(ProtocolError::BadMessage(
-            "handshake message truncated".into(),
+        return Err((
+            None,
+            ProtocolError::BadMessage("handshake message truncated".into()),
         ));
     }
     if n == 0 && fds.is_empty() {
@@ -183,16 +190,22 @@ pub fn recv_with_fds(sock: RawFd) -> Result<Option<Received>, ProtocolError> {
 
 /// Send the first message of a handshake and receive the answer. The
 /// daemon refuses a peer it does not allow before reading anything and
-/// closes: a send that then fails (the peer is gone) still returns the
+/// closes: a send that then fails (the peer is gone), or a read that
+/// reports the reset (the close found our message unread; the kernel
+/// reports that before the queued answer, once), still returns the
 /// refusal queued for us, so the caller learns why.
 pub fn exchange(sock: RawFd, data: &[u8]) -> Result<Option<Received>, ProtocolError> {
-    if let Err(e) = send_with_fds(sock, data, &[]) {
-        return match recv_with_fds(sock) {
-            Ok(Some(answer)) => Ok(Some(answer)),
+    let answer = || match recv_once(sock) {
+        Err((Some(Errno::ECONNRESET), _)) => recv_with_fds(sock),
+        r => r.map_err(|(_, e)| e),
+    };
+    match send_with_fds(sock, data, &[]) {
+        Ok(()) => answer(),
+        Err(e) => match answer() {
+            Ok(Some(a)) => Ok(Some(a)),
             _ => Err(e),
-        };
+        },
     }
-    recv_with_fds(sock)
 }
 
 /// The peer's credentials (SO_PEERCRED).
