@@ -616,7 +616,7 @@ impl Node {
                                 Err(e) => return format!("bad reply: {e}"),
                             },
                             Some(o) if o.push => {
-                                warn!(node = %self.addr, bytes = o.bytes, "a push larger than max_reply_bytes was dropped");
+                                debug!(node = %self.addr, bytes = o.bytes, "a push larger than max_reply_bytes was dropped");
                             }
                             Some(o) => d.frames.push(Frame::TooLarge {
                                 bytes: o.bytes,
