@@ -196,9 +196,9 @@ pub struct Config {
     /// dropped as it arrives, never held whole, and fails its own request
     /// with a `Request` error; the connection and every other request on
     /// it are unaffected. Default 537919488 (513 MiB: a server's largest
-    /// string, 512 MiB, with room for its header). At least 1048576 (1 MiB:
-    /// the core's own requests, `CLUSTER SLOTS` of a large cluster, go
-    /// through the same reader).
+    /// string, 512 MiB, with room for its header). At least 1048576. The
+    /// core's own `CLUSTER SLOTS` replies go through the same limit (about
+    /// 600 bytes per slot range with one replica).
     pub max_reply_bytes: u64,
 }
 
@@ -394,8 +394,8 @@ impl Config {
         }
         if self.max_reply_bytes < 1 << 20 {
             return Err(invalid(
-                "max_reply_bytes must be at least 1048576 (the core's own CLUSTER SLOTS and HELLO \
-                 replies go through the same limit)",
+                "max_reply_bytes must be at least 1048576 (the core's own CLUSTER SLOTS replies go \
+                 through the same limit)",
             ));
         }
         if let Some(name) = &self.client_name {

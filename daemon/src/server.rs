@@ -230,10 +230,12 @@ impl Daemon {
                 cred.pid()
             );
             self.refuse(&conn, &cred, why).await;
-            // Take the client's message if it comes at once: closing with
-            // it unread would make the client's read fail (ECONNRESET)
-            // before it reaches the refusal.
-            let _ = tokio::time::timeout(Duration::from_millis(100), conn.recv()).await;
+            // Take the client's message if it is there (no wait: a refused
+            // peer holds its slot no longer than this): closing with it
+            // unread makes the client's next read report a reset before
+            // the refusal (the client library reads past it,
+            // `register::recv_answer`).
+            let _ = conn.try_recv();
             return;
         }
         let hs = Duration::from_millis(self.cfg.handshake_timeout_ms);

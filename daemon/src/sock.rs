@@ -202,6 +202,11 @@ impl Conn {
         }
     }
 
+    /// Receive one message if one is there now (`WouldBlock` if not).
+    pub fn try_recv(&self) -> std::io::Result<Recv> {
+        recv_once(self.raw())
+    }
+
     /// Send one message with descriptors attached.
     pub async fn send(&self, data: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
         loop {

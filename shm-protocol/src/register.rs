@@ -195,16 +195,22 @@ fn recv_once(sock: RawFd) -> Result<Option<Received>, (Option<Errno>, ProtocolEr
 /// reports that before the queued answer, once), still returns the
 /// refusal queued for us, so the caller learns why.
 pub fn exchange(sock: RawFd, data: &[u8]) -> Result<Option<Received>, ProtocolError> {
-    let answer = || match recv_once(sock) {
-        Err((Some(Errno::ECONNRESET), _)) => recv_with_fds(sock),
-        r => r.map_err(|(_, e)| e),
-    };
     match send_with_fds(sock, data, &[]) {
-        Ok(()) => answer(),
-        Err(e) => match answer() {
+        Ok(()) => recv_answer(sock),
+        Err(e) => match recv_answer(sock) {
             Ok(Some(a)) => Ok(Some(a)),
             _ => Err(e),
         },
+    }
+}
+
+/// [`recv_with_fds`] of the daemon's answer to the first message: past a
+/// reset the kernel reports (once, before the queued answer) when the
+/// daemon closed with that message unread.
+pub fn recv_answer(sock: RawFd) -> Result<Option<Received>, ProtocolError> {
+    match recv_once(sock) {
+        Err((Some(Errno::ECONNRESET), _)) => recv_with_fds(sock),
+        r => r.map_err(|(_, e)| e),
     }
 }
 

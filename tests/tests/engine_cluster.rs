@@ -502,6 +502,14 @@ async fn script_error_that_looks_like_a_redirect_runs_once() {
     let e = err(&b, &[b"EVAL", script.as_bytes(), b"0"]).await;
     assert!(e.message.starts_with("MOVED"), "{e}");
     assert_eq!(evals() - before, 1, "the keyless script ran once");
+
+    // A keyed command sent to a random primary on purpose still follows the server's
+    // redirect for its key (nine tries over three primaries: some land elsewhere).
+    ok(&b, &[b"SET", key, b"v"]).await;
+    for _ in 0..9 {
+        assert_eq!(routed(&b, &[b"GET", key], Route::Random).await, bulk(b"v"));
+    }
+    ok(&b, &[b"DEL", key]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,7 +224,7 @@ pub(crate) fn plan_command<A: AsRef<[u8]>>(
                         slot,
                         replica: read_only && read_from != ReadFrom::Primary,
                     }),
-                    SlotPlacement::Keyless if !keys::fan_out(&name) => Some(Target::Random),
+                    SlotPlacement::Keyless if !keys::fan_out(&name) => Some(Target::Keyless),
                     _ => None,
                 }),
                 r => explicit(r, map, read_only),
@@ -385,7 +385,7 @@ fn plan_batch(
                         slot,
                         replica: false,
                     },
-                    None => Target::Random,
+                    None => Target::Keyless,
                 }))
             }
             Route::Auto => Ok(pipeline_slot(cmds, &names).map(|slot| Target::Slot {
@@ -898,7 +898,7 @@ mod tests {
         // A keyless transaction goes to any node.
         assert_eq!(
             c(&batch(true, &[], &["PING"], Route::Auto)),
-            Some(Target::Random)
+            Some(Target::Keyless)
         );
         assert_eq!(
             c(&batch(false, &[], &["SET {t}a 1", "GET {t}b"], Route::Auto)),

@@ -202,7 +202,7 @@ impl ClusterRouter {
         let map = self.slot_map();
         match target {
             Target::Addr(a) => Some(a.clone()),
-            Target::Random => {
+            Target::Random | Target::Keyless => {
                 let p = map.primaries();
                 if p.is_empty() {
                     return None;

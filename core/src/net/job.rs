@@ -20,8 +20,12 @@ pub(crate) enum Target {
     Slot { slot: u16, replica: bool },
     /// One node by address.
     Addr(NodeAddr),
-    /// Any primary.
+    /// Any primary (an explicit `Route::Random`: the command may have
+    /// keys).
     Random,
+    /// Any primary, for a command (or batch) without keys: a server never
+    /// redirects it.
+    Keyless,
 }
 
 impl Target {
@@ -29,9 +33,8 @@ impl Target {
     pub fn redirectable(&self) -> Redirectable {
         match self {
             Target::Slot { slot, .. } => Redirectable::Slot(*slot),
-            // Keyless (a keyed command is routed by its slot).
-            Target::Random => Redirectable::Never,
-            Target::Addr(_) => Redirectable::Any,
+            Target::Keyless => Redirectable::Never,
+            Target::Random | Target::Addr(_) => Redirectable::Any,
         }
     }
 }

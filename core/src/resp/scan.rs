@@ -163,7 +163,7 @@ impl Scanner {
     /// until the range is empty): everything before the element it
     /// stopped in; of a bulk being received, its payload so far (a
     /// verbatim string's `fmt:` prefix is checked first); of a simple
-    /// line (`+ - : , # _ (`) whose CRLF has not come, its text so far
+    /// text line (`+ - , (`) whose CRLF has not come, its text so far
     /// but the last byte. Such a line's text is then not fully checked:
     /// the frame fails its request anyway, and a line ends at its CRLF
     /// whatever it holds, so the stream stays in step. `buf` is what the
@@ -189,10 +189,9 @@ impl Scanner {
         if self.pos > 0 {
             return Ok(self.dropped(0..self.pos));
         }
-        let line = matches!(
-            buf.first(),
-            Some(b'+' | b'-' | b':' | b',' | b'#' | b'_' | b'(')
-        );
+        // Text lines only: a number line fits in a few bytes or is an error
+        // (`wire::head`).
+        let line = matches!(buf.first(), Some(b'+' | b'-' | b',' | b'('));
         if line && self.searched > 2 {
             // [1, searched) holds no LF; keep the last byte (a CR?).
             self.cut_line = true;
