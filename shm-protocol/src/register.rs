@@ -240,6 +240,48 @@ pub fn raw<F: AsRawFd>(f: &F) -> RawFd {
 mod tests {
     use super::*;
 
+    /// The daemon answered and closed with the client's message unread: the client's plain
+    /// read reports the reset first, `recv_answer` gets past it to the answer; a client
+    /// whose send meets the closed socket still reads the answer through `exchange`.
+    #[test]
+    fn the_answer_is_read_past_a_reset_and_past_a_failed_send() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let pair = || {
+            let (c, d) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .unwrap();
+            set_timeouts(&c, Duration::from_secs(5)).unwrap();
+            (c, d)
+        };
+        // Reset: the client's message is left unread by the closing peer.
+        let (c, d) = pair();
+        send_with_fds(c.as_raw_fd(), b"hello", &[]).unwrap();
+        send_with_fds(d.as_raw_fd(), b"refused", &[]).unwrap();
+        drop(d);
+        let (c2, d2) = pair();
+        send_with_fds(c2.as_raw_fd(), b"hello", &[]).unwrap();
+        send_with_fds(d2.as_raw_fd(), b"refused", &[]).unwrap();
+        drop(d2);
+        assert!(
+            recv_with_fds(c2.as_raw_fd()).is_err(),
+            "a plain read reports the reset first"
+        );
+        let (got, _) = recv_answer(c.as_raw_fd()).unwrap().expect("the answer");
+        assert_eq!(got, b"refused");
+        // Failed send: the peer answered and closed before the client sent.
+        let (c, d) = pair();
+        send_with_fds(d.as_raw_fd(), b"refused", &[]).unwrap();
+        drop(d);
+        let (got, _) = exchange(c.as_raw_fd(), b"hello")
+            .unwrap()
+            .expect("the answer");
+        assert_eq!(got, b"refused");
+    }
+
     #[test]
     fn handshake_round_trip_and_garbage() {
         let h = Hello::Register {
