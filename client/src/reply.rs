@@ -80,10 +80,8 @@ impl Reply {
                 held_across_fork()
             }
             Store::Ring { ptr, len, .. } => {
-                // SAFETY: ptr/len describe a pinned, published ring record
-                // kept mapped by `cq` (see `Store::Ring`), and we are in the
-                // process that pinned it (checked above): the core writes
-                // there only after this process unpins it.
+                // SAFETY: a pinned, published record kept mapped by `cq`, in the process that
+                // pinned it (checked above): the core writes there only after we unpin it.
                 unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *len) }
             }
             Store::Heap(v) => v,
